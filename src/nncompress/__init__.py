@@ -1,0 +1,71 @@
+"""nncompress: compress trained neural networks (NNCF's API: ``import nncompress as nncf``)."""
+
+from nncompress.api.graph import build_graph
+from nncompress.api.quantize import quantize
+from nncompress.dataset import Dataset
+from nncompress.errors import (
+    AccuracyDropError,
+    CalibrationError,
+    GraphCaptureError,
+    InvalidGroupSizeError,
+    NNCompressError,
+    UnsupportedBackendError,
+    UnsupportedModelError,
+    ValidationError,
+)
+from nncompress.parameters import (
+    AdvancedAccuracyRestorerParameters,
+    AdvancedBiasCorrectionParameters,
+    AdvancedQuantizationParameters,
+    AdvancedSmoothQuantParameters,
+    BackupMode,
+    CompressWeightsMode,
+    DropType,
+    ModelType,
+    OverflowFix,
+    QuantizationMode,
+    QuantizationParameters,
+    QuantizationPreset,
+    QuantizationScheme,
+    RangeEstimatorParameters,
+    SensitivityMetric,
+    TargetDevice,
+)
+from nncompress.report import CompressionReport, last_report
+from nncompress.scopes import IgnoredScope, Subgraph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccuracyDropError",
+    "AdvancedAccuracyRestorerParameters",
+    "AdvancedBiasCorrectionParameters",
+    "AdvancedQuantizationParameters",
+    "AdvancedSmoothQuantParameters",
+    "BackupMode",
+    "CalibrationError",
+    "CompressWeightsMode",
+    "CompressionReport",
+    "Dataset",
+    "DropType",
+    "GraphCaptureError",
+    "IgnoredScope",
+    "InvalidGroupSizeError",
+    "ModelType",
+    "NNCompressError",
+    "OverflowFix",
+    "QuantizationMode",
+    "QuantizationParameters",
+    "QuantizationPreset",
+    "QuantizationScheme",
+    "RangeEstimatorParameters",
+    "SensitivityMetric",
+    "Subgraph",
+    "TargetDevice",
+    "UnsupportedBackendError",
+    "UnsupportedModelError",
+    "ValidationError",
+    "build_graph",
+    "last_report",
+    "quantize",
+]

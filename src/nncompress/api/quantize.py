@@ -1,0 +1,104 @@
+"""``quantize``: post-training INT8 quantization of OpenVINO, ONNX and PyTorch models."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, TypeVar
+
+from nncompress.algorithms.quantization.pipeline import PTQOptions, run_ptq
+from nncompress.backends.registry import get_adapter
+from nncompress.dataset import Dataset
+from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.parameters import (
+    AdvancedQuantizationParameters,
+    ModelType,
+    QuantizationMode,
+    QuantizationPreset,
+    TargetDevice,
+    coerce_enum,
+)
+from nncompress.report import set_last_report
+from nncompress.scopes import IgnoredScope
+
+TModel = TypeVar("TModel")
+
+
+def quantize(
+    model: TModel,
+    calibration_dataset: Dataset,
+    *,
+    mode: QuantizationMode | None = None,
+    preset: QuantizationPreset | None = None,
+    target_device: TargetDevice = TargetDevice.ANY,
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+    model_type: ModelType | None = None,
+    ignored_scope: IgnoredScope | None = None,
+    advanced_parameters: AdvancedQuantizationParameters | None = None,
+    verbose: bool = False,
+) -> TModel:
+    """Quantize ``model`` to INT8 using ``calibration_dataset``; returns a new model of the same kind.
+
+    The report of what was quantized and what was left in float is printed when ``verbose`` and is
+    available afterwards from ``nncompress.last_report()``.
+    """
+    adapter = get_adapter(model)
+    options = _validate(
+        calibration_dataset, mode, preset, target_device, subset_size, fast_bias_correction, model_type,
+        ignored_scope, advanced_parameters,
+    )
+    _check_first_item(adapter, model, calibration_dataset)
+    result, report = run_ptq(adapter, model, calibration_dataset, options)
+    if report.calibration_items < options.subset_size:
+        report.notes.append(
+            f"the dataset had {report.calibration_items} items, fewer than subset_size={options.subset_size}; "
+            "all of them were used"
+        )
+    set_last_report(report)
+    if verbose:
+        report.print()
+    return result
+
+
+def _validate(dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced) -> PTQOptions:
+    if not isinstance(dataset, Dataset):
+        raise ValidationError(
+            f"calibration_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
+            "Wrap your data: nncompress.Dataset(data_source, transform_fn)"
+        )
+    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1:
+        raise ValidationError(f"subset_size must be a positive integer; got {subset_size!r}")
+    if mode is not None:
+        mode = coerce_enum(mode, QuantizationMode, "mode")
+        raise UnsupportedBackendError(f"mode={mode.value!r} (FP8) is not supported yet; use mode=None for INT8")
+    if not isinstance(fast_bc, bool):
+        raise ValidationError(f"fast_bias_correction must be True or False; got {fast_bc!r}")
+    if advanced is None:
+        advanced = AdvancedQuantizationParameters()
+    elif not isinstance(advanced, AdvancedQuantizationParameters):
+        raise ValidationError(
+            f"advanced_parameters must be an AdvancedQuantizationParameters; got {type(advanced).__name__}"
+        )
+    if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
+        raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
+    batch = dataset.get_batch_size()
+    batchwise = advanced.batchwise_statistics
+    if batchwise is None:
+        batchwise = bool(batch and batch > 1)
+    return PTQOptions(
+        preset=coerce_enum(preset, QuantizationPreset, "preset", allow_none=True),
+        target_device=coerce_enum(device, TargetDevice, "target_device"),
+        subset_size=subset_size,
+        fast_bias_correction=fast_bc,
+        transformer=coerce_enum(model_type, ModelType, "model_type", allow_none=True) is ModelType.TRANSFORMER,
+        ignored_scope=ignored_scope,
+        advanced=advanced,
+        batchwise=batchwise,
+    )
+
+
+def _check_first_item(adapter, model: Any, dataset: Dataset) -> None:
+    first = list(itertools.islice(dataset.get_inference_data(), 1))
+    if not first:
+        raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")
+    adapter.check_inputs(model, first[0])

@@ -1,0 +1,54 @@
+"""The one protocol every backend implements, and the record of what a backend can do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from nncompress.graph.edits import Edit
+from nncompress.graph.ir import Graph, TensorRef
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports; checked in one place by the API layer."""
+
+    name: str
+    per_channel_activations: bool = True
+    full_bias_correction: bool = True
+
+
+class Adapter(Protocol):
+    """Backend operations the algorithms need. Models are never modified in place."""
+
+    capabilities: Capabilities
+
+    def build_graph(self, model: Any) -> Graph:
+        """The neutral graph of ``model``'s inference computation."""
+
+    def get_constant(self, model: Any, node: str, port: int) -> np.ndarray:
+        """The float32 value of the constant on input ``port`` of ``node``."""
+
+    def collect(
+        self,
+        model: Any,
+        tensors: Sequence[TensorRef],
+        items: Iterable[Any],
+        on_item: Callable[[dict[TensorRef, np.ndarray]], None],
+    ) -> None:
+        """Run ``model`` on each model-input item and pass the values of ``tensors`` to ``on_item``.
+
+        One compiled model/session serves all items.
+        """
+
+    def apply(self, model: Any, edits: Sequence[Edit]) -> Any:
+        """A new model with ``edits`` carried out; ``model`` itself is untouched."""
+
+    def infer(self, model: Any, item: Any) -> list[np.ndarray]:
+        """The model's outputs for one model-input item (for tests and validation)."""
+
+    def check_inputs(self, model: Any, item: Any) -> None:
+        """Raise CalibrationError when ``item`` is not a valid input of ``model``."""

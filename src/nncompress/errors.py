@@ -1,0 +1,51 @@
+"""The errors nncompress raises. Every message names the offending value and what is valid."""
+
+from __future__ import annotations
+
+
+class NNCompressError(Exception):
+    """Base class of every error raised on purpose by nncompress."""
+
+
+class ValidationError(NNCompressError, ValueError):
+    """An argument, option or configuration value is not valid."""
+
+
+class UnsupportedModelError(NNCompressError, TypeError):
+    """The model's type or structure is not one nncompress can compress."""
+
+
+class UnsupportedBackendError(NNCompressError):
+    """The model's backend is not installed, or the backend cannot do what was asked."""
+
+
+class InvalidGroupSizeError(ValidationError):
+    """A group size does not fit a weight's reduction dimension."""
+
+
+class CalibrationError(NNCompressError):
+    """The calibration dataset or its transform function did not give usable model inputs."""
+
+
+class GraphCaptureError(NNCompressError):
+    """A model could not be captured into nncompress' graph."""
+
+
+class AccuracyDropError(NNCompressError):
+    """Accuracy control could not bring the metric drop within ``max_drop``.
+
+    ``best_model`` holds the best model found, ``best_drop`` its drop and ``reverted`` the names of
+    the operations kept in floating point.
+    """
+
+    def __init__(self, message: str, best_model=None, best_drop: float | None = None, reverted=()):
+        super().__init__(message)
+        self.best_model = best_model
+        self.best_drop = best_drop
+        self.reverted = list(reverted)
+
+
+def one_of(value, valid, what: str) -> ValidationError:
+    """A ValidationError for ``value`` not among ``valid``."""
+    names = ", ".join(repr(v) for v in valid)
+    return ValidationError(f"{what} must be one of {names}; got {value!r}")

@@ -1,0 +1,64 @@
+"""What a compression call did: quantized, skipped and why, timings. Returned and printable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CompressionReport:
+    backend: str = ""
+    algorithm: str = ""
+    quantized: list[tuple[str, str]] = field(default_factory=list)  # (quantizer name, description)
+    skipped: dict[str, str] = field(default_factory=dict)  # operation -> reason
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    calibration_items: int = 0
+
+    def summary(self) -> str:
+        weights = sum(1 for name, _ in self.quantized if "fq_weights" in name)
+        lines = [
+            f"{self.algorithm} ({self.backend}): {len(self.quantized) - weights} activation and "
+            f"{weights} weight quantizers, {len(self.skipped)} operations left in float, "
+            f"{self.calibration_items} calibration items",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  time {k}: {v:.3f} s" for k, v in self.timings.items()]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        lines = [self.summary(), "Quantized:"]
+        lines += [f"  {name}: {desc}" for name, desc in self.quantized]
+        if self.skipped:
+            lines.append("Left in float:")
+            lines += [f"  {name}: {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+    def print(self) -> None:
+        """Print the report as tables on the terminal."""
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        console.print(self.summary())
+        table = Table("quantizer", "configuration", title="Quantized")
+        for name, desc in self.quantized:
+            table.add_row(name, desc)
+        console.print(table)
+        if self.skipped:
+            skipped = Table("operation", "reason", title="Left in float")
+            for name, why in self.skipped.items():
+                skipped.add_row(name, why)
+            console.print(skipped)
+
+
+_LAST: list[CompressionReport] = []
+
+
+def set_last_report(report: CompressionReport) -> None:
+    _LAST[:] = [report]
+
+
+def last_report() -> CompressionReport | None:
+    """The report of the most recent compression call in this process."""
+    return _LAST[0] if _LAST else None
