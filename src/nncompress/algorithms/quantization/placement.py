@@ -127,6 +127,8 @@ class _Planner:
             reqs = pending.pop(node.name, None)
             if reqs:
                 self._resolve(node, reqs, pending, placed)
+        order = {name: i for i, name in enumerate(self.graph.nodes)}
+        placed.sort(key=lambda q: (order[q.tensor.node], q.tensor.port))
         return self._finalize_unified(placed)
 
     def _resolve(self, node: Node, reqs: list[_Request], pending: dict, placed: list) -> None:
@@ -142,10 +144,12 @@ class _Planner:
             by_tensor.setdefault(self.graph.producer(req.at), []).append(req)
         for tensor, group in by_tensor.items():
             merged = self._merge(group) if self.options.merge_branches else None
-            if merged is not None and self._covers(tensor, group):
-                placed.append(self._quantizer(tensor, None, merged))
-            else:
+            if merged is None:
                 placed.extend(self._quantizer(tensor, (r.at,), r) for r in group)
+                continue
+            # one quantizer serves the requesting branches; the others keep reading the float tensor
+            consumers = None if self._covers(tensor, group) else tuple(r.at for r in group)
+            placed.append(self._quantizer(tensor, consumers, merged))
 
     def _all_consumers_requested(self, node: Node, reqs: list[_Request], whole_node: bool) -> bool:
         wanted = {r.at for r in reqs}
