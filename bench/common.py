@@ -1,0 +1,181 @@
+"""Measurement helpers shared by the benchmark scripts.
+
+Timings are wall-clock on the machine that runs the script. ONNX Runtime and OpenVINO are both
+run synchronously, one request at a time, with two threads, and OpenVINO is pinned to f32
+inference precision (on CPUs with AMX/AVX512-BF16 it would otherwise run FP32 models in bf16),
+so that an FP32 model and its INT8 counterpart are compared like for like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NUM_THREADS = 2
+WARMUP_RUNS = 3
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
+
+Batch = np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+@dataclass
+class Timing:
+    """Filled in when the `timer()` block exits."""
+
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def timer() -> Iterator[Timing]:
+    """Measure a block: `with timer() as t: ...; print(t.seconds)`."""
+    timing = Timing()
+    start = time.perf_counter()
+    try:
+        yield timing
+    finally:
+        timing.seconds = time.perf_counter() - start
+
+
+def _feed(names: Sequence[str], batch: Batch) -> dict[str, np.ndarray]:
+    """Map a batch (array, sequence of arrays in input order, or dict) to input names."""
+    if isinstance(batch, Mapping):
+        return {name: np.ascontiguousarray(batch[name]) for name in names}
+    arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
+    if len(arrays) != len(names):
+        raise ValueError(f"model has inputs {list(names)} but the batch holds {len(arrays)} arrays")
+    return {name: np.ascontiguousarray(a) for name, a in zip(names, arrays)}
+
+
+def _batch_size(feed: Mapping[str, np.ndarray]) -> int:
+    return int(next(iter(feed.values())).shape[0])
+
+
+def _samples_per_second(run: Any, samples: int, seconds: float) -> float:
+    """Call `run()` for warm-up, then repeatedly for about `seconds`; return samples/s."""
+    for _ in range(WARMUP_RUNS):
+        run()
+    runs = 0
+    start = time.perf_counter()
+    while True:
+        run()
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return runs * samples / elapsed
+
+
+def onnx_session(model: Any, num_threads: int = NUM_THREADS) -> Any:
+    """An ONNX Runtime CPU session (ORT_ENABLE_ALL, `num_threads` intra-op threads)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def throughput_onnx(model_proto: Any, batch: Batch, seconds: float = 3.0) -> float:
+    """Samples per second of an ONNX model (ModelProto or path) under ONNX Runtime at this batch."""
+    session = onnx_session(model_proto)
+    feed = _feed([i.name for i in session.get_inputs()], batch)
+    return _samples_per_second(lambda: session.run(None, feed), _batch_size(feed), seconds)
+
+
+def compile_openvino(ov_model: Any, num_threads: int = NUM_THREADS) -> Any:
+    """Compile for CPU: LATENCY hint, f32 inference precision, `num_threads` threads."""
+    import openvino as ov
+
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": num_threads,
+    }
+    return ov.Core().compile_model(ov_model, "CPU", config)
+
+
+def throughput_openvino(ov_model: Any, batch: Batch, seconds: float = 3.0) -> float:
+    """Samples per second of an `openvino.Model` on CPU at this batch (one sync infer request)."""
+    compiled = compile_openvino(ov_model)
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.inputs]
+    feed = _feed(names, batch)
+    return _samples_per_second(lambda: request.infer(feed), _batch_size(feed), seconds)
+
+
+def onnx_size_bytes(model: Any) -> int:
+    """Serialized size of an ONNX model (ModelProto, or path to a file without external data)."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.path.getsize(model)
+    return model.ByteSize()
+
+
+def openvino_size_bytes(model: Any) -> int:
+    """Size of an `openvino.Model` saved as IR (.xml + .bin, weights not compressed to fp16)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats are printed as given, so format them beforehand."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_summary() -> str:
+    """One line describing where the figures were measured."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+
+
+def _section(title: str, command: str, markdown_table: str, notes: str) -> str:
+    parts = [f"## {title}", "", "```", command.strip(), "```", "", markdown_table.strip()]
+    if notes:
+        parts += ["", notes.strip()]
+    return "\n".join(parts) + "\n"
+
+
+def write_benchmarks_section(
+    title: str, command: str, markdown_table: str, notes: str = "", path: str | os.PathLike | None = None
+) -> Path:
+    """Replace the `## title` section of BENCHMARKS.md (or append it) with the command and table."""
+    target = Path(path) if path is not None else BENCHMARKS_MD
+    text = target.read_text() if target.exists() else "# Benchmarks\n"
+    lines = text.splitlines(keepends=True)
+    heading = f"## {title}".rstrip()
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    new = _section(title, command, markdown_table, notes)
+    if start is None:
+        body = "".join(lines).rstrip("\n")
+        text = f"{body}\n\n{new}"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = "".join(lines[end:])
+        text = "".join(lines[:start]) + new + ("\n" + tail if tail else "")
+    target.write_text(text)
+    return target
