@@ -25,6 +25,7 @@ class OpRule:
     activation_modes: frozenset[str] = frozenset({SYM, ASYM})
     per_channel_activations: bool = False
     quantize_weights: bool = False
+    activation_ports: tuple[int, ...] | None = None  # None: every activation input
 
 
 _ACT = OpRule(Trait.QUANTIZABLE)
@@ -38,7 +39,7 @@ CPU_RULES: dict[K, OpRule] = {
     K.MATMUL: _ACT,
     K.DEPTHWISE_CONV: OpRule(Trait.QUANTIZABLE, per_channel_activations=True, quantize_weights=True),
     K.EMBEDDING: OpRule(Trait.NONE, quantize_weights=True),
-    K.SCALED_DOT_PRODUCT_ATTENTION: OpRule(Trait.QUANTIZABLE, activation_modes=frozenset({SYM})),
+    K.SCALED_DOT_PRODUCT_ATTENTION: OpRule(Trait.QUANTIZABLE, frozenset({SYM}), activation_ports=(0, 1)),  # Q and K
     **{
         kind: _ACT
         for kind in (

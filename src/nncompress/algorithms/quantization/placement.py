@@ -106,6 +106,8 @@ class _Planner:
             if rule.trait is not Trait.QUANTIZABLE:
                 continue
             ports = [p for p in node.activation_ports() if self._quantizable_tensor(node.inputs[p])]
+            if rule.activation_ports is not None:
+                ports = [p for p in ports if p in rule.activation_ports]
             if node.kind in ELEMENTWISE_KINDS and len(node.activation_ports()) < 2:
                 continue  # an elementwise op with a constant operand needs no input quantizer
             modes = rule.activation_modes
