@@ -19,6 +19,10 @@ class Capabilities:
     name: str
     per_channel_activations: bool = True
     full_bias_correction: bool = True
+    # Keep a residual Add/Mul after a Conv/MatMul inside the fused chain (no quantizer between them).
+    # True where the runtime fuses the pair in float-free kernels (OpenVINO); ONNX Runtime instead
+    # needs Q/DQ on both Add inputs to run QLinearConv + QLinearAdd.
+    fuse_linear_arithmetic: bool = True
 
 
 class Adapter(Protocol):

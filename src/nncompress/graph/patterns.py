@@ -62,12 +62,12 @@ def _extend(graph: Graph, chain: list[Node], kinds, const_only: bool) -> bool:
     return True
 
 
-def _linear_chain(graph: Graph, head: Node) -> list[Node]:
+def _linear_chain(graph: Graph, head: Node, arithmetic: bool) -> list[Node]:
     """Linear op + [bias] + [batch norm] + [arithmetic] + [activation]."""
     chain = [head]
     _extend(graph, chain, {K.ADD}, const_only=True)
     _extend(graph, chain, {K.BATCH_NORM}, const_only=False)
-    _extend(graph, chain, ARITHMETIC_KINDS, const_only=False)
+    _extend(graph, chain, ARITHMETIC_KINDS, const_only=not arithmetic)
     chain.extend(_activation_step(graph, chain[-1]))
     return chain
 
@@ -79,15 +79,18 @@ def _scale_shift_chain(graph: Graph, head: Node) -> list[Node]:
     return chain
 
 
-def find_fused_groups(graph: Graph) -> dict[str, list[str]]:
-    """{first node: names of the fused chain}. Tensors inside a chain take no quantizer."""
+def find_fused_groups(graph: Graph, linear_arithmetic: bool = True) -> dict[str, list[str]]:
+    """{first node: names of the fused chain}. Tensors inside a chain take no quantizer.
+
+    ``linear_arithmetic``: a Conv/MatMul may fuse with a following Add/Mul of another activation.
+    """
     groups: dict[str, list[str]] = {}
     taken: set[str] = set()
     for node in graph:
         if node.name in taken:
             continue
         if node.kind in LINEAR_KINDS:
-            chain = _linear_chain(graph, node)
+            chain = _linear_chain(graph, node, linear_arithmetic)
         elif node.kind is K.BATCH_NORM:
             chain = [node, *_activation_step(graph, node)]
         elif node.kind in (K.LAYER_NORM, K.GROUP_NORM):

@@ -3,7 +3,7 @@
 Fast (default): the mean shift a layer's weight error causes is (W - W_q) applied to the layer's
 mean input, computed exactly from the weights and the input's per-channel mean (no extra inference).
 Full: measure per-channel output means of the weight-quantized model on calibration data and move
-each bias by the gap to the float model, repeated so upstream corrections are accounted for.
+each bias by the gap to the float model, layer after layer so upstream corrections are accounted for.
 """
 
 from __future__ import annotations
@@ -93,9 +93,12 @@ class _FirstItems:
 
 
 class BiasCorrection:
-    """Measured bias correction on a subset of ``subset_size`` calibration items."""
+    """Measured bias correction on a subset of ``subset_size`` calibration items.
 
-    PASSES = 3
+    Layers are corrected in waves: a layer is measured once every biased layer upstream of it has
+    its final bias, so each correction sees the corrected outputs of the layers before it (one
+    statistics pass per wave; a chain network takes one pass per layer).
+    """
 
     def __init__(self, graph: Graph, weight_nodes: list[str], subset_size: int, threshold: float | None = None):
         self.graph = graph
@@ -112,25 +115,47 @@ class BiasCorrection:
 
     def edits(self, adapter, model, weight_edits: list, dataset) -> tuple[list[SetConstant], dict[str, str]]:
         """Bias updates measured on the model with only ``weight_edits`` applied."""
+        biases = {n.name: adapter.get_constant(model, n.bias.node, n.bias.port) for n in self.nodes}
+        upstream = self._biased_ancestors()
+        done: set[str] = set()
+        skipped: dict[str, str] = {}
+        wave = 0
+        while len(done) < len(self.nodes):
+            ready = [n for n in self.nodes if n.name not in done and upstream[n.name] <= done]
+            wave += 1
+            measured = self._measure(adapter, model, weight_edits, biases, ready, dataset, wave)
+            for node in ready:
+                shift = self._float_means[node.name].mean() - measured[node.name]
+                bias = biases[node.name]
+                if shift.size == bias.size and _within_threshold(shift, bias.reshape(-1), self.threshold):
+                    biases[node.name] = (bias + shift.reshape(bias.shape)).astype(np.float32)
+                else:
+                    skipped[node.name] = "bias correction: shift exceeds the threshold relative to the bias"
+                done.add(node.name)
+        return self._bias_edits({k: v for k, v in biases.items() if k not in skipped}), skipped
+
+    def _measure(self, adapter, model, weight_edits, biases, ready, dataset, wave: int) -> dict[str, np.ndarray]:
         from nncompress.statistics.runner import run_statistics
 
-        biases = {n.name: adapter.get_constant(model, n.bias.node, n.bias.port) for n in self.nodes}
-        skipped: dict[str, str] = {}
-        for step in range(self.PASSES):
-            current = adapter.apply(model, weight_edits + self._bias_edits(biases))
-            plan = StatisticsPlan()
-            means = {
-                n.name: plan.add(n.bias.output, MeanCollector(activation_channel_axis(n.kind))) for n in self.nodes
-            }
-            run_statistics(adapter, current, plan, dataset, self.subset_size, f"Bias correction {step + 1}")
-            for node in self.nodes:
-                shift = self._float_means[node.name].mean() - means[node.name].mean()
-                bias = biases[node.name]
-                if shift.size != bias.size or not _within_threshold(shift, bias.reshape(-1), self.threshold):
-                    skipped[node.name] = "bias correction: shift exceeds the threshold relative to the bias"
-                    continue
-                biases[node.name] = (bias + shift.reshape(bias.shape)).astype(np.float32)
-        return self._bias_edits({k: v for k, v in biases.items() if k not in skipped}), skipped
+        current = adapter.apply(model, weight_edits + self._bias_edits(biases))
+        plan = StatisticsPlan()
+        means = {n.name: plan.add(n.bias.output, MeanCollector(activation_channel_axis(n.kind))) for n in ready}
+        run_statistics(adapter, current, plan, dataset, self.subset_size, f"Bias correction, wave {wave}")
+        return {name: collector.mean() for name, collector in means.items()}
+
+    def _biased_ancestors(self) -> dict[str, set[str]]:
+        """For each corrected layer, the corrected layers whose outputs reach it."""
+        biased = {n.name for n in self.nodes}
+        result = {}
+        for node in self.nodes:
+            seen, stack = set(), [p.name for p in self.graph.predecessors(node.name)]
+            while stack:
+                name = stack.pop()
+                if name not in seen:
+                    seen.add(name)
+                    stack.extend(p.name for p in self.graph.predecessors(name))
+            result[node.name] = seen & biased
+        return result
 
     def _bias_edits(self, biases: dict[str, np.ndarray]) -> list[SetConstant]:
         nodes = {n.name: n for n in self.nodes}

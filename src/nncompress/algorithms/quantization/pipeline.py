@@ -44,7 +44,7 @@ def run_ptq(adapter, model, dataset, options: PTQOptions):
     ignored = {k: f"ignored scope: {v}" for k, v in match_ignored_scope(options.ignored_scope, graph).items()}
     start = time.perf_counter()
     model, graph = _smooth_quant(adapter, model, graph, dataset, ignored, options, report)
-    setup = find_quantization_setup(graph, ignored, _placement_options(options))
+    setup = find_quantization_setup(graph, ignored, _placement_options(options, adapter.capabilities))
     minmax = MinMaxQuantization(setup, _minmax_options(options))
     plan = StatisticsPlan()
     minmax.register(plan)
@@ -84,7 +84,7 @@ def _smooth_quant(adapter, model, graph, dataset, ignored, options: PTQOptions, 
     return model, adapter.build_graph(model)
 
 
-def _placement_options(options: PTQOptions) -> PlacementOptions:
+def _placement_options(options: PTQOptions, capabilities) -> PlacementOptions:
     fix = options.advanced.overflow_fix or OverflowFix.FIRST_LAYER
     eight_bit = all(
         p is None or p.num_bits in (None, 8)
@@ -98,6 +98,8 @@ def _placement_options(options: PTQOptions) -> PlacementOptions:
         quantize_outputs=options.advanced.quantize_outputs,
         overflow_fix_first_layer=eight_bit and fix is OverflowFix.FIRST_LAYER,
         overflow_fix_all=eight_bit and fix is OverflowFix.ENABLE,
+        fuse_linear_arithmetic=capabilities.fuse_linear_arithmetic,
+        per_channel_activations=capabilities.per_channel_activations,
     )
 
 

@@ -66,6 +66,8 @@ class PlacementOptions:
     quantize_outputs: bool = False
     overflow_fix_first_layer: bool = False
     overflow_fix_all: bool = False
+    fuse_linear_arithmetic: bool = True
+    per_channel_activations: bool = True
 
 
 def find_quantization_setup(graph: Graph, ignored: dict[str, str], options: PlacementOptions) -> QuantizationSetup:
@@ -77,7 +79,7 @@ def find_quantization_setup(graph: Graph, ignored: dict[str, str], options: Plac
         for node in graph:
             if node.kind in TRANSFORMER_IGNORED_KINDS:
                 ignored.setdefault(node.name, f"{node.kind.value} inputs stay float in transformers")
-    fused = find_fused_groups(graph)
+    fused = find_fused_groups(graph, options.fuse_linear_arithmetic)
     planner = _Planner(graph, ignored, options, internal_tensors(graph, fused))
     setup = QuantizationSetup(skipped={k: v for k, v in ignored.items() if k in graph.nodes})
     setup.activations = planner.place(planner.initial_requests())
@@ -190,7 +192,7 @@ class _Planner:
 
     def _quantizer(self, tensor: TensorRef, consumers, req: _Request) -> ActivationQuantizer:
         shape = self.graph.tensor_shape(tensor)
-        per_channel = req.per_channel and shape is not None and len(shape) >= 3
+        per_channel = self.options.per_channel_activations and req.per_channel and shape is not None and len(shape) >= 3
         return ActivationQuantizer(tensor, consumers, req.modes, per_channel, req.targets, req.unified)
 
     def _new_group(self) -> int:

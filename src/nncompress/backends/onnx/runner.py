@@ -1,0 +1,183 @@
+"""onnxruntime sessions and model-input checking."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from nncompress.backends.onnx.naming import resolve_node_names
+from nncompress.errors import CalibrationError, UnsupportedModelError
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input: its name, numpy dtype (None if unknown) and dims (None if the rank is unknown)."""
+
+    name: str
+    dtype: np.dtype | None
+    dims: tuple[Dim, ...] | None
+
+    def describe(self) -> str:
+        dtype = "?" if self.dtype is None else str(self.dtype)
+        if self.dims is None:
+            return f"{self.name}: {dtype} (any shape)"
+        dims = ", ".join("?" if d is None else str(d) for d in self.dims)
+        return f"{self.name}: {dtype} [{dims}]"
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    if d.HasField("dim_value"):
+        return int(d.dim_value)
+    return d.dim_param or None
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The inputs a caller must feed (initializers listed as inputs excluded)."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tensor_type = vi.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        except Exception:  # noqa: BLE001 - undefined or exotic element type
+            dtype = None
+        dims = tuple(_dim(d) for d in tensor_type.shape.dim) if tensor_type.HasField("shape") else None
+        specs.append(InputSpec(vi.name, dtype, dims))
+    return specs
+
+
+def to_array(value: Any) -> np.ndarray:
+    """``value`` as a numpy array (torch tensors included, without importing torch)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _error(specs: Sequence[InputSpec], problem: str) -> CalibrationError:
+    expected = "; ".join(s.describe() for s in specs)
+    return CalibrationError(
+        f"{problem}. The model expects {len(specs)} input(s): {expected}. Give each item as a dict "
+        "name -> array, a tuple/list in this order, or one array for a one-input model."
+    )
+
+
+def _arrays(specs: Sequence[InputSpec], item: Any) -> dict[str, Any]:
+    names = [s.name for s in specs]
+    if isinstance(item, Mapping):
+        missing = [n for n in names if n not in item]
+        extra = [str(k) for k in item if k not in names]
+        if missing or extra:
+            raise _error(specs, f"the item's keys do not match: missing {missing}, unexpected {extra}")
+        return {n: item[n] for n in names}
+    if isinstance(item, (tuple, list)):
+        if len(item) != len(specs):
+            raise _error(specs, f"the item is a {type(item).__name__} of {len(item)} values")
+        return dict(zip(names, item))
+    if len(specs) != 1:
+        raise _error(specs, f"the item is a single {type(item).__name__}")
+    return {names[0]: item}
+
+
+def _check(specs: Sequence[InputSpec], spec: InputSpec, value: np.ndarray) -> None:
+    if spec.dtype is not None and value.dtype != spec.dtype:
+        raise _error(specs, f"input {spec.name!r} has dtype {value.dtype}, expected {spec.dtype}")
+    if spec.dims is None:
+        return
+    if value.ndim != len(spec.dims):
+        raise _error(
+            specs,
+            f"input {spec.name!r} has shape {list(value.shape)} (rank {value.ndim}), expected rank {len(spec.dims)}",
+        )
+    for axis, (want, got) in enumerate(zip(spec.dims, value.shape)):
+        if isinstance(want, int) and want != got:
+            raise _error(specs, f"input {spec.name!r} has size {got} on axis {axis}, expected {want}")
+
+
+def make_feeds(specs: Sequence[InputSpec], item: Any) -> dict[str, np.ndarray]:
+    """Session feeds for one item; CalibrationError when the item does not fit ``specs``."""
+    feeds = {}
+    for name, value in _arrays(specs, item).items():
+        try:
+            feeds[name] = to_array(value)
+        except Exception as exc:  # noqa: BLE001
+            raise _error(specs, f"input {name!r} cannot be made an array ({exc})") from exc
+    for spec in specs:
+        _check(specs, spec, feeds[spec.name])
+    return feeds
+
+
+def _check_external(model: onnx.ModelProto) -> None:
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL and not init.raw_data:
+            raise UnsupportedModelError(
+                f"initializer {init.name!r} keeps its data in an external file; load the model with "
+                "onnx.load(path) (external data loaded) before compressing it"
+            )
+
+
+def _with_unique_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    inits = {t.name for t in copy.graph.initializer}
+    inputs = [i.name for i in copy.graph.input if i.name not in inits]
+    for node, name in zip(copy.graph.node, resolve_node_names(list(copy.graph.node), inputs)):
+        node.name = name
+    return copy
+
+
+def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
+    """A CPU session of ``model`` that also returns ``extra_outputs``.
+
+    The outputs are added to ``model`` only while it is serialized (one copy), then removed again.
+    """
+    _check_external(model)
+    names = [n.name for n in model.graph.node if n.name]
+    if len(set(names)) != len(names):  # onnxruntime rejects repeated node names
+        model = _with_unique_names(model)
+    outputs = model.graph.output
+    count = len(outputs)
+    existing = {o.name for o in outputs}
+    for name in dict.fromkeys(extra_outputs):
+        if name not in existing:
+            outputs.add().name = name
+    try:
+        data = model.SerializeToString()
+    finally:
+        del outputs[count:]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+class ModelCache:
+    """A small LRU of values derived from models (ModelProto cannot be weakly referenced).
+
+    Entries are keyed by object identity and serialized size, and hold the model so ids stay valid.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[onnx.ModelProto, Any]] = OrderedDict()
+
+    def get(self, model: onnx.ModelProto, factory: Callable[[], Any]) -> Any:
+        key = (id(model), model.ByteSize())
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is model:
+            self._entries.move_to_end(key)
+            return entry[1]
+        value = factory()
+        self._entries[key] = (model, value)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value

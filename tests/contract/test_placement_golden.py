@@ -1,0 +1,112 @@
+"""Golden placement: the same network gets the same quantizers in ONNX and OpenVINO."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nncompress.algorithms.quantization.placement import PlacementOptions, find_quantization_setup
+from nncompress.hardware.rules import CPU_RULES
+
+from .models import build, export_onnx
+
+onnx = pytest.importorskip("onnx")
+ov = pytest.importorskip("openvino")
+
+from nncompress.backends.onnx.adapter import OnnxAdapter  # noqa: E402
+from nncompress.backends.openvino.adapter import OpenVINOAdapter  # noqa: E402
+
+# OpenVINO's ONNX import fuses q·kᵀ → Softmax → ·v into one ScaledDotProductAttention named after the
+# last MatMul; its Q and K inputs are the inputs of the ONNX scores MatMul.
+OPENVINO_ALIASES = {"/MatMul_1": "/MatMul"}
+
+
+def _norm(name: str, aliases: dict | None = None) -> str:
+    name = re.sub(r"/WithoutBiases$", "", name)
+    return (aliases or {}).get(name, name)
+
+
+def describe(graph, transformer: bool = False, aliases: dict | None = None, arithmetic: bool = True) -> dict:
+    options = PlacementOptions(
+        rules=CPU_RULES, transformer=transformer, overflow_fix_first_layer=True, fuse_linear_arithmetic=arithmetic
+    )
+    setup = find_quantization_setup(graph, {}, options)
+    acts = set()
+    for q in setup.activations:
+        flags = ("per-channel" if q.per_channel else "") + ("unified" if q.unified is not None else "")
+        sym = "sym-only" if q.modes == frozenset({"symmetric"}) else ""
+        acts.add((tuple(sorted(_norm(t, aliases) for t in q.targets)), flags, sym))
+    weights = {_norm(w.node): w.half_range for w in setup.weights}
+    return {"activations": acts, "weights": weights}
+
+
+GOLDEN = {
+    "conv_bn_relu_pool_linear": {
+        "activations": {(("/conv1/Conv",), "", ""), (("/conv2/Conv",), "", ""), (("/fc/Gemm",), "", "")},
+        "weights": {"/conv1/Conv": True, "/conv2/Conv": False, "/fc/Gemm": False},
+    },
+    "residual": {
+        # stem output feeds conv and the skip input of the fused Add: one merged quantizer
+        "activations": {(("/stem/Conv",), "", ""), (("/Add", "/conv/Conv"), "", ""), (("/head/Conv",), "", "")},
+        "weights": {"/stem/Conv": True, "/conv/Conv": False, "/head/Conv": False},
+    },
+    "concat": {
+        "activations": {(("/a/Conv", "/b/Conv"), "", ""), (("/head/Conv",), "unified", "")},
+        "weights": {"/a/Conv": True, "/b/Conv": False, "/head/Conv": False},
+    },
+    "depthwise": {
+        "activations": {(("/pw/Conv",), "", ""), (("/dw/Conv",), "per-channel", ""), (("/head/Conv",), "", "")},
+        "weights": {"/pw/Conv": True, "/dw/Conv": False, "/head/Conv": False},
+    },
+    "swish_branch": {
+        # the swish output feeds MaxPool (-> head) and a float Softmax: the quantizer stays before MaxPool
+        "activations": {(("/conv/Conv",), "", ""), (("/head/Conv",), "", "")},
+        "weights": {"/conv/Conv": True, "/head/Conv": False},
+    },
+}
+
+# ONNX Runtime runs QLinearConv + QLinearAdd only with Q/DQ on every Add input: no Conv+Add fusion there.
+ONNX_GOLDEN = GOLDEN | {
+    "residual": {
+        "activations": {
+            (("/stem/Conv",), "", ""), (("/Add", "/conv/Conv"), "", ""), (("/Add",), "", ""), (("/head/Conv",), "", "")
+        },
+        "weights": GOLDEN["residual"]["weights"],
+    },
+}
+
+TRANSFORMER_GOLDEN = {
+    "attention": {
+        "activations": {
+            (("/k/MatMul", "/q/MatMul", "/v/MatMul"), "", ""),
+            (("/MatMul",), "", "sym-only"),
+            (("/o/MatMul",), "", ""),
+        },
+        "weights": {"/q/MatMul": False, "/k/MatMul": False, "/v/MatMul": False, "/o/MatMul": False},
+    },
+}
+
+
+def _graphs(name: str, tmp_path):
+    model, example = build(name)
+    path = export_onnx(model, example, tmp_path / f"{name}.onnx")
+    onnx_graph = OnnxAdapter().build_graph(onnx.load(path))
+    ov_graph = OpenVINOAdapter().build_graph(ov.convert_model(path))
+    assert OpenVINOAdapter.capabilities.fuse_linear_arithmetic is True
+    assert OnnxAdapter.capabilities.fuse_linear_arithmetic is False
+    return onnx_graph, ov_graph
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_cnn_placement_matches_golden_on_onnx_and_openvino(name, tmp_path):
+    onnx_graph, ov_graph = _graphs(name, tmp_path)
+    assert describe(onnx_graph, arithmetic=False) == ONNX_GOLDEN[name]
+    assert describe(ov_graph) == GOLDEN[name]
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMER_GOLDEN))
+def test_transformer_placement_matches_golden_on_onnx_and_openvino(name, tmp_path):
+    onnx_graph, ov_graph = _graphs(name, tmp_path)
+    assert describe(onnx_graph, transformer=True, arithmetic=False) == TRANSFORMER_GOLDEN[name]
+    assert describe(ov_graph, transformer=True, aliases=OPENVINO_ALIASES) == TRANSFORMER_GOLDEN[name]
