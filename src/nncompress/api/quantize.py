@@ -43,12 +43,13 @@ def quantize(
     available afterwards from ``nncompress.last_report()``.
     """
     adapter = get_adapter(model)
-    options = _validate(
+    options = validate_quantize_args(
         calibration_dataset, mode, preset, target_device, subset_size, fast_bias_correction, model_type,
         ignored_scope, advanced_parameters,
     )
-    _check_first_item(adapter, model, calibration_dataset)
-    result, report = run_ptq(adapter, model, calibration_dataset, options)
+    check_first_item(adapter, model, calibration_dataset)
+    outcome = run_ptq(adapter, model, calibration_dataset, options)
+    report = outcome.report
     if report.calibration_items < options.subset_size:
         report.notes.append(
             f"the dataset had {report.calibration_items} items, fewer than subset_size={options.subset_size}; "
@@ -57,10 +58,10 @@ def quantize(
     set_last_report(report)
     if verbose:
         report.print()
-    return result
+    return outcome.model
 
 
-def _validate(dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced) -> PTQOptions:
+def validate_quantize_args(dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced) -> PTQOptions:
     if not isinstance(dataset, Dataset):
         raise ValidationError(
             f"calibration_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
@@ -97,7 +98,7 @@ def _validate(dataset, mode, preset, device, subset_size, fast_bc, model_type, i
     )
 
 
-def _check_first_item(adapter, model: Any, dataset: Dataset) -> None:
+def check_first_item(adapter, model: Any, dataset: Dataset) -> None:
     first = list(itertools.islice(dataset.get_inference_data(), 1))
     if not first:
         raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from nncompress.algorithms.quantization.min_max import MinMaxOptions, MinMaxQuan
 from nncompress.algorithms.quantization.placement import PlacementOptions, QuantizationSetup, find_quantization_setup
 from nncompress.algorithms.quantization.smooth_quant import SmoothQuant
 from nncompress.graph.edits import QuantizeWeight
+from nncompress.graph.ir import Graph
 from nncompress.hardware.rules import ASYM, SYM, rules_for_device
 from nncompress.parameters import (
     AdvancedQuantizationParameters,
@@ -37,8 +39,20 @@ class PTQOptions:
     batchwise: bool = False
 
 
-def run_ptq(adapter, model, dataset, options: PTQOptions):
-    """Quantize ``model``; returns (new model, report)."""
+@dataclass
+class PTQResult:
+    """The quantized model plus what produced it (accuracy control re-applies subsets of ``edits``)."""
+
+    model: Any
+    report: CompressionReport
+    base_model: Any  # the model the edits apply to (after SmoothQuant)
+    graph: Graph
+    setup: QuantizationSetup
+    edits: list
+
+
+def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
+    """Quantize ``model``."""
     report = CompressionReport(backend=adapter.capabilities.name, algorithm="PostTrainingQuantization")
     graph = adapter.build_graph(model)
     ignored = {k: f"ignored scope: {v}" for k, v in match_ignored_scope(options.ignored_scope, graph).items()}
@@ -57,12 +71,15 @@ def run_ptq(adapter, model, dataset, options: PTQOptions):
     edits = quantizer_edits(setup, act_params, weight_params)
     if bias is not None:
         bias_edits, skipped = _bias_edits(bias, adapter, model, weight_params, edits, dataset)
-        report.notes.append(f"bias correction updated {len(bias_edits)} biases ({type(bias).__name__})")
+        report.notes.append(
+            f"bias correction ({type(bias).__name__}) updated {len(bias_edits)} biases"
+            + (f"; kept {len(skipped)}: {', '.join(sorted(skipped))}" if skipped else "")
+        )
         edits += bias_edits
     result = adapter.apply(model, edits)
     _fill_report(report, setup, act_params, weight_params)
     report.timings["quantize"] = time.perf_counter() - start
-    return result, report
+    return PTQResult(result, report, model, graph, setup, edits)
 
 
 def _smooth_quant(adapter, model, graph, dataset, ignored, options: PTQOptions, report):
