@@ -61,7 +61,10 @@ def quantize(
     return outcome.model
 
 
-def validate_quantize_args(dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced) -> PTQOptions:
+def validate_quantize_args(
+    dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced
+) -> PTQOptions:
+    """Check ``quantize``'s arguments and turn them into pipeline options."""
     if not isinstance(dataset, Dataset):
         raise ValidationError(
             f"calibration_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
