@@ -58,6 +58,8 @@ class FastBiasCorrection:
         """Bias updates, and {node: reason} for layers left as they were."""
         edits, skipped = [], {}
         for node in self.nodes:
+            if node.name not in weight_params:  # its weights stay float: nothing to correct
+                continue
             reason = self._correct(node, adapter, model, weight_params[node.name], edits)
             if reason:
                 skipped[node.name] = reason

@@ -147,6 +147,7 @@ def _bias_edits(bias, adapter, model, weight_params, edits, dataset):
     if isinstance(bias, FastBiasCorrection):
         return bias.edits(adapter, model, weight_params)
     weight_edits = [e for e in edits if isinstance(e, QuantizeWeight)]
+    bias.nodes = [n for n in bias.nodes if n.name in weight_params]
     return bias.edits(adapter, model, weight_edits, dataset)
 
 
