@@ -1,5 +1,6 @@
 """nncompress: compress trained neural networks (NNCF's API: ``import nncompress as nncf``)."""
 
+from nncompress.api.accuracy_control import quantize_with_accuracy_control
 from nncompress.api.graph import build_graph
 from nncompress.api.quantize import quantize
 from nncompress.dataset import Dataset
@@ -68,4 +69,5 @@ __all__ = [
     "build_graph",
     "last_report",
     "quantize",
+    "quantize_with_accuracy_control",
 ]

@@ -182,7 +182,7 @@ class AdvancedAccuracyRestorerParameters:
     tune_hyperparams: bool = False
     ranking_subset_size: int | None = None
     num_ranking_workers: int | None = None
-    restore_mode: str = "only_activations"
+    restore_mode: str = "activations_and_weights"
     intermediate_model_dir: str | None = None
     num_reverted_per_step: int = 1
     rerank_every: int | None = None

@@ -51,6 +51,9 @@ class Adapter(Protocol):
     def apply(self, model: Any, edits: Sequence[Edit]) -> Any:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""
 
+    def prepare_for_validation(self, model: Any) -> Any:
+        """``model`` ready to run in a user's validation function (compiled once where the backend compiles)."""
+
     def infer(self, model: Any, item: Any) -> list[np.ndarray]:
         """The model's outputs for one model-input item (for tests and validation)."""
 

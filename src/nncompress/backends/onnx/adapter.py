@@ -116,6 +116,10 @@ class OnnxAdapter:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""
         return apply_edits(as_model(model), edits)
 
+    def prepare_for_validation(self, model: Any) -> onnx.ModelProto:
+        """The ModelProto itself: validation functions create their own onnxruntime session."""
+        return as_model(model)
+
     def infer(self, model: Any, item: Any) -> list[np.ndarray]:
         """The model's outputs for one item (the session is cached per model object)."""
         model = as_model(model)

@@ -57,6 +57,10 @@ class OpenVINOAdapter:
         """A new model with ``edits`` carried out on a clone of ``model``."""
         return apply_edits(model, edits)
 
+    def prepare_for_validation(self, model: ov.Model) -> ov.CompiledModel:
+        """``model`` compiled for the CPU in float32 precision (as the statistics runner does)."""
+        return runner.compile_model(model)
+
     def infer(self, model: ov.Model, item: Any) -> list[np.ndarray]:
         """The outputs of ``model`` for one item (the compiled model is cached per model)."""
         return self._infer_cache.infer(model, item)
