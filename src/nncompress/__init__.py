@@ -1,6 +1,7 @@
 """nncompress: compress trained neural networks (NNCF's API: ``import nncompress as nncf``)."""
 
 from nncompress.api.accuracy_control import quantize_with_accuracy_control
+from nncompress.api.export import export, strip
 from nncompress.api.graph import build_graph
 from nncompress.api.quantize import quantize
 from nncompress.dataset import Dataset
@@ -67,7 +68,9 @@ __all__ = [
     "UnsupportedModelError",
     "ValidationError",
     "build_graph",
+    "export",
     "last_report",
     "quantize",
     "quantize_with_accuracy_control",
+    "strip",
 ]

@@ -22,9 +22,18 @@ from nncompress.backends.openvino.adapter import OpenVINOAdapter  # noqa: E402
 OPENVINO_ALIASES = {"/MatMul_1": "/MatMul"}
 
 
+def torch_aliases(linear_op: str) -> dict:
+    """Torch op names ("conv1/conv2d_0") as the ONNX exporter names the same operations."""
+    return {"add_0": "/Add", "matmul_0": "/MatMul", "conv2d": "Conv", "linear": linear_op}
+
+
 def _norm(name: str, aliases: dict | None = None) -> str:
     name = re.sub(r"/WithoutBiases$", "", name)
-    return (aliases or {}).get(name, name)
+    aliases = aliases or {}
+    match = re.fullmatch(r"(\w+)/(conv2d|linear)_0", name)
+    if match and match.group(2) in aliases:
+        return f"/{match.group(1)}/{aliases[match.group(2)]}"
+    return aliases.get(name, name)
 
 
 def describe(graph, transformer: bool = False, aliases: dict | None = None, arithmetic: bool = True) -> dict:
@@ -37,7 +46,7 @@ def describe(graph, transformer: bool = False, aliases: dict | None = None, arit
         flags = ("per-channel" if q.per_channel else "") + ("unified" if q.unified is not None else "")
         sym = "sym-only" if q.modes == frozenset({"symmetric"}) else ""
         acts.add((tuple(sorted(_norm(t, aliases) for t in q.targets)), flags, sym))
-    weights = {_norm(w.node): w.half_range for w in setup.weights}
+    weights = {_norm(w.node, aliases): w.half_range for w in setup.weights}
     return {"activations": acts, "weights": weights}
 
 
@@ -110,3 +119,27 @@ def test_transformer_placement_matches_golden_on_onnx_and_openvino(name, tmp_pat
     onnx_graph, ov_graph = _graphs(name, tmp_path)
     assert describe(onnx_graph, transformer=True, arithmetic=False) == TRANSFORMER_GOLDEN[name]
     assert describe(ov_graph, transformer=True, aliases=OPENVINO_ALIASES) == TRANSFORMER_GOLDEN[name]
+
+
+def _torch_graph(name: str):
+    pytest.importorskip("nncompress.backends.torch.adapter")
+    from nncompress.backends.torch.adapter import TorchAdapter
+
+    model, example = build(name)
+    adapter = TorchAdapter()
+    adapter.check_inputs(model, example)
+    return adapter.build_graph(model, example), adapter.capabilities
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_cnn_placement_on_torch_matches_onnx(name):
+    graph, capabilities = _torch_graph(name)
+    assert capabilities.fuse_linear_arithmetic is False  # exported models run in ONNX Runtime
+    assert describe(graph, arithmetic=False, aliases=torch_aliases("Gemm")) == ONNX_GOLDEN[name]
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMER_GOLDEN))
+def test_transformer_placement_on_torch_matches_onnx(name):
+    graph, _ = _torch_graph(name)
+    described = describe(graph, transformer=True, arithmetic=False, aliases=torch_aliases("MatMul"))
+    assert described == TRANSFORMER_GOLDEN[name]

@@ -8,6 +8,12 @@ from nncompress.backends.registry import get_adapter
 from nncompress.graph.ir import Graph
 
 
-def build_graph(model: Any) -> Graph:
-    """The operations of ``model`` as nncompress sees them; ``print(graph.dump())`` lists them."""
-    return get_adapter(model).build_graph(model)
+def build_graph(model: Any, example_input: Any = None) -> Graph:
+    """The operations of ``model`` as nncompress sees them; ``print(graph.dump())`` lists them.
+
+    PyTorch models are captured by running ``example_input`` (one model input item).
+    """
+    adapter = get_adapter(model)
+    if example_input is not None:
+        adapter.check_inputs(model, example_input)
+    return adapter.build_graph(model)

@@ -116,6 +116,20 @@ class OnnxAdapter:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""
         return apply_edits(as_model(model), edits)
 
+    def strip(self, model: Any, keep_activation_quantizers: bool = True) -> onnx.ModelProto:
+        """ONNX models hold no training-time machinery: the model itself."""
+        return as_model(model)
+
+    def export(self, model: Any, path: Any, format: str, example_input: Any = None, dynamic_axes=None) -> Any:
+        """Save as ONNX, or convert to OpenVINO IR."""
+        if format == "onnx":
+            onnx.save(as_model(model), str(path))
+            return path
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(as_model(model)), str(path), compress_to_fp16=False)
+        return path
+
     def prepare_for_validation(self, model: Any) -> onnx.ModelProto:
         """The ModelProto itself: validation functions create their own onnxruntime session."""
         return as_model(model)

@@ -11,7 +11,7 @@ import numpy as np
 import openvino as ov
 
 from nncompress.backends.adapter import Capabilities
-from nncompress.errors import ValidationError
+from nncompress.errors import UnsupportedBackendError, ValidationError
 from nncompress.graph.edits import Edit
 from nncompress.graph.ir import Graph, TensorRef
 
@@ -56,6 +56,17 @@ class OpenVINOAdapter:
     def apply(self, model: ov.Model, edits: Sequence[Edit]) -> ov.Model:
         """A new model with ``edits`` carried out on a clone of ``model``."""
         return apply_edits(model, edits)
+
+    def strip(self, model: ov.Model, keep_activation_quantizers: bool = True) -> ov.Model:
+        """OpenVINO models hold no training-time machinery: the model itself."""
+        return model
+
+    def export(self, model: ov.Model, path: Any, format: str, example_input: Any = None, dynamic_axes=None) -> Any:
+        """Save as OpenVINO IR; OpenVINO models cannot be exported to ONNX."""
+        if format != "openvino":
+            raise UnsupportedBackendError("an openvino.Model can only be exported with format='openvino'")
+        ov.save_model(model, str(path), compress_to_fp16=False)
+        return path
 
     def prepare_for_validation(self, model: ov.Model) -> ov.CompiledModel:
         """``model`` compiled for the CPU in float32 precision (as the statistics runner does)."""

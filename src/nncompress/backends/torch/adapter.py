@@ -1,0 +1,192 @@
+"""The PyTorch backend adapter (see docs/adding_a_backend.md and this package's docstring).
+
+Graph capture needs an example input: the adapter remembers the item given to ``check_inputs``
+(which ``nncompress.quantize`` calls with the first calibration item) per model, and passes it on
+to the models ``apply`` returns. ``build_graph(model, example_input=...)`` or
+``set_example_input(model, item)`` give one explicitly.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncompress.backends.adapter import Capabilities
+from nncompress.errors import CalibrationError, GraphCaptureError, ValidationError
+from nncompress.graph.edits import Edit
+from nncompress.graph.ir import Graph, TensorRef
+
+from .capture import Capture, capture_graph
+from .edits import apply_edits
+from .hooks import storage_of
+from .inputs import eval_mode, named_tensor, output_arrays, split_item, to_numpy
+from .mode import Observer, OpCall, output_tensors, run_model
+
+
+class _Tap(Observer):
+    """Copies the values of the requested tensors out of one run."""
+
+    def __init__(self, tensors: Sequence[TensorRef]):
+        self.wanted: dict[str, set[int]] = {}
+        for tensor in tensors:
+            self.wanted.setdefault(tensor.node, set()).add(tensor.port)
+        self.op_names = set(self.wanted)
+        self.values: dict[TensorRef, np.ndarray] = {}
+
+    def _take(self, name: str, tensors: list) -> None:
+        for port in self.wanted.get(name, ()):
+            if port < len(tensors):
+                self.values[TensorRef(name, port)] = to_numpy(tensors[port])
+
+    def on_input(self, name: str, value: torch.Tensor) -> None:
+        self._take(name, [value])
+
+    def on_op(self, call: OpCall, out: Any) -> None:
+        if call.name in self.wanted:
+            self._take(call.name, output_tensors(out))
+
+    def on_hook(self, name: str, module: nn.Module, value: torch.Tensor, result: torch.Tensor) -> None:
+        self._take(name, [result])
+
+
+class TorchAdapter:
+    """Adapter for ``torch.nn.Module``; results are hooked deep copies, inputs are never modified."""
+
+    # Exported models run in ONNX Runtime and OpenVINO: place quantizers as for ONNX.
+    capabilities = Capabilities(name="torch", fuse_linear_arithmetic=False, per_channel_activations=False)
+
+    def __init__(self) -> None:
+        self._examples: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._captures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def set_example_input(self, model: nn.Module, item: Any) -> None:
+        """Use ``item`` (tensor, tuple of args or dict of kwargs) to capture ``model``'s graph."""
+        split_item(model, item)
+        self._examples[model] = item
+        self._captures.pop(model, None)
+
+    def capture(self, model: nn.Module, example_input: Any = None) -> Capture:
+        """The (cached) capture of ``model`` on its example input."""
+        if example_input is not None:
+            self.set_example_input(model, example_input)
+        cached = self._captures.get(model)
+        if cached is not None:
+            return cached
+        if model not in self._examples:
+            raise GraphCaptureError(
+                f"capturing the graph of a {type(model).__name__} needs an example input: pass "
+                "example_input=... (a tensor, a tuple of positional arguments or a dict of keyword arguments)"
+            )
+        capture = capture_graph(model, self._examples[model])
+        self._captures[model] = capture
+        return capture
+
+    def build_graph(self, model: nn.Module, example_input: Any = None) -> Graph:
+        """The neutral graph of ``model``'s forward on its example input."""
+        return self.capture(model, example_input).graph
+
+    def get_constant(self, model: nn.Module, node: str, port: int) -> np.ndarray:
+        """The float32 value of constant input ``port`` of ``node`` (after the hooks on it)."""
+        capture = self.capture(model)
+        graph_node = capture.graph.nodes.get(node)
+        if graph_node is None or port not in graph_node.const_ports:
+            raise ValidationError(f"input {port} of {node!r} is not a constant of the captured graph")
+        pname = capture.port_params.get((node, port))
+        value = named_tensor(model, pname) if pname is not None else capture.const_values.get((node, port))
+        if value is None:
+            raise ValidationError(f"input {port} of {node!r} is not a weight or bias tensor")
+        storage = storage_of(model)
+        with torch.no_grad():
+            if storage is not None:
+                for hook in storage.chain("pre", node, port):
+                    value = storage.module(hook)(value)
+            return value.detach().float().cpu().numpy()
+
+    def collect(
+        self,
+        model: nn.Module,
+        tensors: Sequence[TensorRef],
+        items: Iterable[Any],
+        on_item: Callable[[dict[TensorRef, np.ndarray]], None],
+    ) -> None:
+        """One forward per item (no grad, eval mode) with the requested tensors copied out."""
+        tap = _Tap(tensors)
+        with torch.no_grad(), eval_mode(model):
+            for index, item in enumerate(items):
+                args, kwargs = split_item(model, item)
+                tap.values = {}
+                run_model(model, args, kwargs, tap)
+                missing = [t for t in tensors if t not in tap.values]
+                if missing:
+                    raise CalibrationError(
+                        f"calibration item {index} did not compute {missing[0].node}:{missing[0].port} "
+                        f"({len(missing)} tensors missing): the forward took another path than on the example input"
+                    )
+                on_item({t: tap.values[t] for t in tensors})
+
+    def apply(self, model: nn.Module, edits: Sequence[Edit]) -> nn.Module:
+        """A hooked deep copy of ``model`` with ``edits`` carried out."""
+        result = apply_edits(model, self.capture(model), edits)
+        if model in self._examples:
+            self._examples[result] = self._examples[model]
+        return result
+
+    def strip(self, model: nn.Module, keep_activation_quantizers: bool = True) -> nn.Module:
+        """A copy with fake-quantized weights baked into the parameters."""
+        from nncompress.backends.torch.export import strip
+
+        return strip(model, keep_activation_quantizers)
+
+    def export(self, model: nn.Module, path: Path, format: str, example_input: Any, dynamic_axes=None) -> Path:
+        """ONNX with QuantizeLinear/DequantizeLinear, or OpenVINO IR converted from it."""
+        from nncompress.backends.torch.export import export_onnx
+
+        if example_input is None:
+            raise ValidationError("exporting a PyTorch model needs example_input (one model input item)")
+        if format == "onnx":
+            return export_onnx(model, path, example_input, dynamic_axes=dynamic_axes)
+        import tempfile
+
+        import openvino as ov
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / "model.onnx", example_input, dynamic_axes=dynamic_axes)
+            ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+        return path
+
+    def prepare_for_validation(self, model: nn.Module) -> nn.Module:
+        """The model itself: a PyTorch model needs no compilation before a user's validation function."""
+        return model
+
+    def infer(self, model: nn.Module, item: Any) -> list[np.ndarray]:
+        """The model's output tensors for one item, as numpy arrays in flattening order."""
+        args, kwargs = split_item(model, item)
+        with torch.no_grad(), eval_mode(model):
+            return output_arrays(model(*args, **kwargs))
+
+    def check_inputs(self, model: nn.Module, item: Any) -> None:
+        """Raise CalibrationError unless ``model`` runs on ``item``; remembers it as the example input."""
+        args, kwargs = split_item(model, item)
+        try:
+            with torch.no_grad(), eval_mode(model):
+                model(*args, **kwargs)
+        except Exception as exc:
+            raise CalibrationError(
+                f"{type(model).__name__}.forward raised {type(exc).__name__} on the calibration item "
+                f"({_describe(item)}): {exc}"
+            ) from exc
+        self.set_example_input(model, item)
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, torch.Tensor):
+        return f"tensor {tuple(item.shape)} {item.dtype}"
+    if isinstance(item, dict):
+        return "dict with keys " + ", ".join(repr(k) for k in item)
+    return f"{type(item).__name__} of {len(item)} values"

@@ -1,0 +1,136 @@
+"""Carrying out edits on a deep copy of a PyTorch model (the input model is never touched).
+
+Every edit becomes a hook module at a point of the data flow (see ``hooks``):
+
+- ``QuantizeActivation``: a quantizer right after the tensor's producer (``consumers`` None) or at the
+  end of the pre-hook chain of each listed consumer input (one module shared by those inputs).
+- ``QuantizeWeight``: a quantizer in the pre-hook chain of the constant input: the float parameter
+  stays and is fake-quantized on the fly at every forward (``strip`` bakes it in).
+- ``InsertMultiply``: a ``Multiply`` module on each listed consumer input.
+- ``SetConstant``: written into the copy's parameter or buffer when no other operation reads it;
+  otherwise (tied weights, constants computed inside ``forward``) a ``Replace`` hook at the start of
+  that input's chain. SetConstant edits run first, so a weight quantizer sees the new weight.
+
+A tensor produced by a hook (a node of the captured graph of a hooked model) is addressed by the
+hook's name; inserting after it or before it places the new hook next to it in its chain.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncompress.errors import ValidationError
+from nncompress.graph.edits import Edit, InsertMultiply, QuantizeActivation, QuantizeWeight, SetConstant
+from nncompress.graph.ir import InputRef, TensorRef
+
+from .capture import Capture
+from .fake_quantize import Multiply, Replace, quantizer_from_params
+from .hooks import ChainKey, HookStorage, attach_storage
+from .inputs import named_tensor
+
+
+class Editor:
+    """Applies edits to ``model`` (a private copy) using the capture of the model it was copied from."""
+
+    def __init__(self, model: nn.Module, capture: Capture):
+        self.model = model
+        self.capture = capture
+        self.graph = capture.graph
+        self.storage: HookStorage = attach_storage(model)
+
+    def apply(self, edits: Sequence[Edit]) -> None:
+        constants = [e for e in edits if isinstance(e, SetConstant)]
+        for edit in constants + [e for e in edits if not isinstance(e, SetConstant)]:
+            if isinstance(edit, QuantizeActivation):
+                self._insert_on_tensor(edit.tensor, edit.consumers, quantizer_from_params(edit.params), edit.name)
+            elif isinstance(edit, QuantizeWeight):
+                self._check_constant(edit.node, edit.port)
+                key, index = self._before(InputRef(edit.node, edit.port))
+                quantizer = quantizer_from_params(edit.params)
+                quantizer.on_constant = True
+                self._insert(key, index, edit.name, quantizer)
+                self._note_constant(key)
+            elif isinstance(edit, InsertMultiply):
+                self._insert_on_tensor(edit.tensor, edit.consumers or None, Multiply(edit.scale), edit.name)
+            elif isinstance(edit, SetConstant):
+                self._set_constant(edit)
+            else:
+                raise ValidationError(f"the torch backend cannot apply an edit of type {type(edit).__name__}")
+
+    def _insert_on_tensor(self, tensor: TensorRef, consumers, module: nn.Module, name: str) -> None:
+        if tensor.node not in self.graph.nodes:
+            raise ValidationError(f"no tensor {tensor.node}:{tensor.port} in the captured graph")
+        if consumers is None:
+            key, index = self._after(tensor)
+            self._insert(key, index, name, module)
+            return
+        for consumer in consumers:
+            if self.graph.producer(consumer) != tensor:
+                raise ValidationError(
+                    f"{consumer.node} input {consumer.port} does not read {tensor.node}:{tensor.port}"
+                )
+            key, index = self._before(consumer)
+            self._insert(key, index, name, module)
+
+    def _insert(self, key: ChainKey, index: int, name: str, module: nn.Module) -> str:
+        node = self.graph.nodes.get(key[1])
+        if node is not None and "signature" in node.attrs:
+            self.storage.signatures[key[1]] = node.attrs["signature"]
+        return self.storage.insert(key, index, name, module)
+
+    def _after(self, tensor: TensorRef) -> tuple[ChainKey, int]:
+        """Where a hook goes to act right after ``tensor`` is produced."""
+        found = self.storage.where(tensor.node)
+        if found is not None:
+            key, index = found
+            return key, index + 1
+        return ("post", tensor.node, tensor.port), 0
+
+    def _before(self, consumer: InputRef) -> tuple[ChainKey, int]:
+        """Where a hook goes to act on the value input ``consumer`` reads."""
+        found = self.storage.where(consumer.node)
+        if found is not None:
+            return found
+        key = ("pre", consumer.node, consumer.port)
+        return key, len(self.storage.chain(*key))
+
+    def _check_constant(self, node: str, port: int) -> None:
+        if node not in self.graph.nodes:
+            raise ValidationError(f"no operation named {node!r} in the captured graph")
+        if port not in self.graph.node(node).const_ports:
+            raise ValidationError(f"input {port} of {node!r} is not a constant (weight or bias)")
+
+    def _set_constant(self, edit: SetConstant) -> None:
+        self._check_constant(edit.node, edit.port)
+        value = np.asarray(edit.value)
+        pname = self.capture.port_params.get((edit.node, edit.port))
+        if pname is not None and self.capture.param_uses[pname] == 1:
+            target = named_tensor(self.model, pname)
+            if target.numel() != value.size:
+                raise ValidationError(
+                    f"SetConstant on {edit.node!r} input {edit.port}: {value.shape} does not fit {tuple(target.shape)}"
+                )
+            with torch.no_grad():
+                target.copy_(torch.from_numpy(np.ascontiguousarray(value)).reshape(target.shape))
+            return
+        key = ("pre", edit.node, edit.port)
+        self._insert(key, 0, f"{edit.node}/nncompress_constant_{edit.port}", Replace(value))
+        self._note_constant(key)
+
+    def _note_constant(self, key: ChainKey) -> None:
+        """Remember that chain ``key`` acts on a constant, and on which exclusive parameter."""
+        pname = self.capture.port_params.get(key[1:])
+        exclusive = pname is not None and self.capture.param_uses[pname] == 1
+        self.storage.constants[key] = pname if exclusive else None
+
+
+def apply_edits(model: nn.Module, capture: Capture, edits: Sequence[Edit]) -> nn.Module:
+    """A deep copy of ``model`` with ``edits`` carried out as hooks (see the module docstring)."""
+    result = copy.deepcopy(model)
+    Editor(result, capture).apply(edits)
+    return result

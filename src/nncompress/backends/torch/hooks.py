@@ -1,0 +1,155 @@
+"""Hook storage of a hooked model and the forward that runs it.
+
+A hooked model is a deep copy of the user's model with two additions, both on the instance:
+
+- ``_nncompress_hooks``: a ``HookStorage`` submodule (so ``state_dict``, ``to()`` and ``parameters()``
+  see the quantizers) holding the hook modules in an ``nn.ModuleDict`` and the *chains* they form.
+  A chain is an ordered list of hook names at one point of the data flow:
+  ``("post", op, port)`` runs on output ``port`` of operation ``op`` (or of model input ``op``),
+  ``("pre", op, port)`` on input ``port`` of ``op`` (or of model output ``op``) — activation or
+  constant (weights are fake-quantized on the fly this way; the float parameter stays).
+- ``forward``: a ``HookedForward`` instance attribute that runs the class's own ``forward`` under
+  the function mode (``mode.run_model``), which names every op and applies the chains.
+
+The model stays an instance of the user's class; the class itself is never changed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+STORAGE_ATTR = "_nncompress_hooks"
+
+ChainKey = tuple[str, str, int]  # ("pre" | "post", op name, port)
+
+
+class HookStorage(nn.Module):
+    """Hook modules by name plus the chains (ordered hook names per data-flow point)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks = nn.ModuleDict()
+        self.chains: dict[ChainKey, list[str]] = {}
+        self.keys: dict[str, str] = {}  # hook name -> ModuleDict key
+        self.pre_ops: set[str] = set()
+        self.post_ops: set[str] = set()
+        # op name -> op_signature at capture: hooks only run on the op they were made for
+        self.signatures: dict[str, tuple] = {}
+        # chains on constant inputs -> the parameter they read when no other op reads it (else None)
+        self.constants: dict[ChainKey, str | None] = {}
+
+    def module(self, name: str) -> nn.Module:
+        return self.hooks[self.keys[name]]
+
+    def where(self, name: str) -> tuple[ChainKey, int] | None:
+        """(chain, index) of hook ``name``, or None when there is no such hook."""
+        for key, names in self.chains.items():
+            if name in names:
+                return key, names.index(name)
+        return None
+
+    def insert(self, key: ChainKey, index: int, name: str, module: nn.Module) -> str:
+        """Insert ``module`` at ``index`` of chain ``key``; returns the (unique) hook name used."""
+        unique, n = name, 1
+        while unique in self.keys:
+            unique, n = f"{name}_{n}", n + 1
+        module_key = unique.replace(".", ":")
+        while module_key in self.hooks:
+            module_key += "_"
+        self.hooks[module_key] = module
+        self.keys[unique] = module_key
+        chain = self.chains.setdefault(key, [])
+        chain.insert(min(index, len(chain)), unique)
+        (self.pre_ops if key[0] == "pre" else self.post_ops).add(key[1])
+        return unique
+
+    def remove(self, name: str) -> None:
+        """Take hook ``name`` out of its chain and out of the storage."""
+        found = self.where(name)
+        if found is None:
+            return
+        key, index = found
+        del self.chains[key][index]
+        if not self.chains[key]:
+            del self.chains[key]
+            self.constants.pop(key, None)
+            ops = {k[1] for k in self.chains if k[0] == key[0]}
+            (self.pre_ops if key[0] == "pre" else self.post_ops).intersection_update(ops)
+        del self.hooks[self.keys.pop(name)]
+
+    def chain(self, kind: str, op: str, port: int) -> list[str]:
+        return self.chains.get((kind, op, port), [])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class HookedForward:
+    """The ``forward`` of a hooked model: the class's forward run under the hook-applying mode.
+
+    Holding the model (a reference cycle, collected normally) keeps ``copy.deepcopy`` and pickling
+    correct; ``inspect.signature`` reports the original forward's parameters (Hugging Face
+    ``generate`` relies on that).
+    """
+
+    def __init__(self, model: nn.Module, inner=None):
+        self.model = model
+        self.inner = inner  # an instance-level forward the model had before (e.g. another wrapper)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .mode import run_model
+
+        return run_model(self.model, args, kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(original_forward(self.model))
+
+    @property
+    def __wrapped__(self):
+        return original_forward(self.model)
+
+    def __repr__(self) -> str:
+        return f"<nncompress hooked forward of {type(self.model).__name__}>"
+
+
+def storage_of(model: nn.Module) -> HookStorage | None:
+    """The hook storage of a hooked model, None for a plain model."""
+    storage = model._modules.get(STORAGE_ATTR)
+    return storage if isinstance(storage, HookStorage) else None
+
+
+def original_forward(model: nn.Module):
+    """The model's own forward (bound), bypassing a ``HookedForward``."""
+    forward = model.__dict__.get("forward")
+    if isinstance(forward, HookedForward):
+        forward = forward.inner
+    if forward is not None:
+        return forward
+    return type(model).forward.__get__(model, type(model))
+
+
+def attach_storage(model: nn.Module) -> HookStorage:
+    """Give ``model`` (already a private copy) a hook storage and the hooked forward."""
+    storage = storage_of(model)
+    if storage is None:
+        storage = HookStorage()
+        model.add_module(STORAGE_ATTR, storage)
+    previous = model.__dict__.get("forward")
+    if not isinstance(previous, HookedForward):
+        model.forward = HookedForward(model, previous)
+    return storage
+
+
+def detach_storage(model: nn.Module) -> None:
+    """Make a hooked model plain again (drops every hook)."""
+    if STORAGE_ATTR in model._modules:
+        del model._modules[STORAGE_ATTR]
+    forward = model.__dict__.get("forward")
+    if isinstance(forward, HookedForward):
+        del model.__dict__["forward"]
+        if forward.inner is not None:
+            model.forward = forward.inner

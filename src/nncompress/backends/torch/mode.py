@@ -1,0 +1,333 @@
+"""The function mode that names every torch operation and runs hook chains.
+
+``run_model(model, args, kwargs, observer)`` runs the model's own forward under ``HookMode`` (a
+``torch.overrides.TorchFunctionMode``) with per-module forward pre/post hooks that track the module
+scope; both are installed for that one call and removed afterwards (no global patching; the user's
+tensors are never wrapped or mutated). Every intercepted call except metadata queries gets the name
+``"{module scope}/{op name}_{k}"`` — the scope is the dotted path of the innermost module running
+(empty at the root, then the name is ``"{op name}_{k}"``) and ``k`` counts calls of that op name in
+that scope — so the same forward path always produces the same names.
+
+Ports of an op are its tensor arguments in flattening order (positional, then keyword; lists and
+tuples flattened), plus, for binary arithmetic, a Python-number operand. Outputs are the tensors of
+the result in flattening order. Model inputs are named after the forward's parameters (nested
+values as ``"param.key.0"``; ``**kwargs`` entries by their key); model outputs ``"output/<path>"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+from .hooks import STORAGE_ATTR, HookStorage, original_forward, storage_of
+from .op_map import BINARY, FuncInfo, func_info, is_number
+
+
+@dataclass
+class OpCall:
+    """One intercepted op: its name, arguments and the leaf positions of its ports."""
+
+    name: str
+    info: FuncInfo
+    args: tuple
+    kwargs: dict
+    leaves: list  # flattened (args, kwargs) as called by the user, before pre-hooks
+    hooked: list  # the same after pre-hooks
+    ports: list[int]  # leaf index of each input port
+
+
+class Observer:
+    """Receives what a run computes (capture, statistics). Defaults do nothing.
+
+    ``op_names``: the ops whose calls ``on_op`` sees (None: all of them).
+    """
+
+    op_names: set[str] | None = None
+
+    def on_input(self, name: str, value: torch.Tensor) -> None:
+        pass
+
+    def on_op(self, call: OpCall, out: Any) -> None:
+        pass
+
+    def on_hook(self, name: str, module: nn.Module, value: torch.Tensor, result: torch.Tensor) -> None:
+        pass
+
+    def on_output(self, name: str, value: torch.Tensor) -> None:
+        pass
+
+
+def port_indices(info: FuncInfo, args: tuple, leaves: list) -> list[int]:
+    """Leaf indices of the op's input ports."""
+    if info.base in BINARY and len(args) >= 2 and all(_operand(a) for a in args[:2]):
+        return [0, 1]
+    return [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+
+
+def _operand(value) -> bool:
+    return isinstance(value, torch.Tensor) or is_number(value)
+
+
+def op_signature(info: FuncInfo, values: list) -> tuple:
+    """(function, rank and dtype class of the first tensor input): what hooks check before they run."""
+    first = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    if first is None:
+        return (info.qualified, None, None)
+    kind = "float" if first.is_floating_point() else "bool" if first.dtype is torch.bool else "int"
+    return (info.qualified, first.ndim, kind)
+
+
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """The tensors of an op result in port order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    leaves, _ = pytree.tree_flatten(out)
+    return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+
+
+class HookMode(TorchFunctionMode):
+    """Names each torch call, runs pre-/post-hook chains and reports to an observer."""
+
+    def __init__(self, storage: HookStorage | None, observer: Observer | None):
+        super().__init__()
+        self.storage = storage
+        self.observer = observer
+        self.scopes: list[str] = [""]
+        self.counters: dict[tuple[str, str], int] = {}
+        self.current: tuple[str, str] | None = None  # (op name, qualified function) last started
+        self.failed_op: tuple[str, str] | None = None  # the op that raised, if any
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        info = func_info(func)
+        if info.passthrough:
+            return func(*args, **kwargs)
+        scope = self.scopes[-1]
+        key = (scope, info.name)
+        k = self.counters.get(key, 0)
+        self.counters[key] = k + 1
+        name = f"{scope}/{info.name}_{k}" if scope else f"{info.name}_{k}"
+        self.current = (name, info.qualified)
+        if info.name == "iter":  # iterating a tensor: record the rows as outputs of one op
+            return iter(self._dispatch(_listed(func), info, name, args, kwargs))
+        return self._dispatch(func, info, name, args, kwargs)
+
+    def _dispatch(self, func, info: FuncInfo, name: str, args: tuple, kwargs: dict):
+        storage = self.storage
+        hooked = storage is not None and (name in storage.pre_ops or name in storage.post_ops)
+        observer = self.observer
+        watched = observer is not None and (observer.op_names is None or name in observer.op_names)
+        if not hooked and not watched:
+            return self._invoke(func, args, kwargs)
+        return self._call(func, info, name, args, kwargs, watched)
+
+    def _invoke(self, func, args, kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            if self.failed_op is None:
+                self.failed_op = self.current
+            raise
+
+    def _call(self, func, info: FuncInfo, name: str, args: tuple, kwargs: dict, watched: bool):
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        ports = port_indices(info, args, leaves)
+        hooked = list(leaves)
+        storage = self.storage
+        if storage is not None and not self._matches(storage, name, info, [leaves[i] for i in ports]):
+            storage = None  # another op carries this name on this forward path: leave it alone
+        if storage is not None and name in storage.pre_ops:
+            for port, index in enumerate(ports):
+                chain = storage.chain("pre", name, port)
+                if chain:
+                    hooked[index] = self.run_chain(chain, hooked[index])
+            args, kwargs = pytree.tree_unflatten(hooked, spec)
+        out = self._invoke(func, args, kwargs)
+        recorded = args[0] if out is None and info.inplace and args else out
+        if watched:
+            self.observer.on_op(OpCall(name, info, args, kwargs, leaves, hooked, ports), recorded)
+        if storage is not None and name in storage.post_ops and out is not None:
+            out = self.apply_post(name, out)
+        return out
+
+    @staticmethod
+    def _matches(storage: HookStorage, name: str, info: FuncInfo, values: list) -> bool:
+        """Whether op ``name`` is the op the hooks were made for (function, first input's rank and dtype)."""
+        expected = storage.signatures.get(name)
+        if expected is None or expected == op_signature(info, values):
+            return True
+        warnings.warn(
+            f"nncompress: operation {name!r} is {op_signature(info, values)} on this call but was {expected} when "
+            "the model was quantized (the forward took another path); its hooks are skipped for this call",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+
+    def run_chain(self, chain: list[str], value):
+        """``value`` passed through the hooks named in ``chain``, in order."""
+        for hook_name in chain:
+            module = self.storage.module(hook_name)
+            result = module(value)
+            if self.observer is not None:
+                self.observer.on_hook(hook_name, module, value, result)
+            value = result
+        return value
+
+    def apply_post(self, name: str, out: Any) -> Any:
+        """``out`` with the post-hook chains of op ``name`` applied to its tensors."""
+        if isinstance(out, torch.Tensor):
+            chain = self.storage.chain("post", name, 0)
+            return self.run_chain(chain, out) if chain else out
+        leaves, spec = pytree.tree_flatten(out)
+        port = 0
+        for i, leaf in enumerate(leaves):
+            if isinstance(leaf, torch.Tensor):
+                chain = self.storage.chain("post", name, port)
+                if chain:
+                    leaves[i] = self.run_chain(chain, leaf)
+                port += 1
+        return pytree.tree_unflatten(leaves, spec)
+
+
+def _listed(func):
+    def call(*args, **kwargs):
+        return list(func(*args, **kwargs))
+
+    return call
+
+
+class ScopeTracker:
+    """Forward pre/post hooks on every submodule that keep ``mode.scopes`` current (one run only).
+
+    On an exception the scope stack is left as it was where the error happened (for messages).
+    """
+
+    def __init__(self, model: nn.Module, mode: HookMode):
+        self.model, self.mode = model, mode
+        self.handles: list = []
+
+    def __enter__(self) -> ScopeTracker:
+        for name, module in self.model.named_modules():
+            if module is self.model or name == STORAGE_ATTR or name.startswith(STORAGE_ATTR + "."):
+                continue
+            self.handles.append(module.register_forward_pre_hook(partial(_push_scope, self.mode, name)))
+            self.handles.append(module.register_forward_hook(partial(_pop_scope, self.mode)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _push_scope(mode: HookMode, name: str, module, args) -> None:
+    mode.scopes.append(name)
+
+
+def _pop_scope(mode: HookMode, module, args, output) -> None:
+    if len(mode.scopes) > 1:
+        mode.scopes.pop()
+
+
+def named_leaves(tree: Any, prefix: str = "") -> tuple[list[tuple[str, Any]], Any]:
+    """(name, leaf) pairs of ``tree`` with dotted path names, and the tree spec."""
+    pairs, spec = pytree.tree_flatten_with_path(tree)
+    named = []
+    for path, leaf in pairs:
+        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        named.append((".".join([prefix] + parts if prefix else parts), leaf))
+    return named, spec
+
+
+def bind_inputs(forward, args: tuple, kwargs: dict) -> inspect.BoundArguments | None:
+    """The call's arguments bound to the forward's signature; None when they do not bind."""
+    try:
+        return inspect.signature(forward).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+
+
+def input_names(bound: inspect.BoundArguments) -> tuple[list[tuple[str, Any]], Any]:
+    """Named leaves of the bound arguments (``**kwargs`` entries named by their key)."""
+    params = bound.signature.parameters
+    flat = {}
+    for pname, value in bound.arguments.items():
+        if params[pname].kind is inspect.Parameter.VAR_KEYWORD:
+            flat.update({str(k): v for k, v in value.items()})
+        else:
+            flat[pname] = value
+    named, spec = named_leaves(flat)
+    return named, (spec, list(flat))
+
+
+def _rebind(bound: inspect.BoundArguments, leaves: list, spec_info) -> tuple[tuple, dict]:
+    spec, keys = spec_info
+    flat = pytree.tree_unflatten(leaves, spec)
+    params = bound.signature.parameters
+    for pname in list(bound.arguments):
+        if params[pname].kind is inspect.Parameter.VAR_KEYWORD:
+            bound.arguments[pname] = {k: flat[str(k)] for k in bound.arguments[pname]}
+        else:
+            bound.arguments[pname] = flat[pname]
+    return bound.args, bound.kwargs
+
+
+def _process_inputs(forward, args, kwargs, mode: HookMode) -> tuple[tuple, dict]:
+    bound = bind_inputs(forward, args, kwargs)
+    if bound is None:
+        return args, kwargs
+    named, spec_info = input_names(bound)
+    leaves = [leaf for _, leaf in named]
+    changed = False
+    for i, (name, leaf) in enumerate(named):
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        if mode.observer is not None:
+            mode.observer.on_input(name, leaf)
+        chain = mode.storage.chain("post", name, 0) if mode.storage is not None else []
+        if chain:
+            leaves[i] = mode.run_chain(chain, leaf)
+            changed = True
+    return _rebind(bound, leaves, spec_info) if changed else (args, kwargs)
+
+
+def _process_outputs(out: Any, mode: HookMode) -> Any:
+    named, spec = named_leaves(out)
+    leaves = [leaf for _, leaf in named]
+    changed = False
+    for i, (path, leaf) in enumerate(named):
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        name = f"output/{path or 0}"
+        chain = mode.storage.chain("pre", name, 0) if mode.storage is not None else []
+        if chain:
+            leaves[i] = leaf = mode.run_chain(chain, leaf)
+            changed = True
+        if mode.observer is not None:
+            mode.observer.on_output(name, leaf)
+    return pytree.tree_unflatten(leaves, spec) if changed else out
+
+
+def run_model(model: nn.Module, args: tuple, kwargs: dict, observer: Observer | None = None,
+              mode: HookMode | None = None) -> Any:
+    """Run the model's own forward under the hook mode (hooks of a hooked model applied)."""
+    storage = storage_of(model)
+    forward = original_forward(model)
+    if mode is None:
+        mode = HookMode(storage, observer)
+    if storage is not None or observer is not None:
+        args, kwargs = _process_inputs(forward, args, kwargs, mode)
+    with ScopeTracker(model, mode), mode:
+        out = forward(*args, **kwargs)
+    if storage is not None or observer is not None:
+        out = _process_outputs(out, mode)
+    return out
