@@ -93,7 +93,8 @@ def main() -> None:
             "one synchronous request, OpenVINO pinned to f32 precision for FP32 and INT8 alike. Quality: digits "
             "top-1 accuracy on 594 held-out images; MiniLM mean (min) cosine of INT8 vs FP32 sentence embeddings "
             "on 64 real sentences not used for calibration; EfficientNet photos whose top-1 class INT8 keeps. "
-            "PyTorch INT8 is fake-quantized (export to ONNX/OpenVINO for integer kernels)."
+            "PyTorch rows: quality of the fake-quantized module; size and throughput of the INT8 model exported with "
+            "`nncompress.export(..., format='openvino')` against the FP32 model in OpenVINO."
         )
         common.write_benchmarks_section("Post-training quantization (quantize)", "python bench/ptq.py", text, notes)
 

@@ -88,8 +88,9 @@ def digits_setup(backend: str, tmp: Path) -> CaseSetup:
 
     data = digits.load_digits_data()
     torch_model = digits.get_trained_digits_cnn()
-    fp32 = _backend_model(torch_model, backend, digits.export_onnx(torch_model, tmp / "digits.onnx"))
-    calib = nncf.Dataset(list(data.x_train[:300]), lambda image: image[None])
+    onnx_path = digits.export_onnx(torch_model, tmp / "digits.onnx")
+    fp32 = _backend_model(torch_model, backend, onnx_path)
+    calib = nncf.Dataset(list(data.x_train[:300]), _item_transform(backend, lambda image: image[None]))
 
     def accuracy(model) -> float:
         run = _runner(backend, model)
@@ -98,11 +99,45 @@ def digits_setup(backend: str, tmp: Path) -> CaseSetup:
 
     def evaluate(int8) -> dict:
         acc32, acc8 = accuracy(fp32), accuracy(int8)
-        return _common_figures(backend, fp32, int8, data.x_test[:BATCH]) | {
+        figures = _common_figures(backend, fp32, int8, data.x_test[:BATCH])
+        if backend == "torch":
+            figures = _torch_export_figures(onnx_path, int8, data.x_test[:1], data.x_test[:BATCH], tmp)
+        return figures | {
             "fp32_quality": f"acc {acc32:.4f}", "int8_quality": f"acc {acc8:.4f} ({(acc8 - acc32) * 100:+.2f} pp)",
         }
 
     return CaseSetup(fp32, calib, evaluate)
+
+
+def _item_transform(backend: str, transform):
+    """Torch models get torch tensors, the other backends numpy arrays."""
+    if backend != "torch":
+        return transform
+    import torch
+
+    def to_torch(item):
+        value = transform(item)
+        if isinstance(value, dict):
+            return {k: torch.from_numpy(v) for k, v in value.items()}
+        return torch.from_numpy(value)
+
+    return to_torch
+
+
+def _torch_export_figures(fp32_onnx_path: str, int8, example: np.ndarray, batch, tmp: Path) -> dict:
+    """Throughput in OpenVINO of the FP32 model and of the INT8 torch model exported with nncf.export."""
+    import openvino as ov
+    import torch
+
+    int8_xml = nncf.export(int8, tmp / "int8_torch.xml", format="openvino", example_input=torch.from_numpy(example))
+    fp32_ov = ov.convert_model(fp32_onnx_path)
+    int8_ov = ov.Core().read_model(str(int8_xml))
+    sizes = [common.openvino_size_bytes(m) for m in (fp32_ov, int8_ov)]
+    return {
+        "size_ratio": sizes[1] / sizes[0],
+        "fp32_tput": common.throughput_openvino(fp32_ov, batch, seconds=2.0),
+        "int8_tput": common.throughput_openvino(int8_ov, batch, seconds=2.0),
+    }
 
 
 def _common_figures(backend: str, fp32, int8, batch) -> dict:
@@ -120,7 +155,7 @@ def minilm_setup(backend: str, tmp: Path) -> CaseSetup:
     evaluation, calibration = sentences[:64], sentences[64:]
     wrapped = real._LastHiddenState(torch_model).eval()
     fp32 = _backend_model(wrapped, backend, real.export_minilm_onnx(torch_model, tmp / "minilm.onnx"))
-    calib = nncf.Dataset(real.minilm_inputs(tokenizer, calibration))
+    calib = nncf.Dataset(real.minilm_inputs(tokenizer, calibration), _item_transform(backend, lambda item: item))
     eval_items = real.minilm_inputs(tokenizer, evaluation)
 
     def embeddings(model) -> np.ndarray:
