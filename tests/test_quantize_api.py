@@ -117,3 +117,20 @@ def test_ignored_scope_keeps_layers_in_float(digits_onnx, calib):
 def test_fp8_mode_is_reported_as_unsupported(digits_onnx, calib):
     with pytest.raises(nncf.UnsupportedBackendError, match="FP8"):
         nncf.quantize(digits_onnx, calib, mode=nncf.QuantizationMode.FP8_E4M3)
+
+
+def test_range_estimator_parameters_change_activation_ranges(digits_onnx, calib):
+    import onnx.numpy_helper as nh
+
+    def activation_scales(model):
+        inits = {i.name: nh.to_array(i) for i in model.graph.initializer}
+        return {n.name: float(inits[n.input[1]]) for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and inits[n.input[1]].ndim == 0}
+
+    default = activation_scales(nncf.quantize(digits_onnx, calib))
+    minmax = nncf.RangeEstimatorParametersSet.MINMAX
+    params = nncf.AdvancedQuantizationParameters(activations_range_estimator_params=minmax)
+    widest = activation_scales(nncf.quantize(digits_onnx, calib, advanced_parameters=params))
+    assert default.keys() == widest.keys()
+    assert all(widest[k] >= default[k] - 1e-9 for k in default)  # global extremes >= mean of extremes
+    assert any(widest[k] > default[k] * 1.05 for k in default)

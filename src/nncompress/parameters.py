@@ -126,13 +126,48 @@ class QuantizationParameters:
 
 
 @dataclass(frozen=True)
-class RangeEstimatorParameters:
-    """Which reducer (per call) and aggregator (across calls) give a quantizer's min and max."""
+class StatisticsCollectorParameters:
+    """How one end of a range is estimated: a reducer per call (``statistics_type``) and an aggregator
+    across calls (``aggregator_type``); None keeps the default. ``quantile_outlier_prob`` is the quantile
+    of QUANTILE reducers and of the NO_OUTLIERS aggregators; ``clipping_value`` bounds the result."""
 
-    min_statistic: StatisticsType | None = None
-    min_aggregator: AggregatorType | None = None
-    max_statistic: StatisticsType | None = None
-    max_aggregator: AggregatorType | None = None
+    statistics_type: StatisticsType | None = None
+    aggregator_type: AggregatorType | None = None
+    clipping_value: float | None = None
+    quantile_outlier_prob: float = 1e-4
+
+
+@dataclass(frozen=True)
+class RangeEstimatorParameters:
+    """Estimators of a quantizer's ``min`` and ``max``."""
+
+    min: StatisticsCollectorParameters = field(default_factory=StatisticsCollectorParameters)
+    max: StatisticsCollectorParameters = field(default_factory=StatisticsCollectorParameters)
+
+
+class RangeEstimatorParametersSet:
+    """Ready-made estimators (NNCF names)."""
+
+    MINMAX = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MIN),
+        StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MAX),
+    )
+    MEAN_MINMAX = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEAN),
+        StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEAN),
+    )
+    MEDIAN_MINMAX = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEDIAN),
+        StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEDIAN),
+    )
+    MEAN_NO_OUTLIERS_MINMAX = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.MIN, AggregatorType.MEAN_NO_OUTLIERS),
+        StatisticsCollectorParameters(StatisticsType.MAX, AggregatorType.MEAN_NO_OUTLIERS),
+    )
+    MEAN_QUANTILE = RangeEstimatorParameters(
+        StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN),
+        StatisticsCollectorParameters(StatisticsType.QUANTILE, AggregatorType.MEAN),
+    )
 
 
 @dataclass(frozen=True)

@@ -2,33 +2,73 @@ import numpy as np
 import pytest
 
 from nncompress.algorithms.quantization.bias_correction import weight_error_shift
+from nncompress.algorithms.quantization.min_max import estimators
 from nncompress.graph.ir import WeightInfo
-from nncompress.statistics.collectors import AbsMaxCollector, MeanCollector, MinMaxCollector
+from nncompress.parameters import (
+    AggregatorType,
+    RangeEstimatorParameters,
+    RangeEstimatorParametersSet,
+    StatisticsCollectorParameters,
+)
+from nncompress.statistics.collectors import AbsMaxCollector, MeanCollector, RangeCollector
 
 
-def test_per_tensor_minmax_is_mean_of_per_item_extremes():
-    c = MinMaxCollector()
+def _collector(symmetric=False, per_channel=False, user=None, batchwise=False):
+    low, high = estimators(user, symmetric, per_channel)
+    return RangeCollector(low, high, 1 if per_channel else None, batchwise)
+
+
+def test_default_per_tensor_range_is_mean_of_per_item_extremes():
+    c = _collector()
     c.update(np.array([[-1.0, 2.0]]))
     c.update(np.array([[-3.0, 4.0]]))
-    lo, hi, absmax = c.minmax()
-    assert (lo, hi, absmax) == (-2.0, 3.0, 3.0)
+    assert c.result() == (-2.0, 3.0)
+    sym = _collector(symmetric=True)
+    sym.update(np.array([[-1.0, 2.0]]))
+    sym.update(np.array([[-5.0, 4.0]]))
+    assert sym.result() == (-3.0, 3.5)  # abs-max reducer for the upper end
 
 
-def test_batchwise_minmax_averages_per_sample():
-    c = MinMaxCollector(batchwise=True)
+def test_batchwise_range_averages_per_sample():
+    c = _collector(batchwise=True)
     c.update(np.array([[-1.0, 2.0], [0.0, 6.0]]))
-    lo, hi, _ = c.minmax()
-    assert lo == -0.5 and hi == 4.0
+    assert c.result() == (-0.5, 4.0)
 
 
-def test_per_channel_minmax_is_global_extreme_per_channel():
-    c = MinMaxCollector(channel_axis=1)
+def test_default_per_channel_range_is_global_extreme_per_channel():
+    c = _collector(per_channel=True)
     c.update(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
     c.update(-np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
-    lo, hi, absmax = c.minmax()
+    lo, hi = c.result()
     np.testing.assert_array_equal(lo, [-3, -7])
     np.testing.assert_array_equal(hi, [3, 7])
-    np.testing.assert_array_equal(absmax, [3, 7])
+
+
+def test_user_estimators_median_minmax_quantile_and_clipping():
+    items = [np.array([[v, 10 * v]]) for v in (1.0, 2.0, 9.0)]
+    cases = {
+        RangeEstimatorParametersSet.MINMAX: (1.0, 90.0),
+        RangeEstimatorParametersSet.MEDIAN_MINMAX: (2.0, 20.0),
+        RangeEstimatorParameters(max=StatisticsCollectorParameters(clipping_value=15.0)): (4.0, 15.0),
+    }
+    for user, expected in cases.items():
+        c = _collector(user=user)
+        for item in items:
+            c.update(item)
+        np.testing.assert_allclose(c.result(), expected)
+    quantile = _collector(user=RangeEstimatorParametersSet.MEAN_QUANTILE)
+    quantile.update(np.linspace(0, 1, 10001)[None])
+    np.testing.assert_allclose(quantile.result(), (1e-4, 1 - 1e-4), atol=1e-6)
+
+
+def test_mean_no_outliers_drops_extreme_calls():
+    user = RangeEstimatorParameters(
+        max=StatisticsCollectorParameters(aggregator_type=AggregatorType.MEAN_NO_OUTLIERS, quantile_outlier_prob=0.1)
+    )
+    c = _collector(user=user)
+    for v in (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 100.0):
+        c.update(np.array([[0.0, v]]))
+    assert c.result()[1] == 1.0
 
 
 def test_mean_and_absmax_collectors_reduce_all_but_channel_axis():

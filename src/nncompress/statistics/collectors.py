@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -10,49 +12,87 @@ def _other_axes(ndim: int, keep: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a for a in range(ndim) if a not in keep)
 
 
-class MinMaxCollector:
-    """Activation/weight ranges.
+@dataclass(frozen=True)
+class EndEstimator:
+    """How one end of a range is estimated: a per-call reducer and an across-calls aggregator."""
 
-    Per tensor (``channel_axis`` None): each item's min, max and abs-max, averaged over items
-    (per sample when ``batchwise``). Per channel: global min and max per channel.
+    reducer: str = "min"  # min | max | abs_max | mean | quantile | abs_quantile
+    aggregator: str = "mean"  # min | max | mean | median | mean_no_outliers | median_no_outliers
+    quantile: float = 1e-4
+    clipping_value: float | None = None
+
+
+def _reduce(value: np.ndarray, axes, reducer: str, upper: bool, q: float) -> np.ndarray:
+    if reducer == "min":
+        return value.min(axis=axes)
+    if reducer == "max":
+        return value.max(axis=axes)
+    if reducer == "abs_max":
+        return np.abs(value).max(axis=axes)
+    if reducer == "mean":
+        return value.mean(axis=axes)
+    if reducer in ("quantile", "abs_quantile"):
+        data = np.abs(value) if reducer == "abs_quantile" else value
+        return np.quantile(data, 1 - q if upper else q, axis=axes)
+    raise ValueError(f"unknown reducer {reducer!r}")
+
+
+def _aggregate(values: np.ndarray, aggregator: str, q: float) -> np.ndarray:
+    """Aggregate per-call values stacked on axis 0."""
+    simple = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median}
+    if aggregator in simple:
+        return simple[aggregator](values, axis=0)
+    if aggregator in ("mean_no_outliers", "median_no_outliers"):
+        lo, hi = np.quantile(values, q, axis=0), np.quantile(values, 1 - q, axis=0)
+        kept = np.where((values >= lo) & (values <= hi), values, np.nan)
+        return (np.nanmean if aggregator == "mean_no_outliers" else np.nanmedian)(kept, axis=0)
+    raise ValueError(f"unknown aggregator {aggregator!r}")
+
+
+class RangeCollector:
+    """A quantizer's (min, max) from the values a tensor takes.
+
+    Each call reduces the value (per channel on ``channel_axis``; per sample when ``batchwise``) with
+    each end's reducer; ``result`` aggregates the calls with each end's aggregator.
     """
 
-    def __init__(self, channel_axis: int | None = None, batchwise: bool = False):
+    def __init__(self, low: EndEstimator, high: EndEstimator, channel_axis: int | None = None, batchwise=False):
+        self.low, self.high = low, high
         self.channel_axis = channel_axis
-        self.batchwise = batchwise
-        self._mins: list[np.ndarray] = []
-        self._maxs: list[np.ndarray] = []
-        self._absmaxs: list[np.ndarray] = []
-        self._min: np.ndarray | None = None
-        self._max: np.ndarray | None = None
+        self.batchwise = batchwise and channel_axis is None
+        self._lows: list[np.ndarray] = []
+        self._highs: list[np.ndarray] = []
 
     def update(self, value: np.ndarray) -> None:
         value = np.asarray(value, dtype=np.float32)
         if self.channel_axis is not None:
             axes = _other_axes(value.ndim, (self.channel_axis,))
-            lo, hi = value.min(axis=axes), value.max(axis=axes)
-            self._min = lo if self._min is None else np.minimum(self._min, lo)
-            self._max = hi if self._max is None else np.maximum(self._max, hi)
-            return
-        axes = tuple(range(1, value.ndim)) if self.batchwise and value.ndim > 1 else None
-        lo, hi = np.atleast_1d(value.min(axis=axes)), np.atleast_1d(value.max(axis=axes))
-        self._mins.append(lo)
-        self._maxs.append(hi)
-        self._absmaxs.append(np.maximum(np.abs(lo), np.abs(hi)))
+        elif self.batchwise and value.ndim > 1:
+            axes = tuple(range(1, value.ndim))
+        else:
+            axes = None
+        low = _reduce(value, axes, self.low.reducer, False, self.low.quantile)
+        high = _reduce(value, axes, self.high.reducer, True, self.high.quantile)
+        if self.channel_axis is None:  # one value per call (or per sample): stack along axis 0
+            self._lows.extend(np.atleast_1d(low))
+            self._highs.extend(np.atleast_1d(high))
+        else:
+            self._lows.append(low)
+            self._highs.append(high)
 
     @property
     def empty(self) -> bool:
-        return self._min is None and not self._mins
+        return not self._lows
 
-    def minmax(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(min, max, abs_max): scalars per tensor, arrays per channel."""
-        if self.channel_axis is not None:
-            return self._min, self._max, np.maximum(np.abs(self._min), np.abs(self._max))
-        return (
-            np.float32(np.mean(np.concatenate(self._mins))),
-            np.float32(np.mean(np.concatenate(self._maxs))),
-            np.float32(np.mean(np.concatenate(self._absmaxs))),
-        )
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max): scalars per tensor, arrays per channel."""
+        low = _aggregate(np.stack(self._lows), self.low.aggregator, self.low.quantile)
+        high = _aggregate(np.stack(self._highs), self.high.aggregator, self.high.quantile)
+        if self.low.clipping_value is not None:
+            low = np.maximum(low, -abs(self.low.clipping_value))
+        if self.high.clipping_value is not None:
+            high = np.minimum(high, abs(self.high.clipping_value))
+        return np.asarray(low, np.float32), np.asarray(high, np.float32)
 
 
 class MeanCollector:

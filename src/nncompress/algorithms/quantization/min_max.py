@@ -10,8 +10,13 @@ from nncompress.algorithms.quantization.placement import ActivationQuantizer, Qu
 from nncompress.graph.edits import FakeQuantParams, QuantizeActivation, QuantizeWeight
 from nncompress.hardware.rules import ASYM, SYM
 from nncompress.numerics.qparams import asymmetric_range, symmetric_range
-from nncompress.parameters import QuantizationParameters, QuantizationScheme
-from nncompress.statistics.collectors import MinMaxCollector
+from nncompress.parameters import (
+    QuantizationParameters,
+    QuantizationScheme,
+    RangeEstimatorParameters,
+    StatisticsCollectorParameters,
+)
+from nncompress.statistics.collectors import EndEstimator, RangeCollector
 from nncompress.statistics.runner import StatisticsPlan
 
 
@@ -21,6 +26,31 @@ class MinMaxOptions:
     batchwise: bool = False
     activations: QuantizationParameters | None = None
     weights: QuantizationParameters | None = None
+    activation_ranges: RangeEstimatorParameters | None = None
+    weight_ranges: RangeEstimatorParameters | None = None
+
+
+def estimators(
+    user: RangeEstimatorParameters | None, symmetric: bool, per_channel: bool
+) -> tuple[EndEstimator, EndEstimator]:
+    """The (min, max) estimators: the user's choices over the defaults.
+
+    Defaults: per-tensor ranges average each call's min and max (abs-max for symmetric quantizers);
+    per-channel ranges take the global min and max.
+    """
+    user = user or RangeEstimatorParameters()
+    low = _end(user.min, "min", "min" if per_channel else "mean")
+    high = _end(user.max, "abs_max" if symmetric else "max", "max" if per_channel else "mean")
+    return low, high
+
+
+def _end(spec: StatisticsCollectorParameters, reducer: str, aggregator: str) -> EndEstimator:
+    return EndEstimator(
+        reducer=str(spec.statistics_type.value) if spec.statistics_type else reducer,
+        aggregator=str(spec.aggregator_type.value) if spec.aggregator_type else aggregator,
+        quantile=spec.quantile_outlier_prob,
+        clipping_value=spec.clipping_value,
+    )
 
 
 class MinMaxQuantization:
@@ -29,21 +59,26 @@ class MinMaxQuantization:
     def __init__(self, setup: QuantizationSetup, options: MinMaxOptions):
         self.setup = setup
         self.options = options
-        self._collectors: dict[int, MinMaxCollector] = {}
+        self._collectors: dict[int, RangeCollector] = {}
+
+    def _mode(self, q: ActivationQuantizer) -> str:
+        user = self.options.activations or QuantizationParameters()
+        return _choose_mode(q.modes, user.mode, self.options.activation_mode)
 
     def register(self, plan: StatisticsPlan) -> None:
         for index, q in enumerate(self.setup.activations):
-            axis = 1 if q.per_channel else None
-            self._collectors[index] = plan.add(q.tensor, MinMaxCollector(axis, self.options.batchwise))
+            low, high = estimators(self.options.activation_ranges, self._mode(q) == SYM, q.per_channel)
+            collector = RangeCollector(low, high, 1 if q.per_channel else None, self.options.batchwise)
+            self._collectors[index] = plan.add(q.tensor, collector)
 
     def activation_params(self) -> list[FakeQuantParams]:
-        ranges = {i: c.minmax() for i, c in self._collectors.items()}
+        ranges = {i: _with_absmax(*c.result()) for i, c in self._collectors.items()}
         ranges = _unify(self.setup.activations, ranges)
         return [self._activation_range(q, ranges[i]) for i, q in enumerate(self.setup.activations)]
 
     def _activation_range(self, q: ActivationQuantizer, stats) -> FakeQuantParams:
         user = self.options.activations or QuantizationParameters()
-        mode = _choose_mode(q.modes, user.mode, self.options.activation_mode)
+        mode = self._mode(q)
         bits = user.num_bits or 8
         lo, hi, absmax = stats
         axis = 1 if q.per_channel else None
@@ -59,9 +94,8 @@ class MinMaxQuantization:
         user = self.options.weights or QuantizationParameters()
         bits = user.num_bits or 8
         per_channel = user.per_channel is not False
-        axes = tuple(a for a in range(weight.ndim) if a != q.axis % weight.ndim) if per_channel else None
-        w_min, w_max = weight.min(axis=axes), weight.max(axis=axes)
         axis = q.axis % weight.ndim if per_channel else None
+        w_min, w_max = self._weight_extremes(weight, axis)
         if user.mode is not None and QuantizationScheme(user.mode) is QuantizationScheme.ASYMMETRIC:
             low, high, levels = asymmetric_range(w_min, w_max, bits)
             return FakeQuantParams(low, high, levels, axis, signed=False, narrow=False)
@@ -71,6 +105,20 @@ class MinMaxQuantization:
         if q.half_range:  # overflow fix: weights use half of the integer grid
             return FakeQuantParams(2 * low, 2 * high, levels, axis, signed=True, narrow=narrow)
         return FakeQuantParams(low, high, levels, axis, signed=True, narrow=narrow)
+
+
+    def _weight_extremes(self, weight: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if self.options.weight_ranges is None:
+            axes = tuple(a for a in range(weight.ndim) if a != axis) if axis is not None else None
+            return weight.min(axis=axes), weight.max(axis=axes)
+        low, high = estimators(self.options.weight_ranges, False, axis is not None)
+        collector = RangeCollector(low, high, axis)
+        collector.update(weight)
+        return collector.result()
+
+
+def _with_absmax(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return low, high, np.maximum(np.abs(high), np.abs(low)) if np.ndim(low) else np.float32(max(abs(high), abs(low)))
 
 
 def _choose_mode(allowed: frozenset[str], user_mode, preset_mode: str) -> str:

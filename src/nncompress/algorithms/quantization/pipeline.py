@@ -20,6 +20,7 @@ from nncompress.parameters import (
     OverflowFix,
     QuantizationPreset,
     QuantizerPropagationRule,
+    RangeEstimatorParameters,
     TargetDevice,
 )
 from nncompress.report import CompressionReport
@@ -130,7 +131,13 @@ def _minmax_options(options: PTQOptions) -> MinMaxOptions:
         batchwise=options.batchwise,
         activations=options.advanced.activations_quantization_params,
         weights=options.advanced.weights_quantization_params,
+        activation_ranges=options.advanced.activations_range_estimator_params,
+        weight_ranges=_non_default(options.advanced.weights_range_estimator_params),
     )
+
+
+def _non_default(ranges):
+    return None if ranges == RangeEstimatorParameters() else ranges
 
 
 def _bias_algorithm(graph, setup: QuantizationSetup, options: PTQOptions):
