@@ -170,3 +170,28 @@ def test_quantize_outputs_adds_output_quantizer():
     g.output(g.op("relu", K.RELU, [g.conv("conv", x)]))
     assert ("relu", None) in points(place(g.build(), quantize_outputs=True))
     assert ("relu", None) not in points(place(g.build()))
+
+
+def test_cpu_spr_keeps_one_quantized_input_per_add():
+    g = G()
+    x = g.input("x")
+    r = g.op("relu", K.RELU, [x])
+    big = g.conv("convA", r)
+    small = g.op("convB", K.CONV, [r], weight=True, shape=(1, 3, 4, 4))
+    g.output(g.op("add", K.ADD, [big, small]))
+    both = place(g.build(), fuse_linear_arithmetic=False)
+    assert sorted(q.tensor.node for q in both.activations if q.targets == ("add",)) == ["convA", "convB"]
+    spr = place(g.build(), cpu_spr=True, fuse_linear_arithmetic=False)
+    assert [q.tensor.node for q in spr.activations if q.targets == ("add",)] == ["convB"]  # larger one dropped
+
+
+def test_cpu_spr_drops_the_non_branching_add_input():
+    g = G()
+    x = g.input("x")
+    skip = g.op("sig", K.SIGMOID, [x])
+    other = g.op("tanh", K.TANH, [x])
+    add = g.op("add", K.ADD, [other, skip])
+    g.output(add, "a")
+    g.output(g.op("soft", K.SOFTMAX, [skip]), "b")
+    spr = place(g.build(), cpu_spr=True)
+    assert [q.tensor.node for q in spr.activations] == ["sig"]

@@ -118,6 +118,7 @@ def _placement_options(options: PTQOptions, capabilities) -> PlacementOptions:
         overflow_fix_all=eight_bit and fix is OverflowFix.ENABLE,
         fuse_linear_arithmetic=capabilities.fuse_linear_arithmetic,
         per_channel_activations=capabilities.per_channel_activations,
+        cpu_spr=options.target_device is TargetDevice.CPU_SPR,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from nncompress.graph.ir import Graph, InputRef, Node, TensorRef
 from nncompress.graph.ops import ELEMENTWISE_KINDS, OpKind
 from nncompress.graph.patterns import attention_output_matmuls, find_fused_groups, internal_tensors
@@ -68,6 +70,7 @@ class PlacementOptions:
     overflow_fix_all: bool = False
     fuse_linear_arithmetic: bool = True
     per_channel_activations: bool = True
+    cpu_spr: bool = False  # Sapphire Rapids: one quantized input per Add; Mul quantized in transformers
 
 
 def find_quantization_setup(graph: Graph, ignored: dict[str, str], options: PlacementOptions) -> QuantizationSetup:
@@ -77,14 +80,47 @@ def find_quantization_setup(graph: Graph, ignored: dict[str, str], options: Plac
         for name in attention_output_matmuls(graph):
             ignored.setdefault(name, "attention output MatMul (transformer pattern)")
         for node in graph:
-            if node.kind in TRANSFORMER_IGNORED_KINDS:
+            if node.kind in TRANSFORMER_IGNORED_KINDS and not (options.cpu_spr and node.kind is OpKind.MUL):
                 ignored.setdefault(node.name, f"{node.kind.value} inputs stay float in transformers")
     fused = find_fused_groups(graph, options.fuse_linear_arithmetic)
     planner = _Planner(graph, ignored, options, internal_tensors(graph, fused))
     setup = QuantizationSetup(skipped={k: v for k, v in ignored.items() if k in graph.nodes})
     setup.activations = planner.place(planner.initial_requests())
+    if options.cpu_spr:
+        setup.activations = _one_quantized_add_input(graph, setup.activations)
     setup.weights = _weight_quantizers(graph, ignored, options)
     return setup
+
+
+def _one_quantized_add_input(graph: Graph, quantizers: list[ActivationQuantizer]) -> list[ActivationQuantizer]:
+    """Drop one of the two quantizers serving only an Add: the one whose tensor does not branch, or,
+    when both come from Conv/MatMul, the one on the larger tensor."""
+    dropped: set[int] = set()
+    for node in graph:
+        if node.kind is not OpKind.ADD:
+            continue
+        own = [i for i, q in enumerate(quantizers) if q.targets == (node.name,) and i not in dropped]
+        if len(own) != 2:
+            continue
+        dropped.add(_add_input_to_drop(graph, [quantizers[i] for i in own], own))
+    return [q for i, q in enumerate(quantizers) if i not in dropped]
+
+
+def _add_input_to_drop(graph: Graph, pair: list[ActivationQuantizer], indices: list[int]) -> int:
+    branching = [len(graph.consumers(q.tensor)) > 1 for q in pair]
+    if branching[0] != branching[1]:
+        return indices[branching.index(False)]
+    producers = [graph.node(q.tensor.node).kind for q in pair]
+    if all(kind in (OpKind.CONV, OpKind.LINEAR, OpKind.MATMUL, OpKind.DEPTHWISE_CONV) for kind in producers):
+        sizes = [_numel(graph.tensor_shape(q.tensor)) for q in pair]
+        return indices[0] if sizes[0] >= sizes[1] else indices[1]
+    return indices[1]
+
+
+def _numel(shape) -> int:
+    if not shape:
+        return 0
+    return int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in shape]))
 
 
 class _Planner:
