@@ -54,29 +54,21 @@ def openvino_row(model_path: str, data, calib) -> list:
     return ["OpenVINO", *accs, *sizes, *speeds, seconds]
 
 
-def torch_row(model, data, calib) -> list:
+def torch_row(model, data, onnx_path: str, tmp: Path) -> list:
+    """Quality of the fake-quantized torch module; size and speed of its OpenVINO export."""
     import torch
 
+    from bench.ptq_cases import _torch_export_figures
+
+    calib = nncf.Dataset(list(data.x_train[:300]), lambda image: torch.from_numpy(image[None]))
     start = time.perf_counter()
     int8 = nncf.quantize(model, calib)
     seconds = time.perf_counter() - start
     accs = [digits.accuracy_torch(m, data.x_test, data.y_test) for m in (model, int8)]
-    sizes = [sum(p.numel() * 4 for p in model.parameters())] * 2
-    batch = torch.from_numpy(data.x_test[:BATCH])
-    speeds = [_torch_throughput(m, batch) for m in (model, int8)]
-    return ["PyTorch (fake-quantized)", *accs, *sizes, *speeds, seconds]
-
-
-def _torch_throughput(model, batch, seconds: float = 2.0) -> float:
-    import torch
-
-    with torch.no_grad():
-        model(batch)
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(batch)
-            runs += 1
-    return runs * len(batch) / (time.perf_counter() - start)
+    figures = _torch_export_figures(onnx_path, int8, data.x_test[:1], data.x_test[:BATCH], tmp)
+    fp32_size = common.openvino_size_bytes(digits.to_openvino(onnx_path))
+    sizes = [fp32_size, fp32_size * figures["size_ratio"]]
+    return ["PyTorch (exported to OpenVINO)", *accs, *sizes, figures["fp32_tput"], figures["int8_tput"], seconds]
 
 
 def _format(row: list) -> list[str]:
@@ -105,8 +97,8 @@ def main() -> None:
         path = digits.export_onnx(model, Path(tmp) / "digits.onnx")
         rows.append(onnx_row(path, data, calib))
         rows.append(openvino_row(path, data, calib))
-    if _torch_backend_ready():
-        rows.append(torch_row(model, data, calib))
+        if _torch_backend_ready():
+            rows.append(torch_row(model, data, path, Path(tmp)))
     headers = ["backend", "FP32 acc", "INT8 acc", "FP32 size", "INT8 size", "FP32 img/s", "INT8 img/s", "quantize"]
     table = Table(*headers, title=f"DigitsCNN, {len(data.x_test)} held-out digits, throughput at batch {BATCH}")
     for row in rows:
