@@ -1,6 +1,7 @@
 """nncompress: compress trained neural networks (NNCF's API: ``import nncompress as nncf``)."""
 
 from nncompress.api.accuracy_control import quantize_with_accuracy_control
+from nncompress.api.compress_weights import compress_weights
 from nncompress.api.export import export, strip
 from nncompress.api.graph import build_graph
 from nncompress.api.quantize import quantize
@@ -39,10 +40,27 @@ from nncompress.parameters import (
 )
 from nncompress.report import CompressionReport, last_report
 from nncompress.scopes import IgnoredScope, Subgraph
+from nncompress.weight_parameters import (
+    AdvancedAWQParameters,
+    AdvancedCompressionParameters,
+    AdvancedGPTQParameters,
+    AdvancedLoraCorrectionParameters,
+    AdvancedScaleEstimationParameters,
+    CompressionFormat,
+    GroupSizeFallbackMode,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdvancedAWQParameters",
+    "AdvancedCompressionParameters",
+    "AdvancedGPTQParameters",
+    "AdvancedLoraCorrectionParameters",
+    "AdvancedScaleEstimationParameters",
+    "CompressionFormat",
+    "GroupSizeFallbackMode",
+    "compress_weights",
     "AccuracyDropError",
     "AdvancedAccuracyRestorerParameters",
     "AdvancedBiasCorrectionParameters",

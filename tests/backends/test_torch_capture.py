@@ -239,7 +239,7 @@ def test_capture_error_names_operation_and_module():
 def test_capture_needs_an_example_and_check_inputs_reports_bad_items(cnn):
     adapter = TorchAdapter()
     with pytest.raises(GraphCaptureError, match="example input"):
-        adapter.build_graph(cnn)
+        adapter.capture(cnn)
     with pytest.raises(CalibrationError, match="torch.from_numpy"):
         adapter.check_inputs(cnn, np.zeros((1, 3, 8, 8), np.float32))
     with pytest.raises(CalibrationError, match="RuntimeError"):

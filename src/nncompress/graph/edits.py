@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nncompress.graph.ir import InputRef, TensorRef
+
+if TYPE_CHECKING:
+    from nncompress.numerics.lowbit import CompressedWeight
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,50 @@ class InsertMultiply:
 
 
 Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply
+
+
+@dataclass(frozen=True)
+class CompressWeight:
+    """Store the constant weight on input ``port`` of ``node`` in the low-bit form ``weight``.
+
+    ``weight`` (a ``numerics.lowbit.CompressedWeight``) carries the codes, scales, zero points, mode,
+    group size and original shape; the backend stores them as they are and inserts the
+    decompression that reproduces ``weight.decompress()``.
+    """
+
+    node: str
+    port: int
+    weight: CompressedWeight
+    name: str
+
+
+@dataclass(frozen=True)
+class AddLowRankCorrection:
+    """Add ``x @ a.T @ b.T`` to the output of the weighted node ``node`` (LoRA correction).
+
+    ``x`` is the activation on input ``input_port``; ``a`` is ``[rank, in]`` and ``b`` ``[out, rank]``,
+    each a float array or a ``CompressedWeight`` (stored compressed, decompressed at run time).
+    """
+
+    node: str
+    input_port: int
+    a: CompressedWeight | np.ndarray
+    b: CompressedWeight | np.ndarray
+    name: str
+
+
+WeightEdit = CompressWeight | AddLowRankCorrection
+
+
+class EditStream:
+    """Edits produced one at a time, so that large compressed weights need not all exist at once.
+
+    Iterable once; backends consume it in order (weights are released as soon as they are stored).
+    """
+
+    def __init__(self, edits: Iterable, options: dict | None = None):
+        self._edits = edits
+        self.options = dict(options or {})  # backend storage options (e.g. onnx_accuracy_level)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._edits)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from nncompress.backends.onnx import weight_storage
 from nncompress.backends.onnx.editor import Editor, name_nodes
 from nncompress.errors import UnsupportedBackendError, UnsupportedModelError, ValidationError
 from nncompress.graph.edits import (
@@ -56,6 +57,8 @@ def ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def apply_edits(model: onnx.ModelProto, edits: Sequence[Edit]) -> onnx.ModelProto:
     """A copy of ``model`` with ``edits`` carried out."""
+    if weight_storage.has_weight_edits(edits):
+        return weight_storage.apply_weight_edits(model, edits)
     work = onnx.ModelProto()
     work.CopyFrom(model)
     name_nodes(work)

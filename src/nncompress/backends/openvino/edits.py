@@ -10,6 +10,8 @@ import openvino.opset13 as ops
 
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import (
+    AddLowRankCorrection,
+    CompressWeight,
     Edit,
     FakeQuantParams,
     InsertMultiply,
@@ -20,6 +22,7 @@ from nncompress.graph.edits import (
 from nncompress.graph.ir import InputRef, TensorRef
 from nncompress.numerics.qparams import quantize_to_int
 
+from . import weight_storage
 from .folding import ConstantEvaluator
 from .naming import NameIndex
 
@@ -65,6 +68,8 @@ class _Editor:
             self.set_constant(edit)
         elif isinstance(edit, InsertMultiply):
             self.insert_multiply(edit)
+        elif isinstance(edit, (CompressWeight, AddLowRankCorrection)):
+            weight_storage.apply(self, edit)
         else:
             raise ValidationError(f"unknown edit {edit!r}")
 

@@ -4,6 +4,10 @@ Graph capture needs an example input: the adapter remembers the item given to ``
 (which ``nncompress.quantize`` calls with the first calibration item) per model, and passes it on
 to the models ``apply`` returns. ``build_graph(model, example_input=...)`` or
 ``set_example_input(model, item)`` give one explicitly.
+
+Without an example input, ``build_graph``, ``get_constant`` and ``apply`` use the graph of the
+model's weighted layers read from its module tree (``module_graph``): enough for data-free weight
+compression, which therefore needs no dataset. Statistics and activation edits need the capture.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import nn
 
 from nncompress.backends.adapter import Capabilities
 from nncompress.errors import CalibrationError, GraphCaptureError, ValidationError
-from nncompress.graph.edits import Edit
+from nncompress.graph.edits import Edit, EditStream
 from nncompress.graph.ir import Graph, TensorRef
 
 from .capture import Capture, capture_graph
@@ -27,6 +31,7 @@ from .edits import apply_edits
 from .hooks import storage_of
 from .inputs import eval_mode, named_tensor, output_arrays, split_item, to_numpy
 from .mode import Observer, OpCall, output_tensors, run_model
+from .module_graph import module_capture
 
 
 class _Tap(Observer):
@@ -64,6 +69,7 @@ class TorchAdapter:
     def __init__(self) -> None:
         self._examples: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._captures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._module_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def set_example_input(self, model: nn.Module, item: Any) -> None:
         """Use ``item`` (tensor, tuple of args or dict of kwargs) to capture ``model``'s graph."""
@@ -87,13 +93,25 @@ class TorchAdapter:
         self._captures[model] = capture
         return capture
 
+    def source(self, model: nn.Module) -> Capture:
+        """The capture on the example input when there is one, else the module-tree graph."""
+        if model in self._captures or model in self._examples:
+            return self.capture(model)
+        cached = self._module_graphs.get(model)
+        if cached is None:
+            cached = self._module_graphs[model] = module_capture(model)
+        return cached
+
     def build_graph(self, model: nn.Module, example_input: Any = None) -> Graph:
-        """The neutral graph of ``model``'s forward on its example input."""
-        return self.capture(model, example_input).graph
+        """The neutral graph of ``model``'s forward on its example input, or without one the graph of
+        its weighted layers (``module_graph``)."""
+        if example_input is not None:
+            return self.capture(model, example_input).graph
+        return self.source(model).graph
 
     def get_constant(self, model: nn.Module, node: str, port: int) -> np.ndarray:
         """The float32 value of constant input ``port`` of ``node`` (after the hooks on it)."""
-        capture = self.capture(model)
+        capture = self.source(model)
         graph_node = capture.graph.nodes.get(node)
         if graph_node is None or port not in graph_node.const_ports:
             raise ValidationError(f"input {port} of {node!r} is not a constant of the captured graph")
@@ -106,7 +124,7 @@ class TorchAdapter:
             if storage is not None:
                 for hook in storage.chain("pre", node, port):
                     value = storage.module(hook)(value)
-            return value.detach().float().cpu().numpy()
+            return value.detach().cpu().float().numpy()
 
     def collect(
         self,
@@ -130,9 +148,10 @@ class TorchAdapter:
                     )
                 on_item({t: tap.values[t] for t in tensors})
 
-    def apply(self, model: nn.Module, edits: Sequence[Edit]) -> nn.Module:
-        """A hooked deep copy of ``model`` with ``edits`` carried out."""
-        result = apply_edits(model, self.capture(model), edits)
+    def apply(self, model: nn.Module, edits: Sequence[Edit] | EditStream) -> nn.Module:
+        """A hooked deep copy of ``model`` with ``edits`` carried out (weight compression: a copy
+        holding compressed weights, see ``weight_storage``)."""
+        result = apply_edits(model, self.source(model), edits)
         if model in self._examples:
             self._examples[result] = self._examples[model]
         return result

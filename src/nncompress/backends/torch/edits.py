@@ -10,6 +10,9 @@ Every edit becomes a hook module at a point of the data flow (see ``hooks``):
 - ``SetConstant``: written into the copy's parameter or buffer when no other operation reads it;
   otherwise (tied weights, constants computed inside ``forward``) a ``Replace`` hook at the start of
   that input's chain. SetConstant edits run first, so a weight quantizer sees the new weight.
+- ``CompressWeight`` / ``AddLowRankCorrection`` (weight compression, see ``weight_storage``): the
+  copy is made without the weights of weighted nodes and the edits (a list or an ``EditStream``)
+  are carried out in order, each compressed weight stored as soon as it arrives.
 
 A tensor produced by a hook (a node of the captured graph of a hooked model) is addressed by the
 hook's name; inserting after it or before it places the new hook next to it in its chain.
@@ -25,7 +28,16 @@ import torch
 from torch import nn
 
 from nncompress.errors import ValidationError
-from nncompress.graph.edits import Edit, InsertMultiply, QuantizeActivation, QuantizeWeight, SetConstant
+from nncompress.graph.edits import (
+    AddLowRankCorrection,
+    CompressWeight,
+    Edit,
+    EditStream,
+    InsertMultiply,
+    QuantizeActivation,
+    QuantizeWeight,
+    SetConstant,
+)
 from nncompress.graph.ir import InputRef, TensorRef
 
 from .capture import Capture
@@ -37,16 +49,30 @@ from .inputs import named_tensor
 class Editor:
     """Applies edits to ``model`` (a private copy) using the capture of the model it was copied from."""
 
-    def __init__(self, model: nn.Module, capture: Capture):
+    def __init__(self, model: nn.Module, capture: Capture, weights=None):
         self.model = model
         self.capture = capture
         self.graph = capture.graph
-        self.storage: HookStorage = attach_storage(model)
+        self.weights = weights  # a weight_storage.WeightStore when weights are compressed
+        self._storage: HookStorage | None = None if weights is not None else attach_storage(model)
 
-    def apply(self, edits: Sequence[Edit]) -> None:
-        constants = [e for e in edits if isinstance(e, SetConstant)]
-        for edit in constants + [e for e in edits if not isinstance(e, SetConstant)]:
-            if isinstance(edit, QuantizeActivation):
+    @property
+    def storage(self) -> HookStorage:
+        """The hook storage, attached on first use when compressing weights (a plain copy runs faster)."""
+        if self._storage is None:
+            self._storage = attach_storage(self.model)
+        return self._storage
+
+    def apply(self, edits: Sequence[Edit] | EditStream) -> None:
+        if isinstance(edits, EditStream):
+            ordered = iter(edits)  # in order, one at a time
+        else:
+            constants = [e for e in edits if isinstance(e, SetConstant)]
+            ordered = constants + [e for e in edits if not isinstance(e, SetConstant)]
+        for edit in ordered:
+            if isinstance(edit, (CompressWeight, AddLowRankCorrection)):
+                self._weight_edit(edit)
+            elif isinstance(edit, QuantizeActivation):
                 self._insert_on_tensor(edit.tensor, edit.consumers, quantizer_from_params(edit.params), edit.name)
             elif isinstance(edit, QuantizeWeight):
                 self._check_constant(edit.node, edit.port)
@@ -61,6 +87,14 @@ class Editor:
                 self._set_constant(edit)
             else:
                 raise ValidationError(f"the torch backend cannot apply an edit of type {type(edit).__name__}")
+
+    def _weight_edit(self, edit: CompressWeight | AddLowRankCorrection) -> None:
+        if self.weights is None:
+            raise ValidationError(f"{type(edit).__name__} edits go through apply_edits (weight compression copy)")
+        if isinstance(edit, CompressWeight):
+            self.weights.compress(edit, self)
+        else:
+            self.weights.add_low_rank(edit)
 
     def _insert_on_tensor(self, tensor: TensorRef, consumers, module: nn.Module, name: str) -> None:
         if tensor.node not in self.graph.nodes:
@@ -109,6 +143,8 @@ class Editor:
         self._check_constant(edit.node, edit.port)
         value = np.asarray(edit.value)
         pname = self.capture.port_params.get((edit.node, edit.port))
+        if pname is not None and self.weights is not None:
+            self.weights.materialize(pname)
         if pname is not None and self.capture.param_uses[pname] == 1:
             target = named_tensor(self.model, pname)
             if target.numel() != value.size:
@@ -129,8 +165,21 @@ class Editor:
         self.storage.constants[key] = pname if exclusive else None
 
 
-def apply_edits(model: nn.Module, capture: Capture, edits: Sequence[Edit]) -> nn.Module:
+def has_weight_edits(edits) -> bool:
+    """Whether ``edits`` compress weights (an ``EditStream``, or a list with weight edits)."""
+    if isinstance(edits, EditStream):
+        return True
+    return any(isinstance(e, (CompressWeight, AddLowRankCorrection)) for e in edits)
+
+
+def apply_edits(model: nn.Module, capture: Capture, edits: Sequence[Edit] | EditStream) -> nn.Module:
     """A deep copy of ``model`` with ``edits`` carried out as hooks (see the module docstring)."""
+    if has_weight_edits(edits):
+        from .weight_storage import WeightStore
+
+        store = WeightStore(model, capture)
+        Editor(store.model, capture, store).apply(edits)
+        return store.finish()
     result = copy.deepcopy(model)
     Editor(result, capture).apply(edits)
     return result

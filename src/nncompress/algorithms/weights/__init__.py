@@ -1,0 +1,1 @@
+"""Weight compression: layer selection, mixed precision, AWQ, scale estimation, GPTQ, LoRA correction."""

@@ -1,0 +1,93 @@
+"""Resolved options of a ``compress_weights`` call and per-layer compression configurations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nncompress.numerics.lowbit import canonical_mode, mode_bits
+from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric
+from nncompress.scopes import IgnoredScope
+from nncompress.weight_parameters import AdvancedCompressionParameters
+
+Mode = CompressWeightsMode
+DATA_AWARE_METRICS = frozenset(
+    {
+        SensitivityMetric.HESSIAN_INPUT_ACTIVATION,
+        SensitivityMetric.MEAN_ACTIVATION_VARIANCE,
+        SensitivityMetric.MAX_ACTIVATION_VARIANCE,
+        SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """How one weight is stored: ``mode`` (None = float) and ``group_size`` (-1 = per channel)."""
+
+    mode: Mode | None
+    group_size: int = -1
+
+    @property
+    def bits(self) -> int:
+        return 32 if self.mode is None else mode_bits(self.mode)
+
+    @property
+    def is_primary_4bit(self) -> bool:
+        return self.mode is not None and mode_bits(self.mode) == 4
+
+    def describe(self) -> str:
+        if self.mode is None:
+            return "float"
+        granularity = "per-channel" if self.group_size == -1 else f"group size {self.group_size}"
+        return f"{self.mode.value}, {granularity}"
+
+
+@dataclass
+class WeightCompressionOptions:
+    """Every argument of ``compress_weights`` after validation and default resolution."""
+
+    mode: Mode
+    ratio: float
+    group_size: int
+    all_layers: bool
+    sensitivity_metric: SensitivityMetric
+    subset_size: int
+    awq: bool
+    scale_estimation: bool
+    gptq: bool
+    lora_correction: bool
+    backup_mode: BackupMode
+    ignored_scope: IgnoredScope | None = None
+    dataset: Any = None
+    advanced: AdvancedCompressionParameters = field(default_factory=AdvancedCompressionParameters)
+
+    @property
+    def primary(self) -> LayerConfig:
+        return LayerConfig(canonical_mode(self.mode), self.group_size)
+
+    @property
+    def backup(self) -> LayerConfig:
+        if self.backup_mode is BackupMode.NONE:
+            return LayerConfig(None)
+        return LayerConfig(Mode(self.backup_mode.value), -1)
+
+    @property
+    def is_8bit(self) -> bool:
+        return mode_bits(self.mode) == 8
+
+    @property
+    def data_aware_mixed_precision(self) -> bool:
+        return self.ratio < 1.0 and self.sensitivity_metric in DATA_AWARE_METRICS
+
+    @property
+    def needs_statistics(self) -> bool:
+        awq_data = self.awq and self.advanced.awq_params.prefer_data_aware_scaling and self.dataset is not None
+        return self.data_aware_mixed_precision or awq_data or self.scale_estimation or self.gptq or self.lora_correction
+
+
+def default_group_size(mode: Mode) -> int:
+    mode = canonical_mode(mode)
+    if mode_bits(mode) == 8:
+        return -1
+    return 32 if mode is Mode.MXFP4 else 128

@@ -1,0 +1,177 @@
+"""Which weights are compressed and how (reference section 2.4), with the group-size fallback.
+
+- Candidates: Linear (MatMul/Gemm with a constant weight), Embedding and convolution weights, minus
+  the ignored scope, in topological order.
+- INT8 modes: every candidate gets the primary per-channel configuration.
+- 4-bit modes: every candidate first gets the backup configuration (INT8_ASYM per channel by default);
+  the *ratio-defining* weights get the primary one: Linear weights except the last Linear, plus the
+  last Linear and the embeddings when ``all_layers``. Convolutions always keep the backup precision.
+- A group size that does not divide a layer's input channels: ERROR raises (naming the group sizes
+  that would work), IGNORE keeps the layer in float, ADJUST (default) takes the largest power of two
+  dividing the channels that is at most the requested size, or the backup precision below
+  ``min_adjusted_group_size``; each adjusted layer is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nncompress.algorithms.weights.config import LayerConfig, Mode, WeightCompressionOptions
+from nncompress.errors import InvalidGroupSizeError, ValidationError
+from nncompress.graph.ir import Graph, Node, TensorRef, WeightInfo
+from nncompress.graph.ops import CONV_LIKE_KINDS, OpKind
+from nncompress.numerics.lowbit import canonical_mode
+from nncompress.scopes import match_ignored_scope
+from nncompress.weight_parameters import GroupSizeFallbackMode
+
+CANDIDATE_KINDS = frozenset({OpKind.LINEAR, OpKind.EMBEDDING, *CONV_LIKE_KINDS})
+
+
+@dataclass
+class WeightLayer:
+    """One weight to compress: where it is, its size, its role and its configuration."""
+
+    node: str
+    kind: OpKind
+    weight: WeightInfo
+    config: LayerConfig
+    ratio_defining: bool = False
+    activation: TensorRef | None = None  # the input whose statistics data-aware methods use
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.weight.shape, dtype=np.int64))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[self.weight.in_axis])
+
+
+@dataclass
+class Selection:
+    layers: list[WeightLayer]
+    skipped: dict[str, str]  # weighted node -> why it stays float
+    notes: list[str] = field(default_factory=list)
+
+
+def _activation_input(node: Node) -> TensorRef | None:
+    """The activation a Linear multiplies along its last axis (None for other layouts)."""
+    if node.kind is not OpKind.LINEAR or node.weight is None or len(node.weight.shape) != 2:
+        return None
+    if node.weight.port != 1 or not node.inputs or node.inputs[0] is None:
+        return None
+    return node.inputs[0]
+
+
+def _candidates(graph: Graph, options: WeightCompressionOptions) -> tuple[list[Node], dict[str, str]]:
+    ignored = match_ignored_scope(options.ignored_scope, graph)
+    nodes, skipped = [], {}
+    for node in graph:
+        if node.kind not in CANDIDATE_KINDS or node.weight is None:
+            continue
+        if node.name in ignored:
+            skipped[node.name] = f"ignored scope: {ignored[node.name]}"
+        elif len(node.weight.shape) < 2 or min(node.weight.shape) < 1:
+            skipped[node.name] = f"weight of shape {list(node.weight.shape)} has no channels to compress"
+        else:
+            nodes.append(node)
+    return nodes, skipped
+
+
+def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
+    """The weights to compress with their configurations (before mixed precision)."""
+    nodes, skipped = _candidates(graph, options)
+    if not nodes:
+        kinds = sorted({n.kind.value for n in graph if n.kind in CANDIDATE_KINDS})
+        why = f"; weighted operations found: {', '.join(sorted(skipped))}" if skipped else ""
+        raise ValidationError(
+            "the model has no weights to compress: compress_weights compresses constant weights of "
+            f"MatMul/Gemm (Linear), Gather (Embedding) and convolution operations{why}"
+            + (f" (kinds {kinds})" if kinds else "")
+        )
+    linears = [n for n in nodes if n.kind is OpKind.LINEAR]
+    last = linears[-1].name if linears else None
+    layers = []
+    for node in nodes:
+        layer = WeightLayer(node.name, node.kind, node.weight, options.backup, activation=_activation_input(node))
+        if options.is_8bit:
+            layer.config = LayerConfig(canonical_mode(options.mode), -1)
+        elif node.kind is OpKind.LINEAR:
+            layer.ratio_defining = options.all_layers or node.name != last
+        elif node.kind is OpKind.EMBEDDING:
+            layer.ratio_defining = options.all_layers
+        if layer.ratio_defining:
+            layer.config = options.primary
+        layers.append(layer)
+    selection = Selection(layers, skipped)
+    if not options.is_8bit and options.group_size != -1:
+        _fallback(selection, options)
+    if not options.is_8bit and not any(layer.ratio_defining for layer in selection.layers):
+        selection.notes.append(
+            f"no weight can take {options.mode.value}: only the last Linear, embeddings or convolutions were "
+            "found and they keep the backup precision; pass all_layers=True to compress them too"
+        )
+    return selection
+
+
+def valid_group_sizes(channels: int) -> list[int]:
+    """Power-of-two group sizes (>= 16) that divide ``channels``, largest first."""
+    sizes = [2**k for k in range(4, int(np.log2(max(channels, 1))) + 1) if channels % 2**k == 0]
+    return sorted(sizes, reverse=True)
+
+
+def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
+    """Apply the group-size fallback mode to ratio-defining layers the group size does not divide."""
+    advanced = options.advanced
+    mode = advanced.group_size_fallback_mode
+    size = options.group_size
+    bad = [layer for layer in selection.layers if layer.ratio_defining and layer.in_channels % size]
+    if not bad:
+        return
+    if mode is GroupSizeFallbackMode.ERROR or canonical_mode(options.mode) is Mode.MXFP4:
+        raise _group_error(bad, size, mode is GroupSizeFallbackMode.ERROR)
+    adjusted: dict[str, list[str]] = {}
+    for layer in bad:
+        if mode is GroupSizeFallbackMode.IGNORE:
+            layer.config, layer.ratio_defining = LayerConfig(None), False
+            layer.notes.append(f"group size {size} does not divide {layer.in_channels} input channels: kept float")
+            adjusted.setdefault("float (group_size_fallback_mode='ignore')", []).append(layer.node)
+            continue
+        channels = layer.in_channels
+        new = channels & -channels  # the largest power of two dividing the channels ...
+        while new > size:  # ... that is at most the requested group size
+            new //= 2
+        if new >= advanced.min_adjusted_group_size:
+            layer.config = LayerConfig(layer.config.mode, new)
+            key = f"group size {new}"
+        else:
+            layer.config, layer.ratio_defining = options.backup, False
+            key = f"backup precision ({options.backup.describe()})"
+        layer.notes.append(f"group size {size} does not divide {channels} input channels: {key}")
+        adjusted.setdefault(key, []).append(layer.node)
+    for key, names in adjusted.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        selection.notes.append(
+            f"group size {size} does not divide the input channels of {len(names)} layer(s) ({shown}); "
+            f"they use {key}. Set AdvancedCompressionParameters(group_size_fallback_mode='error') to refuse"
+        )
+
+
+def _group_error(bad: list[WeightLayer], size: int, explicit: bool) -> InvalidGroupSizeError:
+    common = set(valid_group_sizes(bad[0].in_channels))
+    for layer in bad[1:]:
+        common &= set(valid_group_sizes(layer.in_channels))
+    names = ", ".join(f"{layer.node} ({layer.in_channels})" for layer in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    choices = ", ".join(str(s) for s in sorted(common, reverse=True)) or "none that is a power of two >= 16"
+    hint = (
+        "or group_size_fallback_mode='adjust' (per-layer largest fitting power of two) or 'ignore' (keep them float)"
+        if explicit else "(MXFP4 groups are fixed at 32)"
+    )
+    return InvalidGroupSizeError(
+        f"group_size={size} does not divide the input channels of {names}{more}. Group sizes that divide "
+        f"all of them: {choices}; or -1 (per-channel); {hint}"
+    )

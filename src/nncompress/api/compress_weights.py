@@ -1,0 +1,214 @@
+"""``compress_weights``: low-bit weight compression of OpenVINO, ONNX and PyTorch models."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, TypeVar
+
+from nncompress.algorithms.weights.config import (
+    DATA_AWARE_METRICS,
+    WeightCompressionOptions,
+    default_group_size,
+)
+from nncompress.algorithms.weights.pipeline import run_weight_compression
+from nncompress.backends.registry import backend_name, get_adapter
+from nncompress.dataset import Dataset
+from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.numerics.lowbit import canonical_mode, mode_bits
+from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric, coerce_enum
+from nncompress.report import set_last_report
+from nncompress.scopes import IgnoredScope
+from nncompress.weight_parameters import AdvancedCompressionParameters, CompressionFormat, GroupSizeFallbackMode
+
+TModel = TypeVar("TModel")
+Mode = CompressWeightsMode
+FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
+
+
+def compress_weights(
+    model: TModel,
+    mode: CompressWeightsMode = CompressWeightsMode.INT8_ASYM,
+    ratio: float | None = None,
+    group_size: int | None = None,
+    ignored_scope: IgnoredScope | None = None,
+    all_layers: bool | None = None,
+    dataset: Dataset | None = None,
+    sensitivity_metric: SensitivityMetric | None = None,
+    *,
+    subset_size: int = 128,
+    awq: bool | None = None,
+    scale_estimation: bool | None = None,
+    gptq: bool | None = None,
+    lora_correction: bool | None = None,
+    backup_mode: BackupMode | None = None,
+    compression_format: CompressionFormat = CompressionFormat.DQ,
+    advanced_parameters: AdvancedCompressionParameters | None = None,
+    verbose: bool = False,
+) -> TModel:
+    """Compress the weights of Linear/MatMul, Embedding and convolution layers to low-bit formats.
+
+    8-bit modes compress every weight per output channel. 4-bit modes (INT4_SYM/ASYM, NF4, MXFP4)
+    compress Linear weights group-wise (``group_size``, default 128) and keep embeddings, convolutions
+    and the last Linear in the backup mode (INT8_ASYM) unless ``all_layers``; ``ratio`` is the share of
+    those weight elements in 4 bits. ``dataset`` enables data-aware mixed precision, AWQ, scale
+    estimation, GPTQ and LoRA correction. Returns a new model; the bit-width distribution is printed
+    when ``verbose`` and available from ``nncompress.last_report()``.
+    """
+    adapter = get_adapter(model)
+    options = validate_compress_args(
+        backend_name(model), mode, ratio, group_size, ignored_scope, all_layers, dataset, sensitivity_metric,
+        subset_size, awq, scale_estimation, gptq, lora_correction, backup_mode, compression_format,
+        advanced_parameters,
+    )
+    if options.dataset is not None:
+        _check_first_item(adapter, model, options.dataset)
+    result, report = run_weight_compression(adapter, model, options)
+    set_last_report(report)
+    if verbose:
+        report.print()
+    return result
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationError(f"{name} must be True, False or None; got {value!r}")
+    return value
+
+
+def _positive(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _check_8bit(mode: Mode, given: dict[str, Any]) -> None:
+    wrong = [name for name, value in given.items() if value is not None and value is not False]
+    if wrong:
+        raise ValidationError(
+            f"mode={mode.value!r} compresses every weight per channel in 8 bits, so {', '.join(wrong)} cannot be "
+            "used with it; these options need a 4-bit mode: 'int4_sym', 'int4_asym', 'nf4' or 'mxfp4'"
+        )
+
+
+def _resolve_group_size(mode: Mode, group_size: Any) -> int:
+    if group_size is None:
+        return default_group_size(mode)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or (group_size < 1 and group_size != -1):
+        raise ValidationError(
+            f"group_size must be a positive integer (e.g. 32, 64, 128) or -1 for per-channel; got {group_size!r}"
+        )
+    if mode is Mode.MXFP4 and group_size != 32:
+        raise ValidationError(
+            f"mode='mxfp4' uses groups of 32 elements (its E8M0 scale format); got group_size={group_size}"
+        )
+    return group_size
+
+
+def _resolve_ratio(ratio: Any) -> float:
+    if ratio is None:
+        return 1.0
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
+        raise ValidationError(f"ratio must be a number between 0 and 1 (share of weights in 4 bits); got {ratio!r}")
+    return float(ratio)
+
+
+def _data_aware_checks(options: WeightCompressionOptions, mode: Mode, metric_given: bool) -> None:
+    methods = [n for n, on in (("awq", options.awq), ("scale_estimation", options.scale_estimation),
+                               ("gptq", options.gptq), ("lora_correction", options.lora_correction)) if on]
+    if methods and mode not in FOUR_BIT_DATA_AWARE:
+        raise ValidationError(
+            f"{', '.join(methods)} work with modes 'int4_sym', 'int4_asym' and 'nf4'; got mode={mode.value!r}"
+        )
+    needs_data = [m for m in methods if m != "awq"]
+    if needs_data and options.dataset is None:
+        raise ValidationError(
+            f"{', '.join(needs_data)} need a calibration dataset: pass dataset=nncompress.Dataset(...)"
+        )
+    if options.gptq and options.lora_correction:
+        raise ValidationError("gptq and lora_correction cannot be combined; choose one of them")
+    if metric_given and options.data_aware_mixed_precision and options.dataset is None:
+        raise ValidationError(
+            f"sensitivity_metric={options.sensitivity_metric.value!r} ranks layers by their activations and needs a "
+            "dataset; pass dataset=..., or use sensitivity_metric='weight_quantization_error' (data-free)"
+        )
+
+
+def validate_compress_args(
+    backend, mode, ratio, group_size, ignored_scope, all_layers, dataset, sensitivity_metric, subset_size,
+    awq, scale_estimation, gptq, lora_correction, backup_mode, compression_format, advanced,
+) -> WeightCompressionOptions:
+    """Check ``compress_weights``' arguments and resolve their defaults."""
+    mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
+    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
+    if fmt is not CompressionFormat.DQ:
+        raise UnsupportedBackendError(
+            f"compression_format={fmt.value!r} (fake-quantize formats for QAT) is not supported; use 'dequantize'"
+        )
+    _positive(subset_size, "subset_size")
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise ValidationError(f"dataset must be an nncompress.Dataset; got {type(dataset).__name__}")
+    if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
+        raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
+    advanced = _check_advanced(advanced)
+    if mode_bits(mode) == 8:
+        _check_8bit(mode, {
+            "ratio": ratio if ratio not in (None, 1, 1.0) else None,
+            "group_size": group_size if group_size != -1 else None,
+            "all_layers": all_layers, "sensitivity_metric": sensitivity_metric, "awq": awq,
+            "scale_estimation": scale_estimation, "gptq": gptq, "lora_correction": lora_correction,
+            "backup_mode": backup_mode, "dataset": dataset if backend != "torch" else None,
+        })
+        dataset = None
+    metric = coerce_enum(sensitivity_metric, SensitivityMetric, "sensitivity_metric", allow_none=True)
+    options = WeightCompressionOptions(
+        mode=mode,
+        ratio=_resolve_ratio(ratio),
+        group_size=_resolve_group_size(mode, group_size),
+        all_layers=_flag(all_layers, "all_layers"),
+        sensitivity_metric=metric or _default_metric(dataset),
+        subset_size=subset_size,
+        awq=_flag(awq, "awq"),
+        scale_estimation=_flag(scale_estimation, "scale_estimation"),
+        gptq=_flag(gptq, "gptq"),
+        lora_correction=_flag(lora_correction, "lora_correction"),
+        backup_mode=coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True) or BackupMode.INT8_ASYM,
+        ignored_scope=ignored_scope,
+        dataset=dataset,
+        advanced=advanced,
+    )
+    _data_aware_checks(options, mode, metric is not None and metric in DATA_AWARE_METRICS)
+    return options
+
+
+def _default_metric(dataset: Dataset | None) -> SensitivityMetric:
+    if dataset is None:
+        return SensitivityMetric.WEIGHT_QUANTIZATION_ERROR
+    return SensitivityMetric.MAX_ACTIVATION_VARIANCE
+
+
+def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
+    if advanced is None:
+        return AdvancedCompressionParameters()
+    if not isinstance(advanced, AdvancedCompressionParameters):
+        raise ValidationError(
+            f"advanced_parameters must be an AdvancedCompressionParameters; got {type(advanced).__name__}"
+        )
+    advanced = dataclasses.replace(advanced, group_size_fallback_mode=coerce_enum(
+        advanced.group_size_fallback_mode, GroupSizeFallbackMode, "group_size_fallback_mode"
+    ))
+    _positive(advanced.min_adjusted_group_size, "min_adjusted_group_size")
+    for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
+        _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
+    _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
+    if advanced.statistics_path is not None:
+        raise UnsupportedBackendError("statistics_path (statistics caching) is not supported")
+    return advanced
+
+
+def _check_first_item(adapter, model: Any, dataset: Dataset) -> None:
+    first = list(itertools.islice(dataset.get_inference_data(), 1))
+    if not first:
+        raise CalibrationError("the dataset is empty; give at least one model input (128 are recommended)")
+    adapter.check_inputs(model, first[0])

@@ -1,0 +1,445 @@
+"""Low-bit weight formats (pure numpy): scales, codes, exact 4-bit packing, dequantization.
+
+Every mode quantizes along *reduction axes* of a weight: per output channel (``group_size == -1``,
+reduce over the input-channel axis and trailing kernel axes) or group-wise (the input-channel axis
+``axis`` of size ``r`` is split into ``r // group_size`` groups; the stored shape inserts the group
+axis: ``[..., r / gs, gs, ...]`` and scales have shape ``[..., r / gs, 1, ...]``).
+
+Formulas (reference section 2.3):
+- asymmetric integer: ``scale = (max - min) / (2^b - 1)``, ``zp = clip(-round(min / scale))``,
+  ``q = clip(round(w / scale + zp))``, ``w^ = (q - zp) * scale``; the range always holds 0 so the zero
+  point never clips;
+- symmetric integer: a signed scale maps the largest-magnitude weight to ``-2^(b-1)``,
+  ``q = clip(round(w / scale), -2^(b-1), 2^(b-1) - 1)``, ``w^ = q * scale``;
+- NF4 / E2M1 (MXFP4): ``scale = max|w| / max|grid|`` (MXFP4: a power of two), nearest grid value.
+
+Scales are rounded to float16 before the codes are computed, so storing them in float16 is exact.
+4-bit codes are packed two per byte, the first element in the low nibble (OpenVINO u4/i4/nf4/f4e2m1
+and ONNX INT4/UINT4 use this order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nncompress.numerics.chunked import chunk_bounds, rows_of, run_chunks
+from nncompress.parameters import CompressWeightsMode as Mode
+
+NF4_LEVELS = np.array(
+    [-1.0, -0.6961928, -0.5250731, -0.3949175, -0.2844414, -0.1847734, -0.0910500, 0.0,
+     0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0],
+    dtype=np.float32,
+)
+# f4e2m1 in code order: code = sign << 3 | magnitude index
+E2M1_MAGNITUDES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
+E2M1_LEVELS = np.concatenate([E2M1_MAGNITUDES, -E2M1_MAGNITUDES]).astype(np.float32)
+F16_NORMAL = 2.0**-14  # smallest normal float16: smaller scales are kept in float32
+F32_TINY = 1e-30
+
+INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
+FOUR_BIT_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4})
+CODEBOOK_MODES = frozenset({Mode.NF4, Mode.MXFP4})
+
+
+def canonical_mode(mode: Mode) -> Mode:
+    """The mode a deprecated alias stands for (INT8 -> INT8_ASYM, E2M1 -> MXFP4)."""
+    return {Mode.INT8: Mode.INT8_ASYM, Mode.E2M1: Mode.MXFP4}.get(Mode(mode), Mode(mode))
+
+
+def mode_bits(mode: Mode) -> int:
+    return 4 if canonical_mode(mode) in FOUR_BIT_MODES else 8
+
+
+def is_asymmetric(mode: Mode) -> bool:
+    return canonical_mode(mode) in (Mode.INT8_ASYM, Mode.INT4_ASYM)
+
+
+def codebook(mode: Mode) -> np.ndarray | None:
+    """The grid values indexed by the codes of a float-grid mode (None for integer modes)."""
+    mode = canonical_mode(mode)
+    if mode is Mode.NF4:
+        return NF4_LEVELS
+    if mode is Mode.MXFP4:
+        return E2M1_LEVELS
+    return None
+
+
+def code_range(mode: Mode) -> tuple[int, int]:
+    """(lowest, highest) integer code of ``mode``."""
+    mode = canonical_mode(mode)
+    bits = mode_bits(mode)
+    if mode in (Mode.INT8_SYM, Mode.INT4_SYM):
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def grouped_shape(shape: tuple[int, ...], axis: int, group_size: int) -> tuple[int, ...]:
+    """``shape`` with ``axis`` split into (groups, group_size); unchanged for ``group_size == -1``."""
+    if group_size == -1:
+        return tuple(shape)
+    axis %= len(shape)
+    return (*shape[:axis], shape[axis] // group_size, group_size, *shape[axis + 1 :])
+
+
+def reduction_axes(ndim: int, axis: int, group_size: int, out_axis: int | None = None) -> tuple[int, ...]:
+    """Axes of the stored (grouped) weight that one scale covers.
+
+    Group-wise: the in-group axis. Per channel: the input axis and the kernel axes after both the
+    input and output axes (convolutions), so one scale per output channel remains.
+    """
+    axis %= ndim
+    if group_size != -1:
+        return (axis + 1,)
+    last = max(axis, (out_axis if out_axis is not None else axis) % ndim)
+    return tuple(sorted({axis, *range(last + 1, ndim)}))
+
+
+def group(weight: np.ndarray, axis: int, group_size: int) -> np.ndarray:
+    """A view of ``weight`` in its stored (grouped) shape."""
+    return weight.reshape(grouped_shape(weight.shape, axis, group_size))
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def pack_4bit(codes: np.ndarray) -> np.ndarray:
+    """Two 4-bit codes per byte, first element in the low nibble; flat uint8 of ceil(n / 2) bytes.
+
+    Signed codes (-8..7) are stored in two's complement nibbles.
+    """
+    flat = np.asarray(codes).reshape(-1).astype(np.uint8) & np.uint8(0x0F)
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.uint8)])
+    return (flat[0::2] | (flat[1::2] << np.uint8(4))).astype(np.uint8)
+
+
+def unpack_4bit(packed: np.ndarray, count: int, signed: bool = False) -> np.ndarray:
+    """The first ``count`` codes of ``pack_4bit`` output (int8 -8..7 when ``signed``, else uint8)."""
+    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    codes = np.empty(packed.size * 2, dtype=np.uint8)
+    codes[0::2] = packed & np.uint8(0x0F)
+    codes[1::2] = packed >> np.uint8(4)
+    codes = codes[:count]
+    if signed:
+        return ((codes.astype(np.int8) ^ np.int8(8)) - np.int8(8)).astype(np.int8)
+    return codes
+
+
+# --------------------------------------------------------------------------- scales and codes
+
+
+def round_scale(scale: np.ndarray) -> np.ndarray:
+    """``scale`` rounded to float16 where float16 keeps full precision (normal range), never 0 or inf;
+    tiny scales (below 2^-14) stay float32, and such weights store float32 scales."""
+    magnitude = np.clip(np.abs(scale), F32_TINY, 65504.0).astype(np.float32)
+    rounded = np.where(magnitude >= F16_NORMAL, magnitude.astype(np.float16).astype(np.float32), magnitude)
+    return (np.sign(scale) + (scale == 0)).astype(np.float32) * rounded
+
+
+def _extremes(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per group for integer modes; (max |w|, unused) for float grids."""
+    if mode in (Mode.INT8_ASYM, Mode.INT4_ASYM, Mode.INT8_SYM, Mode.INT4_SYM):
+        return grouped.min(axis=axes, keepdims=True), grouped.max(axis=axes, keepdims=True)
+    amax = np.abs(grouped).max(axis=axes, keepdims=True)
+    return amax, amax
+
+
+def _finish(scale: np.ndarray, mode: Mode) -> np.ndarray:
+    """4-bit scales are stored in float16; 8-bit (per-channel, few) stay float32 for accuracy."""
+    if mode_bits(mode) == 4:
+        return round_scale(scale)
+    magnitude = np.maximum(np.abs(scale), F32_TINY)
+    return ((np.sign(scale) + (scale == 0)) * magnitude).astype(np.float32)
+
+
+def _scale_from(low: np.ndarray, high: np.ndarray, mode: Mode, shrink=(1.0, 1.0)):
+    bits = mode_bits(mode)
+    if mode in (Mode.INT8_ASYM, Mode.INT4_ASYM):
+        low, high = np.minimum(low, 0.0) * shrink[0], np.maximum(high, 0.0) * shrink[1]
+        scale = _finish((high - low) / (2**bits - 1), mode)
+        return scale, np.clip(-np.round(low / scale), 0, 2**bits - 1).astype(np.uint8)
+    if mode in (Mode.INT8_SYM, Mode.INT4_SYM):
+        signed_max = np.where((low < 0) & (np.abs(low) >= np.abs(high)), np.abs(low), -high)
+        return _finish(signed_max * shrink[0] / 2 ** (bits - 1), mode), None
+    if mode is Mode.MXFP4:
+        exponent = np.ceil(np.log2(np.maximum(low, 2.0**-126) / 6.0))
+        return np.exp2(np.clip(exponent, -127, 127)).astype(np.float32), None
+    return _finish(low * shrink[0] / np.abs(codebook(mode)).max(), mode), None
+
+
+def compute_scale(
+    grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scale, zero point or None) of round-to-nearest quantization, reduced over ``axes``."""
+    mode = canonical_mode(mode)
+    return _scale_from(*_extremes(grouped, mode, axes), mode)
+
+
+# clipped ranges tried by ``search_scale``: (low, high) shrink factors
+SEARCH_ASYMMETRIC = ((0.9, 1.0), (1.0, 0.9), (0.85, 0.85))
+SEARCH_SYMMETRIC = ((0.85, 0.85), (0.925, 0.925))
+
+
+def squared_error(
+    grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale: np.ndarray, zero_point: np.ndarray | None
+) -> np.ndarray:
+    """Per-group sum of squared quantization errors for the given parameters."""
+    if mode in CODEBOOK_MODES:
+        values = code_values(quantize_codes(grouped, mode, scale), mode)
+    else:  # the integer grid in float arithmetic: no integer round trip
+        lowest, highest = code_range(mode)
+        values = np.divide(grouped, scale, dtype=np.float32)
+        if zero_point is not None:
+            values += zero_point
+        np.rint(values, out=values)
+        np.maximum(values, lowest, out=values)
+        np.minimum(values, highest, out=values)
+        if zero_point is not None:
+            values -= zero_point
+    values *= scale
+    values -= grouped
+    if axes == (grouped.ndim - 1,):
+        return np.einsum("...k,...k->...", values, values)[..., None]
+    np.square(values, out=values)
+    return values.sum(axis=axes, keepdims=True)
+
+
+def search_scale(
+    grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Round-to-nearest parameters, or per group a clipped range when it gives a smaller weight error
+    (4-bit integer and NF4 modes; 8-bit and MXFP4 keep the round-to-nearest ones)."""
+    mode = canonical_mode(mode)
+    low, high = _extremes(grouped, mode, axes)
+    scale, zero_point = _scale_from(low, high, mode)
+    if mode_bits(mode) == 8 or mode is Mode.MXFP4:
+        return scale, zero_point
+    best = squared_error(grouped, mode, axes, scale, zero_point)
+    for shrink in SEARCH_ASYMMETRIC if zero_point is not None else SEARCH_SYMMETRIC:
+        candidate, candidate_zp = _scale_from(low, high, mode, shrink)
+        error = squared_error(grouped, mode, axes, candidate, candidate_zp)
+        better = error < best
+        best = np.where(better, error, best)
+        scale = np.where(better, candidate, scale)
+        if zero_point is not None:
+            zero_point = np.where(better, candidate_zp, zero_point)
+    return scale, zero_point
+
+
+class _Midpoints:
+    """``count(mids < x)`` for a sorted grid's decision boundaries: a lookup table over uniform bins
+    (power-of-two width, no decision boundary near a bin edge) plus one exact comparison."""
+
+    def __init__(self, levels: np.ndarray, low: float, high: float, bins: int = 4096):
+        mids = ((levels[1:] + levels[:-1]) / 2).astype(np.float32)
+        edges = low + (high - low) * np.arange(bins + 1) / bins
+        assert np.min(np.abs(mids[:, None] - edges[None, :])) > 1e-5, "a decision boundary sits on a bin edge"
+        self.above = np.append(mids, np.float32(np.inf)).astype(np.float32)  # mids[i]
+        self.table = np.searchsorted(mids, edges[:-1], side="left").astype(np.int32)
+        self.low, self.scale, self.bins = np.float32(low), np.float32(bins / (high - low)), bins
+
+    def count_below(self, x: np.ndarray) -> np.ndarray:
+        index = np.subtract(x, self.low, dtype=np.float32)
+        index *= self.scale
+        index = index.astype(np.int32)
+        np.clip(index, 0, self.bins - 1, out=index)
+        count = np.take(self.table, index)
+        count += x > np.take(self.above, count)
+        return count
+
+
+_NF4_GRID = _Midpoints(NF4_LEVELS, -1.0, 1.0)
+_E2M1_GRID = _Midpoints(E2M1_MAGNITUDES, -0.0007, 7.9993)  # bin edges away from the dyadic boundaries
+
+
+def _nearest_level(normalized: np.ndarray, mode: Mode) -> np.ndarray:
+    """Codes of the grid values nearest to ``normalized`` (mid-points as decision boundaries)."""
+    if mode is Mode.NF4:
+        return _NF4_GRID.count_below(normalized).astype(np.uint8)
+    magnitude = np.abs(normalized)
+    index = _E2M1_GRID.count_below(magnitude)
+    tie = magnitude == np.take(_E2M1_GRID.above, index)
+    index += tie & (index % 2 == 1)  # ties to the even code
+    return (index + 8 * ((normalized < 0) & (index > 0))).astype(np.uint8)
+
+
+def quantize_codes(
+    grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
+) -> np.ndarray:
+    """Integer codes of ``grouped`` for given scale (and zero point): int8 or uint8 array."""
+    mode = canonical_mode(mode)
+    lowest, highest = code_range(mode)
+    normalized = np.divide(grouped, scale, dtype=np.float32)
+    if mode in CODEBOOK_MODES:
+        return _nearest_level(normalized, mode)
+    if zero_point is not None:
+        normalized += zero_point
+    np.rint(normalized, out=normalized)
+    np.maximum(normalized, lowest, out=normalized)
+    np.minimum(normalized, highest, out=normalized)
+    return normalized.astype(np.int8 if lowest < 0 else np.uint8)
+
+
+def dequantize_codes(
+    codes: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
+) -> np.ndarray:
+    """Float32 values of ``codes`` (in the stored, grouped shape)."""
+    mode = canonical_mode(mode)
+    book = codebook(mode)
+    values = book[codes] if book is not None else codes.astype(np.float32)
+    if zero_point is not None:
+        values = values - zero_point.astype(np.float32)
+    return (values * scale).astype(np.float32)
+
+
+def code_values(codes: np.ndarray, mode: Mode, zero_point: np.ndarray | None = None) -> np.ndarray:
+    """The unscaled values of ``codes``: ``q - zp`` or the grid value (float32)."""
+    book = codebook(canonical_mode(mode))
+    values = book[codes] if book is not None else codes.astype(np.float32)
+    return values - zero_point.astype(np.float32) if zero_point is not None else values
+
+
+def fake_quantize(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> np.ndarray:
+    """Round-to-nearest quantize-dequantize of a grouped weight (float32, same shape)."""
+    scale, zero_point = compute_scale(grouped, mode, axes)
+    return dequantize_codes(quantize_codes(grouped, mode, scale, zero_point), mode, scale, zero_point)
+
+
+# --------------------------------------------------------------------------- stored form
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedWeight:
+    """A weight in low-bit form: everything a backend needs to store and decompress it.
+
+    ``data`` holds the codes: int8/uint8 in ``stored_shape`` for 8-bit modes, ``pack_4bit`` bytes
+    for 4-bit modes. ``scale`` (float32 holding float16 values; powers of two for MXFP4) and
+    ``zero_point`` (uint8 codes, asymmetric modes only) have ``scale_shape``. ``axis`` is the
+    input-channel axis of the original weight, ``group_size`` -1 for per-channel.
+    """
+
+    mode: Mode
+    shape: tuple[int, ...]
+    axis: int
+    group_size: int
+    data: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None = None
+    dtype: str = "float32"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def bits(self) -> int:
+        return mode_bits(self.mode)
+
+    @property
+    def signed(self) -> bool:
+        return code_range(self.mode)[0] < 0
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        return grouped_shape(self.shape, self.axis, self.group_size)
+
+    @property
+    def scale_dtype(self) -> str:
+        """"float16" when every scale is a float16 value (the usual case), else "float32"."""
+        exact = np.array_equal(self.scale.astype(np.float16).astype(np.float32), self.scale)
+        return "float16" if exact else "float32"
+
+    @property
+    def codebook(self) -> np.ndarray | None:
+        return codebook(self.mode)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def codes(self) -> np.ndarray:
+        """The codes unpacked, in ``stored_shape`` (int8 for signed modes, else uint8)."""
+        if self.bits == 8:
+            return self.data.reshape(self.stored_shape)
+        return unpack_4bit(self.data, self.size, self.signed).reshape(self.stored_shape)
+
+    def decompress(self) -> np.ndarray:
+        """The float32 weight in its original shape (the reference every backend must match)."""
+        return dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point).reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        zp = 0 if self.zero_point is None else self.zero_point.size * self.bits / 8
+        return int(self.data.nbytes + self.scale.size * 2 + zp)
+
+
+def encode(
+    weight: np.ndarray,
+    mode: Mode,
+    axis: int,
+    group_size: int,
+    out_axis: int | None = None,
+    scale: np.ndarray | None = None,
+    zero_point: np.ndarray | None = None,
+    search: bool = False,
+) -> CompressedWeight:
+    """Compress ``weight`` (round to nearest, or with a given ``scale``/``zero_point``; ``search``
+    picks per group the best of a few clipped ranges, see ``search_scale``).
+
+    Large weights are processed in cache-sized chunks on a thread pool (``numerics.chunked``).
+    """
+    mode = canonical_mode(mode)
+    dtype = str(weight.dtype)
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    grouped = group(weight, axis, group_size)
+    axes = reduction_axes(grouped.ndim, axis, group_size, out_axis)
+    find = search_scale if search else compute_scale
+    if scale is None and 0 in axes:  # the reduction spans the chunked axis: scales first
+        scale, zero_point = find(grouped, mode, axes)
+    data, scale, zero_point = _encode_chunks(grouped, mode, axes, scale, zero_point, find)
+    return CompressedWeight(
+        mode=mode,
+        shape=tuple(weight.shape),
+        axis=axis % weight.ndim,
+        group_size=group_size,
+        data=data,
+        scale=np.asarray(scale, dtype=np.float32),
+        zero_point=zero_point,
+        dtype=dtype,
+    )
+
+
+def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale, zero_point, find):
+    """(codes or packed bytes, scale, zero point) computed chunk by chunk along axis 0."""
+    rows = grouped.shape[0]
+    row_size = grouped[0].size if rows else 0
+    four_bit = mode_bits(mode) == 4
+    fused = scale is None
+    if fused:
+        shape = tuple(1 if a in axes else d for a, d in enumerate(grouped.shape))
+        scale = np.empty(shape, np.float32)
+        zero_point = np.empty(shape, np.uint8) if is_asymmetric(mode) else None
+    signed = code_range(mode)[0] < 0
+    data = np.empty((grouped.size + 1) // 2, np.uint8) if four_bit else np.empty(
+        grouped.shape, np.int8 if signed else np.uint8
+    )
+
+    def work(start: int, stop: int) -> None:
+        chunk = grouped[start:stop]
+        if fused:
+            s, z = find(chunk, mode, axes)
+            scale[start:stop] = s
+            if zero_point is not None:
+                zero_point[start:stop] = z
+        s, z = rows_of(scale, start, stop, rows), rows_of(zero_point, start, stop, rows)
+        codes = quantize_codes(chunk, mode, s, z)
+        if four_bit:
+            packed = pack_4bit(codes)
+            data[start * row_size // 2 : start * row_size // 2 + packed.size] = packed
+        else:
+            data[start:stop] = codes
+
+    run_chunks(chunk_bounds(rows, row_size, four_bit), work)
+    return data, scale, zero_point

@@ -1,0 +1,98 @@
+"""Option records of ``compress_weights`` (names and defaults follow NNCF unless noted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nncompress.parameters import StrEnum
+
+
+class GroupSizeFallbackMode(StrEnum):
+    """What to do with a layer whose input-channel count the group size does not divide.
+
+    ERROR raises ``InvalidGroupSizeError``; IGNORE leaves the layer in float; ADJUST (our default,
+    NNCF's is ERROR) uses the largest power of two that divides the channel count and is at most the
+    requested group size, or the backup precision when that is below ``min_adjusted_group_size``.
+    Every adjusted layer is listed in the report.
+    """
+
+    ERROR = "error"
+    IGNORE = "ignore"
+    ADJUST = "adjust"
+
+
+class CompressionFormat(StrEnum):
+    """How compressed weights are represented; only DQ (stored low-bit + decompression) is supported."""
+
+    DQ = "dequantize"
+    FQ = "fake_quantize"
+    FQ_LORA = "fake_quantize_lora"
+    FQ_LORA_NLS = "fake_quantize_lora_nls"
+
+
+@dataclass
+class AdvancedAWQParameters:
+    """AWQ: ``subset_size`` samples, top ``percent_to_apply`` salient channels, alpha grid search."""
+
+    subset_size: int = 32
+    percent_to_apply: float = 0.002
+    alpha_min: float = 0.0
+    alpha_max: float = 1.0
+    steps: int = 100
+    prefer_data_aware_scaling: bool = True
+
+
+@dataclass
+class AdvancedScaleEstimationParameters:
+    """Scale estimation: ``initial_steps`` re-estimations, then ``scale_steps`` shrunk starting scales."""
+
+    subset_size: int = 64
+    initial_steps: int = 5
+    scale_steps: int = 5
+    weight_penalty: float = -1.0
+
+
+@dataclass
+class AdvancedGPTQParameters:
+    """GPTQ: Hessian dampening (fraction of its mean diagonal), column block size, samples."""
+
+    damp_percent: float = 0.1
+    block_size: int = 128
+    subset_size: int = 128
+
+
+@dataclass
+class AdvancedLoraCorrectionParameters:
+    """LoRA correction: adapter rank, alternating least-squares iterations, regularization, samples."""
+
+    adapter_rank: int = 8
+    num_iterations: int = 3
+    apply_regularization: bool = True
+    subset_size: int = 128
+    use_int8_adapters: bool = True
+
+
+@dataclass
+class AdvancedCompressionParameters:
+    """Rarely changed options of ``compress_weights``.
+
+    ``range_search`` (not in NNCF, off by default): data-free 4-bit compression tries a few clipped
+    ranges per group and keeps the one with the smallest weight error. It helps encoders (MiniLM embedding
+    cosine 0.955 -> 0.964 with INT4_SYM) but clips the outlier weights LLMs depend on (SmolLM2 INT4_SYM
+    perplexity 27.3 -> 29.5), so the default is NNCF's round-to-nearest range.
+    """
+
+    statistics_path: str | None = None
+    group_size_fallback_mode: GroupSizeFallbackMode = GroupSizeFallbackMode.ADJUST
+    min_adjusted_group_size: int = 32
+    lora_adapter_rank: int = 256
+    range_search: bool = False
+    awq_params: AdvancedAWQParameters = field(default_factory=AdvancedAWQParameters)
+    scale_estimation_params: AdvancedScaleEstimationParameters = field(
+        default_factory=AdvancedScaleEstimationParameters
+    )
+    gptq_params: AdvancedGPTQParameters = field(default_factory=AdvancedGPTQParameters)
+    lora_correction_params: AdvancedLoraCorrectionParameters = field(
+        default_factory=AdvancedLoraCorrectionParameters
+    )
+    backend_params: dict = field(default_factory=dict)
