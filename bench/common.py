@@ -179,3 +179,21 @@ def write_benchmarks_section(
         text = "".join(lines[:start]) + new + ("\n" + tail if tail else "")
     target.write_text(text)
     return target
+
+
+def run_cases_in_subprocesses(script: str, names: Sequence[str]) -> list[dict]:
+    """Run `script --case NAME` for each name in its own process (so peak RSS is the case's own) and
+    collect the JSON each prints after `RESULT `; failures are reported on stderr and skipped."""
+    import json
+    import subprocess
+
+    results = []
+    for name in names:
+        out = subprocess.run([sys.executable, script, "--case", name], capture_output=True, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            print(f"{name} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
+        print(json.dumps(results[-1]))
+    return results

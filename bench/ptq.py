@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,15 +75,7 @@ def main() -> None:
     if args.case:
         print("RESULT " + json.dumps(run_case(args.case)))
         return
-    results = []
-    for name in args.cases:
-        out = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode != 0 or not lines:
-            print(f"{name} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results.append(json.loads(lines[-1][7:]))
-        print(json.dumps(results[-1]))
+    results = common.run_cases_in_subprocesses(__file__, args.cases)
     text = table(results)
     print(text)
     if not args.no_write:
