@@ -1,6 +1,7 @@
 """LoRA correction (reference section 2.10): a low-rank adapter absorbing the quantization residual.
 
-``R = W - W^`` (``[in, out]``); its (activation-weighted, for grouped weights) SVD gives rank-``r`` factors
+``R = W - W^`` (``[in, out]``); its (activation-weighted, for grouped weights) top singular vectors give
+rank-``r`` factors
 ``U [in, r]``, ``V [r, out]``, refined by alternating least squares so that ``X U V`` matches the noise
 ``N = X R`` on the token-mean activations ``X`` (with regularization: ``U V`` also matches ``R``).
 Normal equations are solved with a Cholesky factor of ``I + X^T X`` computed once per layer.
@@ -25,8 +26,18 @@ def _svd_init(residual: np.ndarray, stat: np.ndarray, group: int, rank: int) -> 
     weights = stat.reshape(-1, group).astype(np.float64)
     weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     weights = weights / np.maximum(weights.max(axis=1, keepdims=True), 1e-12)
-    u, s, vt = np.linalg.svd(residual * weights.reshape(-1, 1), full_matrices=False)
-    return u[:, :rank], s[:rank, None] * vt[:rank]
+    return _top_singular(residual * weights.reshape(-1, 1), rank)
+
+
+def _top_singular(matrix: np.ndarray, rank: int, power_iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``U [m, r]`` and ``diag(S) V^T [r, n]`` of the top ``rank`` singular triplets (randomized range finder
+    with power iterations: a few thin products instead of a full SVD of the weight-sized residual)."""
+    omega = np.random.default_rng(0).standard_normal((matrix.shape[1], min(rank + 8, min(matrix.shape))))
+    basis = np.linalg.qr(matrix @ omega)[0]
+    for _ in range(power_iterations):
+        basis = np.linalg.qr(matrix @ (matrix.T @ basis))[0]
+    u, s, vt = np.linalg.svd(basis.T @ matrix, full_matrices=False)
+    return (basis @ u)[:, :rank], s[:rank, None] * vt[:rank]
 
 
 def _solve_v(u: np.ndarray, xu: np.ndarray, residual: np.ndarray, noise: np.ndarray, regularize: bool) -> np.ndarray:

@@ -78,7 +78,7 @@ class OnnxAdapter:
         if not index.is_constant(tensor):
             raise ValidationError(f"input {port} of {node!r} ({tensor!r}) is not a constant")
         if tensor in index.initializers:
-            return initializer_array(index.initializers[tensor]).astype(np.float32)
+            return np.asarray(initializer_array(index.initializers[tensor]), dtype=np.float32)
         value = evaluate_tensor(model, tensor, index.producer_node, index.initializers, self._types_of(model))
         return np.asarray(value, dtype=np.float32)
 
