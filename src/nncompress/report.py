@@ -29,10 +29,22 @@ class CompressionReport:
     def __str__(self) -> str:
         lines = [self.summary(), "Quantized:"]
         lines += [f"  {name}: {desc}" for name, desc in self.quantized]
-        if self.skipped:
-            lines.append("Left in float:")
-            lines += [f"  {name}: {why}" for name, why in self.skipped.items()]
-        return "\n".join(lines)
+        return "\n".join(lines + self._skipped_lines())
+
+    def _skipped_lines(self) -> list[str]:
+        if not self.skipped:
+            return []
+        return ["Left in float:"] + [f"  {name}: {why}" for name, why in self.skipped.items()]
+
+    def _print_skipped(self, console) -> None:
+        if not self.skipped:
+            return
+        from rich.table import Table
+
+        table = Table("operation", "reason", title="Left in float")
+        for name, why in self.skipped.items():
+            table.add_row(name, why)
+        console.print(table)
 
     def print(self) -> None:
         """Print the report as tables on the terminal."""
@@ -45,11 +57,7 @@ class CompressionReport:
         for name, desc in self.quantized:
             table.add_row(name, desc)
         console.print(table)
-        if self.skipped:
-            skipped = Table("operation", "reason", title="Left in float")
-            for name, why in self.skipped.items():
-                skipped.add_row(name, why)
-            console.print(skipped)
+        self._print_skipped(console)
 
 
 _LAST: list[CompressionReport] = []

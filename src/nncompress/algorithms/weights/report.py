@@ -76,10 +76,7 @@ class WeightCompressionReport(CompressionReport):
 
     def __str__(self) -> str:
         text = [self.summary(), "Statistics of the bitwidth distribution:", self.table()]
-        if self.skipped:
-            text.append("Left in float:")
-            text += [f"  {name}: {why}" for name, why in self.skipped.items()]
-        return "\n".join(text)
+        return "\n".join(text + self._skipped_lines())
 
     def print(self) -> None:
         """Print the summary and the bit-width distribution as tables on the terminal."""
@@ -92,11 +89,7 @@ class WeightCompressionReport(CompressionReport):
         for row in self.rows():
             table.add_row(*row)
         console.print(table)
-        if self.skipped:
-            skipped = Table("operation", "reason", title="Left in float")
-            for name, why in self.skipped.items():
-                skipped.add_row(name, why)
-            console.print(skipped)
+        self._print_skipped(console)
 
 
 def _cell(part: int, whole: int, layers: int, all_layers: int) -> str:
