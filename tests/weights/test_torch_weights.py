@@ -331,3 +331,16 @@ def test_data_aware_api_on_llama():
         float_logits, logits = model(token_ids()).logits, compressed(token_ids()).logits
     assert torch.nn.functional.cosine_similarity(float_logits.flatten(), logits.flatten(), dim=0) > 0.9
     assert compressed.generate(token_ids()[:1], max_new_tokens=2, do_sample=False).shape[1] == 9
+
+
+def test_data_aware_reaches_gpt2_conv1d_layers():
+    """GPT-2's Conv1D computes addmm(bias, x, W): the activation is port 1, the weight port 2."""
+    model = tiny_gpt2()
+    items = [{"input_ids": token_ids(seed)} for seed in range(4)]
+    kwargs = {"mode": M.INT4_SYM, "group_size": 16, "ratio": 1.0}
+    plain = nncompress.compress_weights(model, **kwargs)
+    estimated = nncompress.compress_weights(model, dataset=nncompress.Dataset(items), scale_estimation=True, **kwargs)
+    for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        a = plain.transformer.h[0].get_submodule(name).weight_compressed()
+        b = estimated.transformer.h[0].get_submodule(name).weight_compressed()
+        assert not torch.equal(a, b), f"{name}: scale estimation did not change the weight"

@@ -58,12 +58,17 @@ class Selection:
 
 
 def _activation_input(node: Node) -> TensorRef | None:
-    """The activation a Linear multiplies along its last axis (None for other layouts)."""
+    """The activation a Linear multiplies along its last axis (None for other layouts).
+
+    That is its one non-constant input when it comes before the weight (``x @ W``, ``linear(x, W)``,
+    ``addmm(b, x, W)``); with the weight first (``W @ x``) the reduced axis is not the last one.
+    """
     if node.kind is not OpKind.LINEAR or node.weight is None or len(node.weight.shape) != 2:
         return None
-    if node.weight.port != 1 or not node.inputs or node.inputs[0] is None:
+    ports = node.activation_ports()
+    if len(ports) != 1 or ports[0] > node.weight.port:
         return None
-    return node.inputs[0]
+    return node.inputs[ports[0]]
 
 
 def _candidates(graph: Graph, options: WeightCompressionOptions) -> tuple[list[Node], dict[str, str]]:
