@@ -138,6 +138,24 @@ def openvino_size_bytes(model: Any) -> int:
         return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
 
 
+def torch_item(item: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """A dict of numpy arrays as a dict of torch tensors (a PyTorch model's keyword inputs)."""
+    import torch
+
+    return {key: torch.from_numpy(np.asarray(value)) for key, value in item.items()}
+
+
+def torch_state_bytes(model: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (each storage counted once)."""
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = tensor.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += tensor.untyped_storage().nbytes()
+    return total
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats are printed as given, so format them beforehand."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

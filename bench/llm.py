@@ -79,7 +79,9 @@ def onnx_path() -> Path:
 
 
 def load(backend: str):
-    """The float model for ``backend`` ('onnx' ModelProto or 'openvino' Model, fully in memory)."""
+    """The float model for ``backend`` (ONNX ModelProto, OpenVINO Model fully in memory, or torch module)."""
+    if backend == "torch":
+        return load_float()[0]
     if backend == "onnx":
         import onnx
 
@@ -139,6 +141,14 @@ def logits_fn(backend: str, model):
 
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return lambda ids: session.run(None, {"input_ids": ids})[0][0]
+    if backend == "torch":
+        import torch
+
+        def run(ids):
+            with torch.no_grad():
+                return model(input_ids=torch.from_numpy(ids), use_cache=False).logits[0].numpy()
+
+        return run
     from nncompress.backends.openvino.runner import compile_model
 
     request = compile_model(model).create_infer_request()

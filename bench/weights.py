@@ -70,7 +70,7 @@ SMOLLM_CASES = [  # (label, compress_weights arguments or None for FP32, referen
     ("INT4_ASYM + AWQ + scale estimation + LoRA",
      {"mode": "int4_asym", "awq": True, "scale_estimation": True, "lora_correction": True, "data": True}, None),
 ]
-BACKENDS = ("onnx", "openvino")
+BACKENDS = ("onnx", "openvino", "torch")
 
 
 # --------------------------------------------------------------------------- memory
@@ -106,6 +106,8 @@ def _measured(compress) -> dict:
 
 
 def _load(backend: str, onnx_path: Path):
+    if backend == "torch":
+        raise ValueError("torch models are built by their case")
     if backend == "onnx":
         import onnx
 
@@ -130,18 +132,26 @@ def minilm_files() -> Path:
     return path
 
 
-def gpt2_files() -> Path:
-    """A 300M-parameter GPT-2 (random init, seed 0) exported to ONNX once (opset 17)."""
-    path = CACHE / "gpt2_300m" / "model.onnx"
-    if path.exists():
-        return path
+def gpt2_torch():
+    """The 300M-parameter GPT-2 (random init, seed 0) as a transformers model."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(n_embd=1024, n_layer=20, n_head=16)
     config._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).eval()
+    return GPT2LMHeadModel(config).eval()
+
+
+def gpt2_files() -> Path:
+    """The 300M-parameter GPT-2 exported to ONNX once (opset 17)."""
+    path = CACHE / "gpt2_300m" / "model.onnx"
+    if path.exists():
+        return path
+    import torch
+
+    model = gpt2_torch()
+    config = model.config
 
     class Logits(torch.nn.Module):
         def __init__(self, inner):
@@ -171,6 +181,11 @@ def _embeddings(backend: str, model, batches) -> np.ndarray:
 
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         outputs = [session.run(None, b)[0] for b in batches]
+    elif backend == "torch":
+        import torch
+
+        with torch.no_grad():
+            outputs = [model(**common.torch_item(b)).last_hidden_state.numpy() for b in batches]
     else:
         from nncompress.backends.openvino.runner import compile_model
 
@@ -186,12 +201,14 @@ def minilm_case(backend: str, label: str) -> dict:
     kwargs = dict(next(args for name, args, _ in MINILM_CASES if name == label))
     if kwargs.pop("range_search", False):
         kwargs["advanced_parameters"] = nncf.AdvancedCompressionParameters(range_search=True)
-    model = _load(backend, minilm_files())
-    tokenizer = real.load_minilm()[1]
+    torch_model, tokenizer = real.load_minilm()
+    torch_model.pooler = None  # as in the ONNX export (last_hidden_state only): the last Linear is the same
+    model = torch_model if backend == "torch" else _load(backend, minilm_files())
     data = kwargs.pop("data", False)
     if data:  # 128 Lee sentences never evaluated on, or the reference's 64 evaluated sentences
         calibration = real._FALLBACK_SENTENCES if data == "evaluated" else real.minilm_sentences(192)[64:]
-        kwargs["dataset"] = nncf.Dataset(real.minilm_inputs(tokenizer, calibration, batch_size=1))
+        items = real.minilm_inputs(tokenizer, calibration, batch_size=1)
+        kwargs["dataset"] = nncf.Dataset(items, common.torch_item if backend == "torch" else None)
     figures = _measured(lambda: nncf.compress_weights(model, **kwargs))
     compressed = figures.pop("model")
     result = {**figures, "layers": nncf.last_report().table()}
@@ -205,7 +222,7 @@ def minilm_case(backend: str, label: str) -> dict:
 def gpt2_case(backend: str) -> dict:
     import nncompress as nncf
 
-    model = _load(backend, gpt2_files())
+    model = gpt2_torch() if backend == "torch" else _load(backend, gpt2_files())
     figures = _measured(lambda: nncf.compress_weights(model, mode="int4_sym", ratio=1.0, group_size=128))
     compressed = figures.pop("model")
     figures["table"] = nncf.last_report().table()
@@ -214,6 +231,8 @@ def gpt2_case(backend: str) -> dict:
     ids = {"input_ids": np.arange(8, dtype=np.int64)[None]}
     from nncompress.backends.registry import get_adapter
 
+    if backend == "torch":
+        ids = common.torch_item(ids)
     logits = get_adapter(compressed).infer(compressed, ids)[0]  # the compressed model runs
     figures["runs"] = bool(np.all(np.isfinite(logits)))
     return figures
@@ -222,6 +241,8 @@ def gpt2_case(backend: str) -> dict:
 def _size(backend: str, model, folder: Path) -> int:
     if backend == "onnx":
         return model.ByteSize()
+    if backend == "torch":
+        return common.torch_state_bytes(model)
     return common.openvino_size_bytes(model)
 
 
@@ -237,7 +258,8 @@ def smollm_case(backend: str, label: str) -> dict:
     if kwargs is not None:
         kwargs = dict(kwargs)
         if kwargs.pop("data", False):
-            kwargs["dataset"] = nncf.Dataset(llm.calibration_items(tok))
+            transform = common.torch_item if backend == "torch" else None
+            kwargs["dataset"] = nncf.Dataset(llm.calibration_items(tok), transform)
         figures = _measured(lambda: nncf.compress_weights(model, **kwargs))
         compressed = figures.pop("model")
         report = nncf.last_report()
@@ -288,7 +310,7 @@ def minilm_table() -> str:
 
 def gpt2_table() -> str:
     rows = []
-    references = {"openvino": ("4.2", "1.4 GB"), "onnx": ("-", "-")}
+    references = {"openvino": ("4.2", "1.4 GB"), "onnx": ("-", "-"), "torch": ("2.6", "0.47 GB")}
     for backend in BACKENDS:
         r = _subprocess({"task": "gpt2", "backend": backend})
         print(backend, {k: v for k, v in r.items() if k != "table"}, flush=True)
