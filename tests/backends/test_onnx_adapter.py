@@ -378,3 +378,29 @@ def test_model_size_and_read_only_methods(models, adapter):
     )
     adapter.infer(model, RNG.standard_normal((1, 3, 8, 8)).astype(np.float32))
     assert model.SerializeToString() == before
+
+
+def test_weight_fed_session_matches_the_plain_session(monkeypatch):
+    """Large weights fed as inputs (held once) give the same outputs and extra outputs."""
+    from nncompress.backends.onnx import runner
+
+    w1 = RNG.standard_normal((64, 32)).astype(np.float32)
+    w2 = RNG.standard_normal((32, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["r"], name="mm"),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    monkeypatch.setattr(runner, "FED_WEIGHT_MIN_BYTES", 2048)  # w1 (8 KB) fed, w2 (1 KB) kept
+    fed = runner.create_session(model, ["h"], feed_weights=True)
+    assert isinstance(fed, runner.WeightFedSession) and set(fed.weights) == {"w1"}
+    assert [i.name for i in fed.get_inputs()] == ["x"] and len(model.graph.output) == 1
+    x = RNG.standard_normal((3, 64)).astype(np.float32)
+    y, h = fed.run(["y", "h"], {"x": x})
+    np.testing.assert_allclose(h, x @ w1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, np.maximum(x @ w1, 0) @ w2, rtol=1e-5, atol=1e-4)
+    monkeypatch.setattr(runner, "FED_MODEL_MIN_BYTES", 4096)
+    assert isinstance(runner.create_session(model), runner.WeightFedSession)  # chosen by size

@@ -135,29 +135,94 @@ def _with_unique_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
+FED_WEIGHT_MIN_BYTES = 1 << 20  # initializers at least this large are fed as inputs by a WeightFedSession
+FED_MODEL_MIN_BYTES = 64 << 20  # models with more initializer data than this get a WeightFedSession
+
+
+def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = (), feed_weights: bool | None = None):
     """A CPU session of ``model`` that also returns ``extra_outputs``.
 
-    The outputs are added to ``model`` only while it is serialized (one copy), then removed again.
+    Large models (``feed_weights`` None: more than 64 MB of initializers) get a :class:`WeightFedSession`:
+    a serialized model plus onnxruntime's own copy plus its transient parse buffer would hold the weights
+    three times (1.9 GB for a 620 MB model); fed as inputs they are held once. Otherwise the outputs are
+    added to ``model`` only while it is serialized, then removed again.
     """
     _check_external(model)
+    if feed_weights is None:
+        feed_weights = sum(len(t.raw_data) for t in model.graph.initializer) > FED_MODEL_MIN_BYTES
+    if feed_weights:
+        return WeightFedSession(model, extra_outputs)
     names = [n.name for n in model.graph.node if n.name]
     if len(set(names)) != len(names):  # onnxruntime rejects repeated node names
         model = _with_unique_names(model)
     outputs = model.graph.output
     count = len(outputs)
-    existing = {o.name for o in outputs}
-    for name in dict.fromkeys(extra_outputs):
-        if name not in existing:
-            outputs.add().name = name
+    _add_outputs(model.graph, extra_outputs)
     try:
         data = model.SerializeToString()
     finally:
         del outputs[count:]
+    return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+
+
+def _session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _add_outputs(graph: onnx.GraphProto, names: Sequence[str]) -> None:
+    existing = {o.name for o in graph.output}
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            graph.output.add().name = name
+
+
+class WeightFedSession:
+    """An onnxruntime session whose large float initializers are graph inputs fed on every run.
+
+    The model is rebuilt without their data (a few MB to serialize), each weight is held once as an
+    array, and onnxruntime reads the arrays in place. Runs as ``InferenceSession.run``.
+    """
+
+    def __init__(self, model: onnx.ModelProto, extra_outputs: Sequence[str] = ()):
+        from onnx import numpy_helper
+
+        graph = model.graph
+        fed = [t for t in graph.initializer if len(t.raw_data) >= FED_WEIGHT_MIN_BYTES]
+        fed_names = {t.name for t in fed}
+        declared = {i.name for i in graph.input}
+        skeleton = onnx.helper.make_graph(
+            list(graph.node), graph.name, list(graph.input), list(graph.output),
+            [t for t in graph.initializer if t.name not in fed_names], value_info=list(graph.value_info),
+        )
+        skeleton.sparse_initializer.extend(graph.sparse_initializer)
+        for tensor in fed:
+            if tensor.name not in declared:
+                skeleton.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        inputs = [i.name for i in skeleton.input if i.name not in fed_names]
+        for node, name in zip(skeleton.node, resolve_node_names(list(skeleton.node), inputs)):
+            node.name = name
+        _add_outputs(skeleton, extra_outputs)
+        lean = onnx.ModelProto()
+        lean.ir_version, lean.producer_name = model.ir_version, model.producer_name
+        lean.opset_import.extend(model.opset_import)
+        lean.functions.extend(model.functions)
+        lean.graph.CopyFrom(skeleton)
+        self.weights = {t.name: numpy_helper.to_array(t) for t in fed}
+        options = _session_options()
+        options.enable_cpu_mem_arena = False  # activations are freed after each run, not pooled
+        self._session = ort.InferenceSession(lean.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    def run(self, output_names, feeds: Mapping[str, Any]) -> list:
+        return self._session.run(output_names, {**feeds, **self.weights})
+
+    def get_outputs(self):
+        return self._session.get_outputs()
+
+    def get_inputs(self):
+        return [i for i in self._session.get_inputs() if i.name not in self.weights]
 
 
 class ModelCache:
