@@ -77,3 +77,34 @@ def openvino_model(seed: int = 0):
         path = Path(folder) / "tiny.onnx"
         onnx.save(onnx_model(seed), path)
         return ov.convert_model(path)
+
+
+def torch_model(seed: int = 0):
+    """The same network as a torch module (Linear weights transposed to [out, in]); inputs as ``inputs()``."""
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx_model(seed).graph.initializer}
+
+    def parameter(name: str, transpose: bool = False) -> nn.Parameter:
+        value = weights[name].T if transpose else weights[name]
+        return nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32)))
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(VOCAB, HIDDEN)
+            self.fc1, self.fc2, self.head = nn.Linear(HIDDEN, FFN), nn.Linear(FFN, FFN), nn.Linear(FFN, OUT, bias=False)
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.embedding.weight = parameter("emb")
+            self.fc1.weight, self.fc1.bias = parameter("w1", transpose=True), parameter("b1")
+            self.fc2.weight, self.fc2.bias = parameter("w2"), parameter("b2")
+            self.head.weight = parameter("w3", transpose=True)
+            self.conv.weight, self.conv.bias = parameter("conv_w"), parameter("conv_b")
+
+        def forward(self, ids, image):
+            hidden = torch.relu(self.fc2(torch.relu(self.fc1(self.embedding(ids).reshape(-1, HIDDEN)))))
+            return self.head(hidden), self.conv(image)
+
+    return Tiny().eval()

@@ -162,3 +162,22 @@ def test_openvino_compiled_model_keeps_compressed_weights(mode, stored):
              for op in runtime.get_ops()}
     assert ("FullyConnected", "f32") in kinds and ("Const", stored) in kinds
     assert not any(kind == "Multiply" for kind, _ in kinds)  # no decompression left as separate ops
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pytorch_agrees_with_onnx_runtime(mode):
+    """The same weights compressed on PyTorch and on ONNX give the same outputs."""
+    torch = pytest.importorskip("torch")
+    import nncompress as nncf
+    from tests.weights.models import torch_model
+
+    group = None if mode in (M.INT8_ASYM, M.INT8_SYM) else (32 if mode is M.MXFP4 else 16)
+    kwargs = {} if group is None else {"group_size": group, "all_layers": True}
+    on_onnx = nncf.compress_weights(onnx_model(), mode=mode, **kwargs)
+    on_torch = nncf.compress_weights(torch_model(), mode=mode, **kwargs)
+    with torch.no_grad():
+        got = on_torch(**{k: torch.from_numpy(v) for k, v in inputs().items()})
+    want = _ort(on_onnx)
+    assert not np.allclose(want[0], _ort(onnx_model())[0], atol=1e-4)  # the weights really changed
+    for out, ref in zip(got, want):
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
