@@ -50,6 +50,9 @@ def load_float():
         tokenizer.save_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model.config._attn_implementation = "eager"
+    with torch.no_grad():  # own the weights in memory (not pages of the mmapped file), as the other backends do
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            tensor.data = tensor.data.clone()
     return model.eval(), AutoTokenizer.from_pretrained(folder)
 
 
