@@ -344,3 +344,13 @@ def test_data_aware_reaches_gpt2_conv1d_layers():
         a = plain.transformer.h[0].get_submodule(name).weight_compressed()
         b = estimated.transformer.h[0].get_submodule(name).weight_compressed()
         assert not torch.equal(a, b), f"{name}: scale estimation did not change the weight"
+
+
+def test_awq_without_dataset_on_pytorch_asks_for_one():
+    """Without a dataset the module graph has no edges: AWQ cannot find patterns and says so."""
+    model = tiny_llama()
+    with pytest.raises(nncompress.errors.ValidationError, match="dataset="):
+        nncompress.compress_weights(model, mode=M.INT4_SYM, group_size=16, awq=True)
+    items = [{"input_ids": token_ids(seed)} for seed in range(2)]
+    nncompress.compress_weights(model, mode=M.INT4_SYM, group_size=16, awq=True, dataset=nncompress.Dataset(items))
+    assert any(n.startswith("AWQ applied") for n in nncompress.last_report().notes)

@@ -21,6 +21,7 @@ import numpy as np
 
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.selection import WeightLayer
+from nncompress.errors import ValidationError
 from nncompress.graph.edits import InputRef, InsertMultiply, SetConstant
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import ATOMIC_ACTIVATION_KINDS, OpKind
@@ -131,6 +132,18 @@ def _groups(graph: Graph, layers: list[WeightLayer]) -> list[tuple[str, list, We
     return groups
 
 
+def _require_dataflow(graph: Graph, layers: list[WeightLayer]) -> None:
+    """AWQ finds its patterns along the graph's edges; a graph built without tracing has none."""
+    if any(tensor is not None for node in graph for tensor in node.inputs):
+        return
+    if any(layer.config.is_primary_4bit for layer in layers):
+        raise ValidationError(
+            "awq=True needs the model's dataflow graph to find its patterns, and this model's graph was built "
+            "without running it (a PyTorch model is traced only when a dataset is given): pass "
+            "dataset=nncompress.Dataset([...]) with at least one model input, or set awq=False"
+        )
+
+
 def plan_awq(graph: Graph, layers: list[WeightLayer], ctx) -> AWQPlan:
     """Find the AWQ patterns among 4-bit Linear layers and compute their scales.
 
@@ -139,6 +152,7 @@ def plan_awq(graph: Graph, layers: list[WeightLayer], ctx) -> AWQPlan:
     """
     plan = AWQPlan()
     params = ctx.options.advanced.awq_params
+    _require_dataflow(graph, layers)
     groups = _groups(graph, layers)
     patterns: dict[str, int] = {}
     for pattern, targets, merge in progress_iter(groups, len(groups), "AWQ"):
