@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from nncompress.parameters import StrEnum
@@ -80,9 +81,12 @@ class AdvancedCompressionParameters:
     ranges per group and keeps the one with the smallest weight error. It helps encoders (MiniLM embedding
     cosine 0.955 -> 0.964 with INT4_SYM) but clips the outlier weights LLMs depend on (SmolLM2 INT4_SYM
     perplexity 27.3 -> 29.5), so the default is NNCF's round-to-nearest range.
+
+    ``statistics_path``: a directory where the calibration statistics of data-aware runs are saved and
+    from which later runs on the same model load them instead of running the model (every backend).
     """
 
-    statistics_path: str | None = None
+    statistics_path: str | os.PathLike | None = None
     group_size_fallback_mode: GroupSizeFallbackMode = GroupSizeFallbackMode.ADJUST
     min_adjusted_group_size: int = 32
     lora_adapter_rank: int = 256

@@ -186,3 +186,71 @@ def test_awq_reports_when_no_pattern_matches():
 def test_data_free_awq_needs_no_dataset():
     nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16, awq=True)
     assert any(n.startswith("AWQ applied") for n in nncf.last_report().notes)
+
+
+# --------------------------------------------------------------------------- statistics caching
+
+
+class _CountingDataset(nncf.Dataset):
+    """A dataset that counts how many items were read."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.reads = 0
+
+    def get_inference_data(self, indices=None):
+        for item in super().get_inference_data(indices):
+            self.reads += 1
+            yield item
+
+
+def _outputs(model):
+    return _run_onnx(model, inputs(seed=50, batch=1, seq=8))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_statistics_cache_reproduces_a_fresh_run_without_running_the_model(backend, tmp_path):
+    make = onnx_model if backend == "onnx" else openvino_model
+    kwargs = {"mode": "int4_asym", "group_size": 16, "ratio": 0.5, "all_layers": True, "awq": True,
+              "scale_estimation": True, "sensitivity_metric": nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE}
+    fresh = nncf.compress_weights(make(), dataset=_dataset(), **kwargs)
+    fresh_layers = dict(nncf.last_report().layers)
+    cached_path = nncf.AdvancedCompressionParameters(statistics_path=tmp_path / "stats")
+    first = _CountingDataset([inputs(seed=i, batch=1, seq=8) for i in range(12)])
+    # the first run collects a superset (other metrics too) and saves it
+    nncf.compress_weights(make(), dataset=first, advanced_parameters=cached_path,
+                          **{**kwargs, "sensitivity_metric": nncf.SensitivityMetric.MAX_ACTIVATION_VARIANCE})
+    assert any(n.startswith("statistics of 12 calibration items saved") for n in nncf.last_report().notes)
+    second = _CountingDataset([inputs(seed=i, batch=1, seq=8) for i in range(12)])
+    cached = nncf.compress_weights(make(), dataset=second, advanced_parameters=cached_path, **kwargs)
+    report = nncf.last_report()
+    assert any(n.startswith("statistics loaded from") for n in report.notes)
+    assert second.reads <= 1  # at most the first item, read to check the inputs; the model never ran on it
+    assert report.layers == fresh_layers
+    if backend == "onnx":
+        np.testing.assert_allclose(_outputs(cached), _outputs(fresh), rtol=1e-6, atol=1e-6)
+    else:
+        from nncompress.backends.openvino.adapter import OpenVINOAdapter
+
+        item = inputs(seed=50, batch=1, seq=8)
+        np.testing.assert_allclose(OpenVINOAdapter().infer(cached, item)[0], OpenVINOAdapter().infer(fresh, item)[0],
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_statistics_cache_is_refreshed_when_it_cannot_serve(tmp_path):
+    advanced = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))
+    nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16, dataset=_dataset(), awq=True,
+                          subset_size=6, advanced_parameters=advanced)
+    assert nncf.last_report().calibration_items == 6
+    # more samples than saved, then a Hessian that was not saved: each needs a new pass; then a cache hit
+    for extra, outcome in (({"subset_size": 12, "awq": True}, "statistics of 12 calibration items saved"),
+                           ({"gptq": True}, "statistics of 12 calibration items saved"),
+                           ({"gptq": True}, "statistics loaded from")):
+        nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16, dataset=_dataset(),
+                              advanced_parameters=advanced, **extra)
+        assert any(n.startswith(outcome) for n in nncf.last_report().notes), (extra, nncf.last_report().notes)
+    with pytest.raises(nncf.errors.ValidationError, match="directory"):
+        file = tmp_path / "a_file"
+        file.write_text("x")
+        nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16, dataset=_dataset(), awq=True,
+                              advanced_parameters=nncf.AdvancedCompressionParameters(statistics_path=file))

@@ -354,3 +354,14 @@ def test_awq_without_dataset_on_pytorch_asks_for_one():
     items = [{"input_ids": token_ids(seed)} for seed in range(2)]
     nncompress.compress_weights(model, mode=M.INT4_SYM, group_size=16, awq=True, dataset=nncompress.Dataset(items))
     assert any(n.startswith("AWQ applied") for n in nncompress.last_report().notes)
+
+
+def test_statistics_cache_on_pytorch(tmp_path):
+    items = [{"input_ids": token_ids(seed)} for seed in range(3)]
+    advanced = nncompress.AdvancedCompressionParameters(statistics_path=tmp_path)
+    kwargs = {"mode": M.INT4_SYM, "group_size": 16, "scale_estimation": True, "advanced_parameters": advanced}
+    first = nncompress.compress_weights(tiny_llama(), dataset=nncompress.Dataset(items), **kwargs)
+    second = nncompress.compress_weights(tiny_llama(), dataset=nncompress.Dataset(items), **kwargs)
+    assert any(n.startswith("statistics loaded from") for n in nncompress.last_report().notes)
+    with torch.no_grad():
+        torch.testing.assert_close(first(token_ids()).logits, second(token_ids()).logits, rtol=0, atol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from typing import Any, TypeVar
 
 from nncompress.algorithms.weights.config import (
@@ -202,8 +203,10 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
         _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
     _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
-    if advanced.statistics_path is not None:
-        raise UnsupportedBackendError("statistics_path (statistics caching) is not supported")
+    if advanced.statistics_path is not None and not isinstance(advanced.statistics_path, (str, os.PathLike)):
+        raise ValidationError(
+            f"statistics_path must be a directory path (str or os.PathLike); got {advanced.statistics_path!r}"
+        )
     return advanced
 
 

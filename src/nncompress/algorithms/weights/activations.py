@@ -20,8 +20,12 @@ FLUSH_TOKENS = 512  # buffered tokens per tensor before they are added to the He
 @dataclass(frozen=True)
 class StatsNeeds:
     means: bool = False
-    metric: Metric | None = None
+    metrics: frozenset[Metric] = frozenset()  # data-aware mixed-precision statistics to keep
     hessian: bool = False
+
+    def covers(self, other: StatsNeeds) -> bool:
+        """Whether statistics collected for ``self`` answer everything ``other`` asks."""
+        return (self.means or not other.means) and self.metrics >= other.metrics and (self.hessian or not other.hessian)
 
 
 def _samples(value: np.ndarray) -> np.ndarray:
@@ -42,22 +46,23 @@ class ActivationStats:
         self.max_samples = max_samples
         self.means: list[np.ndarray] = []
         self.tokens: list[int] = []
-        self.metric_values: list[float] = []
+        self.hidden = 0
+        self.metric_values: dict[Metric, list[float]] = {m: [] for m in needs.metrics}
         self.hessian_sum: np.ndarray | None = None
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
-        self._hawq = 0.0
 
     def update(self, value: np.ndarray) -> None:
         samples = _samples(value)[: max(self.max_samples - len(self.tokens), 0)]
         if not samples.size:
             return
         self.tokens += [samples.shape[1]] * samples.shape[0]
+        self.hidden = samples.shape[2]
         if self.needs.means:
             self.means += list(samples.mean(axis=1))
-        if self.needs.metric is not None:
-            self._update_metric(samples)
+        if self.needs.metrics:
+            self._update_metrics(samples)
         if self.needs.hessian:
             self._pending.append(samples.reshape(-1, samples.shape[-1]))
             self._pending_tokens += self._pending[-1].shape[0]
@@ -74,28 +79,33 @@ class ActivationStats:
         self.hessian_tokens += flat.shape[0]
         self._pending, self._pending_tokens = [], 0
 
-    def _update_metric(self, samples: np.ndarray) -> None:
-        metric = self.needs.metric
-        if metric is Metric.HESSIAN_INPUT_ACTIVATION:
-            for sample in samples:  # reference accumulation: c = (c + sum x^2) / x.size
-                self._hawq = (self._hawq + float(np.sum(sample.astype(np.float64) ** 2))) / sample.size
-            return
-        if metric is Metric.MEAN_ACTIVATION_MAGNITUDE:
-            values = np.abs(samples).max(axis=1).mean(axis=-1)
-        else:
+    def _update_metrics(self, samples: np.ndarray) -> None:
+        metrics = self.needs.metrics
+        if Metric.HESSIAN_INPUT_ACTIVATION in metrics:  # per-sample energy sum x^2, combined in metric()
+            energies = np.square(samples, dtype=np.float64).sum(axis=(1, 2))
+            self.metric_values[Metric.HESSIAN_INPUT_ACTIVATION] += energies.tolist()
+        if Metric.MEAN_ACTIVATION_MAGNITUDE in metrics:
+            self.metric_values[Metric.MEAN_ACTIVATION_MAGNITUDE] += np.abs(samples).max(axis=1).mean(axis=-1).tolist()
+        if metrics & {Metric.MEAN_ACTIVATION_VARIANCE, Metric.MAX_ACTIVATION_VARIANCE}:
             variance = samples.var(axis=1)
-            values = variance.mean(axis=-1) if metric is Metric.MEAN_ACTIVATION_VARIANCE else variance.max(axis=-1)
-        self.metric_values += [float(v) for v in values]
+            reductions = ((Metric.MEAN_ACTIVATION_VARIANCE, np.mean), (Metric.MAX_ACTIVATION_VARIANCE, np.max))
+            for metric, reduce in reductions:
+                if metric in metrics:
+                    self.metric_values[metric] += reduce(variance, axis=-1).tolist()
 
     @property
     def count(self) -> int:
         return len(self.tokens)
 
-    def metric(self) -> float:
-        """The sensitivity statistic of the data-aware mixed-precision metric."""
-        if self.needs.metric is Metric.HESSIAN_INPUT_ACTIVATION:
-            return 2.0 * self._hawq / max(self.count, 1)
-        return float(np.mean(self.metric_values)) if self.metric_values else 0.0
+    def metric(self, metric: Metric) -> float:
+        """The sensitivity statistic of a data-aware mixed-precision metric."""
+        if metric is Metric.HESSIAN_INPUT_ACTIVATION:
+            trace = 0.0
+            for energy, tokens in zip(self.metric_values[metric], self.tokens):
+                trace = (trace + energy) / (tokens * self.hidden)  # reference accumulation: c = (c + t) / x.size
+            return 2.0 * trace / max(self.count, 1)
+        values = self.metric_values.get(metric)
+        return float(np.mean(values)) if values else 0.0
 
     def mean_matrix(self, subset: int | None = None) -> np.ndarray:
         """Token means as ``[samples, hidden]``; with ``subset``, samples with the most tokens are
@@ -123,3 +133,37 @@ class ActivationStats:
         self._flush()
         if self.hessian_sum is not None:
             self.hessian_sum = self.hessian_sum * np.outer(inverse_scale, inverse_scale)
+
+    # ------------------------------------------------------------------ statistics caching
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything collected, as named arrays (see ``from_arrays``)."""
+        self._flush()
+        arrays = {"tokens": np.asarray(self.tokens, np.int64), "hidden": np.asarray(self.hidden, np.int64)}
+        if self.means:
+            arrays["means"] = np.stack(self.means)
+        for metric, values in self.metric_values.items():
+            arrays[f"metric.{metric.value}"] = np.asarray(values, np.float64)
+        if self.hessian_sum is not None:
+            arrays["hessian_sum"] = self.hessian_sum
+            arrays["hessian_tokens"] = np.asarray(self.hessian_tokens, np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, needs: StatsNeeds, max_samples: int, arrays: dict[str, np.ndarray]) -> ActivationStats:
+        """Statistics saved by ``to_arrays``, limited to the first ``max_samples`` samples.
+
+        The Hessian sum cannot be cut: callers only ask for it when every saved sample is wanted.
+        """
+        stats = cls(needs, max_samples)
+        keep = min(max_samples, len(arrays["tokens"]))
+        stats.tokens = arrays["tokens"][:keep].tolist()
+        stats.hidden = int(arrays["hidden"])
+        if needs.means:
+            stats.means = list(arrays["means"][:keep])
+        for metric in needs.metrics:
+            stats.metric_values[metric] = arrays[f"metric.{metric.value}"][:keep].tolist()
+        if needs.hessian:
+            stats.hessian_sum = arrays["hessian_sum"]
+            stats.hessian_tokens = int(arrays["hessian_tokens"])
+        return stats

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompress.algorithms.weights import stats_cache
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.selection import WeightLayer
@@ -18,12 +19,27 @@ from nncompress.statistics.runner import StatisticsPlan, run_statistics
 
 def collect_statistics(
     adapter, model, layers: list[WeightLayer], options: WeightCompressionOptions
-) -> tuple[dict[str, ActivationStats], int]:
-    """One calibration pass; statistics of the input of every ratio-defining Linear (by node)."""
+) -> tuple[dict[str, ActivationStats], int, str | None]:
+    """Statistics of the input of every ratio-defining Linear (by node), the items used, and a note on
+    the statistics cache when one is configured."""
+    needs, samples = _needs(options)
+    tensors: dict[TensorRef, list[str]] = {}
+    for layer in layers:
+        if layer.activation is not None and layer.ratio_defining:
+            tensors.setdefault(layer.activation, []).append(layer.node)
+    if not tensors:
+        return {}, 0, None
+    by_tensor, count, note = _cached_or_collected(adapter, model, list(tensors), needs, samples, options)
+    result = {node: by_tensor[tensor] for tensor, nodes in tensors.items() for node in nodes}
+    return result, count, note
+
+
+def _needs(options: WeightCompressionOptions) -> tuple[StatsNeeds, int]:
+    """What the enabled methods need, and how many calibration items (the largest subset asked for)."""
     advanced = options.advanced
     means = options.awq or options.scale_estimation or options.lora_correction
     metric = options.sensitivity_metric if options.data_aware_mixed_precision else None
-    needs = StatsNeeds(means=bool(means), metric=metric, hessian=options.gptq)
+    needs = StatsNeeds(means=bool(means), metrics=frozenset([metric] if metric else []), hessian=options.gptq)
     sizes = [size for enabled, size in (
         (metric is not None, options.subset_size),
         (options.awq, advanced.awq_params.subset_size),
@@ -31,20 +47,28 @@ def collect_statistics(
         (options.gptq, advanced.gptq_params.subset_size),
         (options.lora_correction, advanced.lora_correction_params.subset_size),
     ) if enabled]
-    samples = min(options.subset_size, max(sizes, default=options.subset_size))
+    return needs, min(options.subset_size, max(sizes, default=options.subset_size))
+
+
+def _cached_or_collected(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, options):
+    path = options.advanced.statistics_path
+    if path is None:
+        return *_collect(adapter, model, tensors, needs, samples, options.dataset), None
+    file = stats_cache.cache_file(path)
+    cached = stats_cache.load(file, tensors, needs, samples)
+    if cached is not None:
+        return *cached, f"statistics loaded from {file} ({cached[1]} calibration items; the model was not run)"
+    wide = stats_cache.collected_needs(needs)
+    stats, count = _collect(adapter, model, tensors, wide, samples, options.dataset)
+    stats_cache.save(file, stats, wide, samples, count)
+    return stats, count, f"statistics of {count} calibration items saved to {file}"
+
+
+def _collect(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, dataset):
     plan = StatisticsPlan()
-    by_tensor: dict[TensorRef, ActivationStats] = {}
-    result: dict[str, ActivationStats] = {}
-    for layer in layers:
-        if layer.activation is None or not layer.ratio_defining:
-            continue
-        if layer.activation not in by_tensor:
-            by_tensor[layer.activation] = plan.add(layer.activation, ActivationStats(needs, samples))
-        result[layer.node] = by_tensor[layer.activation]
-    if not plan:
-        return {}, 0
-    count = run_statistics(adapter, model, plan, options.dataset, samples, "Statistics")
-    return result, count
+    stats = {tensor: plan.add(tensor, ActivationStats(needs, samples)) for tensor in tensors}
+    count = run_statistics(adapter, model, plan, dataset, samples, "Statistics")
+    return stats, count
 
 
 def oi_view(weight: np.ndarray, layer: WeightLayer) -> np.ndarray:

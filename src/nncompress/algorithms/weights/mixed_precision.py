@@ -45,8 +45,8 @@ def sensitivity(
     if metric is Metric.WEIGHT_QUANTIZATION_ERROR or stats is None or stats.count == 0:
         return 1.0 / (e8 + EPS)
     if metric is Metric.HESSIAN_INPUT_ACTIVATION:
-        return frobenius * stats.metric()
-    return stats.metric() / (e8 + EPS)
+        return frobenius * stats.metric(metric)
+    return stats.metric(metric) / (e8 + EPS)
 
 
 def assign_mixed_precision(

@@ -55,8 +55,12 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     layers = selection.layers
     ctx = _Context(adapter, model, options, report)
     if options.needs_statistics:
-        ctx.stats, report.calibration_items = data_aware.collect_statistics(adapter, model, layers, options)
+        ctx.stats, report.calibration_items, note = data_aware.collect_statistics(adapter, model, layers, options)
+        if note:
+            report.notes.append(note)
         report.timings["statistics"] = time.perf_counter() - start
+    elif options.advanced.statistics_path is not None:
+        report.notes.append("statistics_path is set but no data-aware method runs: no statistics were needed")
     if options.ratio < 1.0 and not options.is_8bit:
         report.notes.append(assign_mixed_precision(layers, options, ctx.read, ctx.stats_of))
     if options.awq:
