@@ -56,14 +56,9 @@ def load_float():
     return model.eval(), AutoTokenizer.from_pretrained(folder)
 
 
-def onnx_path() -> Path:
-    """The ONNX export (input ``input_ids`` [batch, sequence] -> ``logits``), created once."""
+def export_logits_onnx(model, path: Path) -> None:
+    """Export a transformers causal LM as ONNX: ``input_ids`` [batch, sequence] -> ``logits`` (no KV cache)."""
     import torch
-
-    path = CACHE / "model.onnx"
-    if path.exists():
-        return path
-    model, _ = load_float()
 
     class Logits(torch.nn.Module):
         def __init__(self, inner):
@@ -74,10 +69,17 @@ def onnx_path() -> Path:
             mask = torch.ones_like(input_ids)
             return self.inner(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
 
-    ids = torch.randint(0, 1000, (1, 16))
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
-    torch.onnx.export(Logits(model), (ids,), str(path), dynamo=False, opset_version=17,
+    torch.onnx.export(Logits(model).eval(), (ids,), str(path), dynamo=False, opset_version=17,
                       input_names=["input_ids"], output_names=["logits"], dynamic_axes=axes)
+
+
+def onnx_path() -> Path:
+    """The ONNX export of SmolLM2, created once."""
+    path = CACHE / "model.onnx"
+    if not path.exists():
+        export_logits_onnx(load_float()[0], path)
     return path
 
 

@@ -148,25 +148,10 @@ def gpt2_files() -> Path:
     path = CACHE / "gpt2_300m" / "model.onnx"
     if path.exists():
         return path
-    import torch
-
-    model = gpt2_torch()
-    config = model.config
-
-    class Logits(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids):
-            mask = torch.ones_like(input_ids)
-            return self.inner(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+    from bench import llm
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    ids = torch.randint(0, config.vocab_size, (1, 16))
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
-    torch.onnx.export(Logits(model), (ids,), str(path), dynamo=False, opset_version=17,
-                      input_names=["input_ids"], output_names=["logits"], dynamic_axes=axes)
+    llm.export_logits_onnx(gpt2_torch(), path)
     return path
 
 
