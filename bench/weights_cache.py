@@ -1,0 +1,85 @@
+"""Statistics caching in ``compress_weights`` on SmolLM2-135M, one process per backend.
+
+    python bench/weights_cache.py
+
+Per backend: (1) INT4_SYM ratio 0.8 data-aware with a fresh ``statistics_path`` (collects and saves),
+(2) INT4_ASYM + AWQ + scale estimation with the same path (loads), (3) the same as (2) without a cache.
+(2) and (3) must give the same model: the largest logit difference on 64 evaluation tokens is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common, llm  # noqa: E402
+from bench.weights import _measured  # noqa: E402
+
+BACKENDS = ("onnx", "openvino", "torch")
+
+
+def case(backend: str) -> dict:
+    import nncompress as nncf
+
+    tok = llm.tokenizer()
+    model = llm.load(backend)
+    transform = common.torch_item if backend == "torch" else None
+    dataset = nncf.Dataset(llm.calibration_items(tok), transform)
+    second = {"mode": "int4_asym", "awq": True, "scale_estimation": True, "dataset": dataset}
+    figures = {}
+    with tempfile.TemporaryDirectory() as folder:
+        cache = nncf.AdvancedCompressionParameters(statistics_path=folder)
+        first = _measured(lambda: nncf.compress_weights(
+            model, mode="int4_sym", ratio=0.8, dataset=dataset, advanced_parameters=cache))
+        figures["first_s"], figures["first_rise_mb"] = first["seconds"], first["rise_mb"]
+        figures["cache_mb"] = sum(f.stat().st_size for f in Path(folder).iterdir()) / 2**20
+        del first
+        hit = _measured(lambda: nncf.compress_weights(model, advanced_parameters=cache, **second))
+        figures["notes"] = [n for n in nncf.last_report().notes if n.startswith("statistics")]
+    plain = _measured(lambda: nncf.compress_weights(model, **second))
+    figures["hit_s"], figures["plain_s"] = hit["seconds"], plain["seconds"]
+    ids = llm.evaluation_ids(tok)[:64]
+    logits = [llm.logits_fn(backend, run["model"])(ids[None]) for run in (hit, plain)]
+    figures["max_logit_diff"] = float(np.abs(logits[0] - logits[1]).max())
+    return figures
+
+
+def table() -> str:
+    rows = []
+    for backend in BACKENDS:
+        out = subprocess.run([sys.executable, __file__, "--case", backend], capture_output=True, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode or not lines:
+            raise RuntimeError(f"{backend} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(lines[-1])
+        print(backend, r, flush=True)
+        rows.append([backend, f"{r['first_s']:.1f}", f"{r['cache_mb']:.0f}", f"{r['plain_s']:.1f}", f"{r['hit_s']:.1f}",
+                     f"{r['plain_s'] / r['hit_s']:.1f}x", f"{r['max_logit_diff']:.1e}"])
+    headers = ["backend", "run 1: INT4_SYM r0.8 data-aware, saves statistics (s)", "cache MB",
+               "run 2 without cache: INT4_ASYM + AWQ + SE (s)", "run 2 loading the cache (s)", "speed-up",
+               "max |logit difference| cached vs not"]
+    return common.markdown_table(headers, rows)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--case":
+        print(json.dumps(case(sys.argv[2])))
+        return
+    common.write_benchmarks_section(
+        "Weight compression: statistics caching (SmolLM2-135M)", "python bench/weights_cache.py", table(),
+        f"Measured on {common.machine_summary()}. Calibration: 128 samples of 128 tokens (bench/llm.py). "
+        "AdvancedCompressionParameters(statistics_path=...): run 1 collects token means and every data-aware "
+        "mixed-precision statistic and saves them; run 2 (other mode and methods) loads them instead of running "
+        "the model. Logit difference on the first 64 evaluation tokens.",
+    )
+
+
+if __name__ == "__main__":
+    main()
