@@ -78,8 +78,14 @@ class CompressWeightsMode(StrEnum):
     INT4_SYM = "int4_sym"
     INT4_ASYM = "int4_asym"
     NF4 = "nf4"
-    E2M1 = "e2m1"
+    E2M1 = "e2m1"  # NNCF's former name of MXFP4
     MXFP4 = "mxfp4"
+    FP4 = "fp4"
+    NVFP4 = "nvfp4"
+    FP8_E4M3 = "fp8_e4m3"
+    MXFP8_E4M3 = "mxfp8_e4m3"
+    CB4_F8E4M3 = "cb4_f8e4m3"
+    CB4 = "cb4"  # short name of CB4_F8E4M3
     INT8 = "int8"  # deprecated alias of INT8_ASYM in NNCF
 
 

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 BACKENDS = {"onnx": onnx_model, "openvino": openvino_model}
+OPENVINO_NAMES = {"fc2/WithoutBiases": "fc2", "logits": "head", "conv/WithoutBiases": "conv"}
 
 
 def _rows(report) -> dict[str, str]:
@@ -38,6 +39,33 @@ def test_int4_keeps_embedding_conv_and_last_linear_in_backup(backend):
     assert len(int4) == 2  # fc1, fc2; head is the last Linear
     assert sum(config.startswith("int8_asym") for config in layers.values()) == 3
     assert "ratio-defining" in report.table() and "int4_sym, group size 16" in str(report)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_formats_defaults_and_backups(backend):
+    """NNCF's defaults: FP4/FP8 back up in FP8_E4M3 (same group, per channel where it does not divide),
+    MX formats in MXFP8_E4M3 (INT8_ASYM where 32 does not divide), NVFP4 in INT8_ASYM; CB4 per channel."""
+    expected = {
+        "fp4": {"fc1": "fp4, group size 64", "fc2": "fp4, group size 128", "head": "fp8_e4m3, group size 128",
+                "embedding": "fp8_e4m3, per-channel", "conv": "fp8_e4m3, per-channel"},
+        "mxfp4": {"fc1": "mxfp4, group size 32", "head": "mxfp8_e4m3, group size 32",
+                  "embedding": "mxfp8_e4m3, group size 32", "conv": "int8_asym, per-channel"},
+        "nvfp4": {"fc2": "nvfp4, group size 16", "head": "int8_asym, per-channel"},
+        "cb4": {"fc2": "cb4_f8e4m3, per-channel", "embedding": "int8_asym, per-channel"},
+        "fp8_e4m3": {"fc2": "fp8_e4m3, group size 128", "embedding": "fp8_e4m3, per-channel"},
+    }
+    for mode, layers in expected.items():
+        model = BACKENDS[backend]()
+        compressed = nncf.compress_weights(model, mode=mode)
+        got = {OPENVINO_NAMES.get(k, k): v for k, v in nncf.last_report().layers.items()}
+        assert {name: got[name] for name in layers} == layers, mode
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            run = ort.InferenceSession(compressed.SerializeToString(), providers=["CPUExecutionProvider"])
+            reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            got, want = run.run(None, inputs())[0], reference.run(None, inputs())[0]
+            assert np.abs(got - want).max() < 0.2 * np.abs(want).max(), mode
 
 
 def test_all_layers_and_backup_none():
@@ -87,6 +115,9 @@ def test_group_size_ignore_keeps_float():
         ({"mode": "int4_sym", "scale_estimation": True}, "need a calibration dataset"),
         ({"mode": "int4_sym", "gptq": True}, "need a calibration dataset"),
         ({"mode": "mxfp4", "awq": True}, "work with modes"),
+        ({"mode": "nvfp4", "group_size": 32}, "groups of 16"),
+        ({"mode": "mxfp8_e4m3", "group_size": 64}, "groups of 32"),
+        ({"mode": "fp4", "scale_estimation": True, "dataset": nncf.Dataset([inputs()])}, "work with modes"),
         ({"mode": "int4_sym", "ratio": 0.5, "sensitivity_metric": "max_activation_variance"}, "needs a dataset"),
         ({"mode": "int4_sym", "subset_size": 0}, "subset_size"),
         ({"mode": "int4_sym", "backup_mode": "int2"}, "backup_mode must be one of"),

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from nncompress.numerics.grids import nearest_e4m3
 from nncompress.numerics.lowbit import (
-    E2M1_LEVELS,
     NF4_LEVELS,
     code_range,
+    codebook,
     encode,
     grouped_shape,
     pack_4bit,
@@ -20,8 +21,10 @@ from nncompress.numerics.lowbit import (
 )
 from nncompress.parameters import CompressWeightsMode as M
 
-FOUR_BIT = [M.INT4_SYM, M.INT4_ASYM, M.NF4, M.MXFP4]
-ALL = [M.INT8_ASYM, M.INT8_SYM, *FOUR_BIT]
+FOUR_BIT = [M.INT4_SYM, M.INT4_ASYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4, M.CB4_F8E4M3]
+FLOAT8 = [M.FP8_E4M3, M.MXFP8_E4M3]
+ALL = [M.INT8_ASYM, M.INT8_SYM, *FOUR_BIT, *FLOAT8]
+GROUPS = {M.NVFP4: 16, M.CB4_F8E4M3: -1, M.INT8_ASYM: -1, M.INT8_SYM: -1}
 
 
 @given(hnp.arrays(np.uint8, st.integers(0, 257), elements=st.integers(0, 15)))
@@ -61,14 +64,18 @@ def _weights(draw_shape=(8, 64)):
 def test_error_bounds(weight, mode):
     """|w - w^| is at most one step for integer modes (the rounded zero point or the clipped top code can
     cost up to one step at the range ends; half a step inside), half the widest grid gap for NF4/E2M1."""
-    group = -1 if mode in (M.INT8_ASYM, M.INT8_SYM) else 32
+    group = GROUPS.get(mode, 32)
     compressed = encode(weight, mode, axis=1, group_size=group, out_axis=0)
     error = np.abs(compressed.decompress() - weight).reshape(compressed.stored_shape)
-    scale = np.abs(compressed.scale)
+    scale = np.abs(compressed.scale) * (compressed.global_scale or 1.0)
     if mode in (M.INT8_ASYM, M.INT4_ASYM, M.INT8_SYM, M.INT4_SYM):
         bound = scale * 1.07  # plus the float16 rounding of the scale times up to 255 steps
+    elif mode in FLOAT8:  # relative: half a mantissa step (2^-4) of the value, or the subnormal step
+        bound = np.maximum(np.abs(weight).reshape(error.shape) * 2.0**-4, scale * 2.0**-10) * (1 + 1e-3)
     else:
-        levels = NF4_LEVELS if mode is M.NF4 else np.unique(np.abs(E2M1_LEVELS))
+        levels = np.unique(np.abs(codebook(mode)))
+        if mode is M.NVFP4:  # a group scale rounded down to E4M3 clips its largest weight by up to 1/16
+            levels = np.append(levels, 6.0 * (1 + 2.0**-3))
         bound = scale * np.max(np.diff(np.sort(levels))) / 2 * (1 + 1e-3)
     assert np.all(error <= bound + 1e-7)
 
@@ -77,20 +84,23 @@ def test_error_bounds(weight, mode):
 def test_codes_in_range_and_roundtrip(mode):
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((16, 96)).astype(np.float32)
-    group = -1 if mode in (M.INT8_ASYM, M.INT8_SYM) else 32
+    group = GROUPS.get(mode, 32)
     compressed = encode(weight, mode, 1, group, 0)
     codes = compressed.codes()
     low, high = code_range(mode)
     assert codes.shape == compressed.stored_shape and codes.min() >= low and codes.max() <= high
-    # encoding the dequantized weight with the same scales gives the same codes (stable storage)
-    again = encode(compressed.decompress(), mode, 1, group, 0, compressed.scale, compressed.zero_point)
-    np.testing.assert_array_equal(again.codes(), codes)
-    # 4-bit scales are float16 values (powers of two for MXFP4); per-channel 8-bit ones stay float32
-    assert compressed.scale_dtype == ("float16" if mode in (M.INT4_SYM, M.INT4_ASYM, M.NF4) else "float32") or (
-        mode is M.MXFP4
-    )
-    if mode is M.MXFP4:
+    assert not np.isnan(compressed.decompress()).any()  # never the NaN codes of E4M3
+    if mode is not M.NVFP4:  # re-encoding the dequantized weight with the same scales: the same codes
+        again = encode(compressed.decompress(), mode, 1, group, 0, compressed.scale, compressed.zero_point)
+        np.testing.assert_array_equal(again.codes(), codes)
+    # group-wise scales are float16 values (powers of two for MX formats); per-channel INT8 ones float32
+    if mode in (M.MXFP4, M.MXFP8_E4M3):
         np.testing.assert_array_equal(np.exp2(np.round(np.log2(compressed.scale))), compressed.scale)
+    else:
+        assert compressed.scale_dtype == ("float32" if mode in (M.INT8_ASYM, M.INT8_SYM) else "float16")
+    if mode is M.NVFP4:  # group scales are E4M3 values under one float32 tensor scale
+        np.testing.assert_array_equal(codebook(M.FP8_E4M3)[nearest_e4m3(compressed.scale)], compressed.scale)
+        assert compressed.global_scale > 0
 
 
 def test_symmetric_uses_the_full_signed_grid():
@@ -142,15 +152,42 @@ def test_nbytes_shrink():
 @settings(max_examples=40, deadline=None)
 @given(hnp.arrays(np.float32, st.integers(1, 300), elements=st.floats(-7, 7, width=32)))
 def test_grid_lookup_equals_nearest_level(values):
-    from nncompress.numerics.lowbit import E2M1_MAGNITUDES, _nearest_level
+    from nncompress.numerics.grids import E2M1_MAGNITUDES, nearest_e2m1, nearest_nf4
 
     values = np.concatenate([values, (NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2]).astype(np.float32)
     mids = ((NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2).astype(np.float32)
     clipped = np.clip(values, -1.5, 1.5)
-    np.testing.assert_array_equal(_nearest_level(clipped, M.NF4), np.searchsorted(mids, clipped, side="left"))
+    np.testing.assert_array_equal(nearest_nf4(clipped), np.searchsorted(mids, clipped, side="left"))
     magnitude = np.abs(values)
     half = (E2M1_MAGNITUDES[1:] + E2M1_MAGNITUDES[:-1]) / 2
     low, high = np.searchsorted(half, magnitude, "left"), np.searchsorted(half, magnitude, "right")
     expected = np.where((low != high) & (low % 2 == 1), high, low)
-    got = _nearest_level(magnitude, M.MXFP4)
+    got = nearest_e2m1(magnitude)
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 300), elements=st.floats(-500, 500, width=32)))
+def test_e4m3_rounding_matches_the_float8_type(values):
+    """Round half to even and saturation at 448, against ml_dtypes' float8_e4m3fn conversion."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ties = (codebook(M.FP8_E4M3)[1:126] + codebook(M.FP8_E4M3)[2:127]) / 2
+    values = np.concatenate([values, ties, -ties]).astype(np.float32)
+    clipped = np.clip(values, -448, 448)
+    expected = clipped.astype(ml_dtypes.float8_e4m3fn).view(np.uint8)
+    expected = np.where(expected == 0x80, 0, expected)  # -0 is stored as +0
+    np.testing.assert_array_equal(nearest_e4m3(values), expected)
+
+
+def test_cb4_and_nvfp4_formats():
+    weight = np.array([[3.5, -3.5, 1.2, -0.3] + [0.0] * 12], np.float32)
+    cb4 = encode(weight, M.CB4_F8E4M3, 1, -1, 0)
+    np.testing.assert_allclose(cb4.decompress()[0, :4], [3.5, -3.5, 1.125, -0.3125])  # nearest codebook values
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((4, 64)).astype(np.float32) * np.array([[1.0], [10.0], [0.01], [0.0]], np.float32)
+    nv = encode(weight, M.NVFP4, 1, 16, 0)
+    assert nv.scale.shape == (4, 4, 1) and np.isclose(nv.global_scale, np.abs(weight).max() / 6 / 448, rtol=1e-6)
+    np.testing.assert_array_equal(nv.decompress()[3], 0.0)  # an all-zero row stays exact
+    for row in range(3):  # rows 100x apart in scale keep the same relative error (per-group E4M3 scales)
+        error = np.linalg.norm(nv.decompress()[row] - weight[row]) / np.linalg.norm(weight[row])
+        assert 0.01 < error < 0.15

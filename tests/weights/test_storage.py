@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nncompress.graph.edits import CompressWeight
-from nncompress.numerics.lowbit import encode
+from nncompress.numerics.lowbit import encode, mode_bits
 from nncompress.parameters import CompressWeightsMode as M
 from tests.weights.models import inputs, onnx_model, openvino_model
 
@@ -17,13 +17,24 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 
-MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.NF4, M.MXFP4]
+MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4, M.FP8_E4M3,
+         M.MXFP8_E4M3, M.CB4_F8E4M3]
+STORED_TYPE = {M.INT8_ASYM: "u8", M.INT8_SYM: "i8", M.INT4_ASYM: "u4", M.INT4_SYM: "i4", M.NF4: "nf4",
+               M.MXFP4: "f4e2m1", M.FP4: "f4e2m1", M.NVFP4: "f4e2m1", M.FP8_E4M3: "f8e4m3",
+               M.MXFP8_E4M3: "f8e4m3", M.CB4_F8E4M3: "u4"}
 
 
 def _group(mode, kind: str) -> int:
-    if mode in (M.INT8_ASYM, M.INT8_SYM) or kind == "conv":
+    if mode in (M.INT8_ASYM, M.INT8_SYM, M.CB4_F8E4M3) or kind == "conv":
         return -1
-    return 32 if mode is M.MXFP4 else 16
+    return {M.MXFP4: 32, M.MXFP8_E4M3: 32}.get(mode, 16)
+
+
+def _api_kwargs(mode) -> dict:
+    """compress_weights arguments: every Linear and the embedding in ``mode`` (small groups)."""
+    if mode in (M.INT8_ASYM, M.INT8_SYM):
+        return {}
+    return {"group_size": _group(mode, "linear"), "all_layers": True}
 
 
 def _edits(adapter, model, mode):
@@ -73,7 +84,7 @@ def test_onnx_storage_equals_reference_dequantization(mode):
     onnx.checker.check_model(compressed)
     for got, want in zip(_ort(compressed), _ort(_onnx_reference(model, reference))):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
-    assert compressed.ByteSize() < model.ByteSize() / (3.0 if mode in (M.INT8_ASYM, M.INT8_SYM) else 4.0)
+    assert compressed.ByteSize() < model.ByteSize() / (3.0 if mode_bits(mode) == 8 else 4.0)
     ops = {n.op_type for n in compressed.graph.node}
     if mode in (M.INT4_SYM, M.INT4_ASYM, M.INT8_SYM, M.INT8_ASYM):
         assert "MatMulNBits" in ops and "Gemm" not in ops  # Gemm bias moved into MatMulNBits: added once
@@ -103,9 +114,7 @@ def test_openvino_storage_equals_reference_dequantization(mode):
     compressed = adapter.apply(model, edits)
     constants = [op for op in compressed.get_ops() if op.get_type_name() == "Constant"]
     types = {op.get_output_element_type(0).get_type_name() for op in constants}
-    expected = {M.INT8_ASYM: "u8", M.INT8_SYM: "i8", M.INT4_ASYM: "u4", M.INT4_SYM: "i4", M.NF4: "nf4",
-                M.MXFP4: "f4e2m1"}[mode]
-    assert expected in types
+    assert STORED_TYPE[mode] in types
     # reference: the float model with each weight constant replaced by the dequantized value
     from nncompress.graph.edits import SetConstant
 
@@ -139,8 +148,7 @@ def test_onnx_runtime_and_openvino_agree(mode):
     import nncompress as nncf
     from nncompress.backends.openvino.runner import compile_model
 
-    group = None if mode in (M.INT8_ASYM, M.INT8_SYM) else (32 if mode is M.MXFP4 else 16)
-    kwargs = {} if group is None else {"group_size": group, "all_layers": True}
+    kwargs = _api_kwargs(mode)
     on_onnx = nncf.compress_weights(onnx_model(), mode=mode, **kwargs)
     on_ov = nncf.compress_weights(openvino_model(), mode=mode, **kwargs)
     compiled = compile_model(on_ov)
@@ -171,8 +179,7 @@ def test_pytorch_agrees_with_onnx_runtime(mode):
     import nncompress as nncf
     from tests.weights.models import torch_model
 
-    group = None if mode in (M.INT8_ASYM, M.INT8_SYM) else (32 if mode is M.MXFP4 else 16)
-    kwargs = {} if group is None else {"group_size": group, "all_layers": True}
+    kwargs = _api_kwargs(mode)
     on_onnx = nncf.compress_weights(onnx_model(), mode=mode, **kwargs)
     on_torch = nncf.compress_weights(torch_model(), mode=mode, **kwargs)
     with torch.no_grad():

@@ -27,7 +27,8 @@ from nncompress.numerics.lowbit import encode, mode_bits  # noqa: E402
 from nncompress.parameters import CompressWeightsMode as M  # noqa: E402
 
 transformers.logging.set_verbosity_error()
-MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_SYM, M.INT4_ASYM, M.NF4, M.MXFP4]
+MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_SYM, M.INT4_ASYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4, M.FP8_E4M3,
+         M.MXFP8_E4M3, M.CB4_F8E4M3]
 CONV_KINDS = (OpKind.CONV, OpKind.DEPTHWISE_CONV, OpKind.CONV_TRANSPOSE)
 
 
@@ -86,9 +87,9 @@ def model_bytes(model: nn.Module) -> int:
 
 
 def group_size(mode, node) -> int:
-    if mode_bits(mode) == 8 or node.kind in CONV_KINDS:
+    if mode in (M.INT8_ASYM, M.INT8_SYM, M.CB4_F8E4M3) or node.kind in CONV_KINDS:
         return -1
-    return 32 if mode is M.MXFP4 else 16
+    return {M.MXFP4: 32, M.MXFP8_E4M3: 32}.get(mode, 16)
 
 
 def compress_all(model, mode, example=None):

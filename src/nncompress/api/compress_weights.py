@@ -16,7 +16,7 @@ from nncompress.algorithms.weights.pipeline import run_weight_compression
 from nncompress.backends.registry import backend_name, get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
-from nncompress.numerics.lowbit import canonical_mode, mode_bits
+from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, canonical_mode, is_int8_mode
 from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric, coerce_enum
 from nncompress.report import set_last_report
 from nncompress.scopes import IgnoredScope
@@ -89,7 +89,8 @@ def _check_8bit(mode: Mode, given: dict[str, Any]) -> None:
     if wrong:
         raise ValidationError(
             f"mode={mode.value!r} compresses every weight per channel in 8 bits, so {', '.join(wrong)} cannot be "
-            "used with it; these options need a 4-bit mode: 'int4_sym', 'int4_asym', 'nf4' or 'mxfp4'"
+            "used with it; these options need a mixed-precision mode such as 'int4_sym', 'int4_asym', 'nf4', "
+            "'fp4', 'mxfp4', 'nvfp4' or 'fp8_e4m3'"
         )
 
 
@@ -100,9 +101,10 @@ def _resolve_group_size(mode: Mode, group_size: Any) -> int:
         raise ValidationError(
             f"group_size must be a positive integer (e.g. 32, 64, 128) or -1 for per-channel; got {group_size!r}"
         )
-    if mode is Mode.MXFP4 and group_size != 32:
+    fixed = FIXED_GROUP_SIZES.get(mode)
+    if fixed is not None and group_size != fixed:
         raise ValidationError(
-            f"mode='mxfp4' uses groups of 32 elements (its E8M0 scale format); got group_size={group_size}"
+            f"mode={mode.value!r} uses groups of {fixed} elements (its scale format); got group_size={group_size}"
         )
     return group_size
 
@@ -153,7 +155,7 @@ def validate_compress_args(
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     advanced = _check_advanced(advanced)
-    if mode_bits(mode) == 8:
+    if is_int8_mode(mode):
         _check_8bit(mode, {
             "ratio": ratio if ratio not in (None, 1, 1.0) else None,
             "group_size": group_size if group_size != -1 else None,
@@ -175,6 +177,7 @@ def validate_compress_args(
         gptq=_flag(gptq, "gptq"),
         lora_correction=_flag(lora_correction, "lora_correction"),
         backup_mode=coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True) or BackupMode.INT8_ASYM,
+        default_backup=backup_mode is None,
         ignored_scope=ignored_scope,
         dataset=dataset,
         advanced=advanced,

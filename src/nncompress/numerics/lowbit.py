@@ -24,32 +24,47 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nncompress.numerics import grids
 from nncompress.numerics.chunked import chunk_bounds, rows_of, run_chunks
+from nncompress.numerics.grids import E2M1_LEVELS, E2M1_MAGNITUDES, NF4_LEVELS  # noqa: F401 - re-exported
 from nncompress.parameters import CompressWeightsMode as Mode
 
-NF4_LEVELS = np.array(
-    [-1.0, -0.6961928, -0.5250731, -0.3949175, -0.2844414, -0.1847734, -0.0910500, 0.0,
-     0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0],
-    dtype=np.float32,
-)
-# f4e2m1 in code order: code = sign << 3 | magnitude index
-E2M1_MAGNITUDES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
-E2M1_LEVELS = np.concatenate([E2M1_MAGNITUDES, -E2M1_MAGNITUDES]).astype(np.float32)
 F16_NORMAL = 2.0**-14  # smallest normal float16: smaller scales are kept in float32
 F32_TINY = 1e-30
 
 INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
-FOUR_BIT_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4})
-CODEBOOK_MODES = frozenset({Mode.NF4, Mode.MXFP4})
+FOUR_BIT_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3})
+_GRIDS = {  # float-grid modes: (grid indexed by code, nearest-code function)
+    Mode.NF4: (grids.NF4_LEVELS, grids.nearest_nf4),
+    Mode.CB4_F8E4M3: (grids.CB4_LEVELS, grids.nearest_cb4),
+    Mode.MXFP4: (grids.E2M1_LEVELS, grids.nearest_e2m1),
+    Mode.FP4: (grids.E2M1_LEVELS, grids.nearest_e2m1),
+    Mode.NVFP4: (grids.E2M1_LEVELS, grids.nearest_e2m1),
+    Mode.FP8_E4M3: (grids.E4M3_LEVELS, grids.nearest_e4m3),
+    Mode.MXFP8_E4M3: (grids.E4M3_LEVELS, grids.nearest_e4m3),
+}
+CODEBOOK_MODES = frozenset(_GRIDS)
+MX_MODES = frozenset({Mode.MXFP4, Mode.MXFP8_E4M3})  # power-of-two (E8M0) scales, groups of 32
+FIXED_GROUP_SIZES = {Mode.MXFP4: 32, Mode.MXFP8_E4M3: 32, Mode.NVFP4: 16}
+SEARCHABLE_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4})  # range search candidates
+# NNCF backs these up with FP8_E4M3 (same group size) or MXFP8_E4M3 instead of INT8_ASYM
+FLOAT_BACKUP = {Mode.FP4: Mode.FP8_E4M3, Mode.FP8_E4M3: Mode.FP8_E4M3,
+                Mode.MXFP4: Mode.MXFP8_E4M3, Mode.MXFP8_E4M3: Mode.MXFP8_E4M3}
 
 
 def canonical_mode(mode: Mode) -> Mode:
-    """The mode a deprecated alias stands for (INT8 -> INT8_ASYM, E2M1 -> MXFP4)."""
-    return {Mode.INT8: Mode.INT8_ASYM, Mode.E2M1: Mode.MXFP4}.get(Mode(mode), Mode(mode))
+    """The mode an alias stands for (INT8 -> INT8_ASYM, E2M1 -> MXFP4, CB4 -> CB4_F8E4M3)."""
+    aliases = {Mode.INT8: Mode.INT8_ASYM, Mode.E2M1: Mode.MXFP4, Mode.CB4: Mode.CB4_F8E4M3}
+    return aliases.get(Mode(mode), Mode(mode))
 
 
 def mode_bits(mode: Mode) -> int:
     return 4 if canonical_mode(mode) in FOUR_BIT_MODES else 8
+
+
+def is_int8_mode(mode: Mode) -> bool:
+    """INT8_ASYM/INT8_SYM: every weight per channel, no ratio, no backup (NNCF's "8-bit modes")."""
+    return canonical_mode(mode) in (Mode.INT8_ASYM, Mode.INT8_SYM)
 
 
 def is_asymmetric(mode: Mode) -> bool:
@@ -58,12 +73,14 @@ def is_asymmetric(mode: Mode) -> bool:
 
 def codebook(mode: Mode) -> np.ndarray | None:
     """The grid values indexed by the codes of a float-grid mode (None for integer modes)."""
-    mode = canonical_mode(mode)
-    if mode is Mode.NF4:
-        return NF4_LEVELS
-    if mode is Mode.MXFP4:
-        return E2M1_LEVELS
-    return None
+    entry = _GRIDS.get(canonical_mode(mode))
+    return None if entry is None else entry[0]
+
+
+def grid_max(mode: Mode) -> float:
+    """The largest magnitude of a float-grid mode (the scale maps max|w| onto it)."""
+    book = codebook(mode)
+    return float(np.nanmax(np.abs(book)))
 
 
 def code_range(mode: Mode) -> tuple[int, int]:
@@ -150,8 +167,8 @@ def _extremes(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> tuple[n
 
 
 def _finish(scale: np.ndarray, mode: Mode) -> np.ndarray:
-    """4-bit scales are stored in float16; 8-bit (per-channel, few) stay float32 for accuracy."""
-    if mode_bits(mode) == 4:
+    """Group-wise scales (4-bit modes, FP8) are stored in float16; INT8 per-channel ones stay float32."""
+    if not is_int8_mode(mode):
         return round_scale(scale)
     magnitude = np.maximum(np.abs(scale), F32_TINY)
     return ((np.sign(scale) + (scale == 0)) * magnitude).astype(np.float32)
@@ -166,10 +183,24 @@ def _scale_from(low: np.ndarray, high: np.ndarray, mode: Mode, shrink=(1.0, 1.0)
     if mode in (Mode.INT8_SYM, Mode.INT4_SYM):
         signed_max = np.where((low < 0) & (np.abs(low) >= np.abs(high)), np.abs(low), -high)
         return _finish(signed_max * shrink[0] / 2 ** (bits - 1), mode), None
-    if mode is Mode.MXFP4:
-        exponent = np.ceil(np.log2(np.maximum(low, 2.0**-126) / 6.0))
-        return np.exp2(np.clip(exponent, -127, 127)).astype(np.float32), None
-    return _finish(low * shrink[0] / np.abs(codebook(mode)).max(), mode), None
+    if mode in MX_MODES:
+        return grids.e8m0(low, grid_max(mode)), None
+    if mode is Mode.NVFP4:
+        group_scale, global_scale = nvfp4_scales(low)
+        return group_scale * np.float32(global_scale), None
+    return _finish(low * shrink[0] / grid_max(mode), mode), None
+
+
+def nvfp4_scales(amax: np.ndarray) -> tuple[np.ndarray, float]:
+    """NVFP4's two-level scale: per-group ``max|w| / 6`` rounded to FP8 E4M3 relative to one float32
+    tensor scale ``max(group scales) / 448``. Returns (E4M3 group scales as float32, tensor scale);
+    groups whose scale rounds to 0 get the smallest E4M3 value instead (their codes are then 0)."""
+    ideal = np.asarray(amax, dtype=np.float32) / 6.0
+    top = float(ideal.max()) if ideal.size else 0.0
+    global_scale = np.float32(top / grids.E4M3_MAX if top > 0 else 1.0)
+    codes = grids.nearest_e4m3(ideal / global_scale)
+    values = grids.E4M3_LEVELS[codes]
+    return np.where(values > 0, values, grids.E4M3_MAGNITUDES[1]).astype(np.float32), float(global_scale)
 
 
 def compute_scale(
@@ -213,11 +244,11 @@ def search_scale(
     grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Round-to-nearest parameters, or per group a clipped range when it gives a smaller weight error
-    (4-bit integer and NF4 modes; 8-bit and MXFP4 keep the round-to-nearest ones)."""
+    (4-bit integer and NF4 modes; the other modes keep the round-to-nearest ones)."""
     mode = canonical_mode(mode)
     low, high = _extremes(grouped, mode, axes)
     scale, zero_point = _scale_from(low, high, mode)
-    if mode_bits(mode) == 8 or mode is Mode.MXFP4:
+    if mode not in SEARCHABLE_MODES:
         return scale, zero_point
     best = squared_error(grouped, mode, axes, scale, zero_point)
     for shrink in SEARCH_ASYMMETRIC if zero_point is not None else SEARCH_SYMMETRIC:
@@ -231,43 +262,6 @@ def search_scale(
     return scale, zero_point
 
 
-class _Midpoints:
-    """``count(mids < x)`` for a sorted grid's decision boundaries: a lookup table over uniform bins
-    (power-of-two width, no decision boundary near a bin edge) plus one exact comparison."""
-
-    def __init__(self, levels: np.ndarray, low: float, high: float, bins: int = 4096):
-        mids = ((levels[1:] + levels[:-1]) / 2).astype(np.float32)
-        edges = low + (high - low) * np.arange(bins + 1) / bins
-        assert np.min(np.abs(mids[:, None] - edges[None, :])) > 1e-5, "a decision boundary sits on a bin edge"
-        self.above = np.append(mids, np.float32(np.inf)).astype(np.float32)  # mids[i]
-        self.table = np.searchsorted(mids, edges[:-1], side="left").astype(np.int32)
-        self.low, self.scale, self.bins = np.float32(low), np.float32(bins / (high - low)), bins
-
-    def count_below(self, x: np.ndarray) -> np.ndarray:
-        index = np.subtract(x, self.low, dtype=np.float32)
-        index *= self.scale
-        index = index.astype(np.int32)
-        np.clip(index, 0, self.bins - 1, out=index)
-        count = np.take(self.table, index)
-        count += x > np.take(self.above, count)
-        return count
-
-
-_NF4_GRID = _Midpoints(NF4_LEVELS, -1.0, 1.0)
-_E2M1_GRID = _Midpoints(E2M1_MAGNITUDES, -0.0007, 7.9993)  # bin edges away from the dyadic boundaries
-
-
-def _nearest_level(normalized: np.ndarray, mode: Mode) -> np.ndarray:
-    """Codes of the grid values nearest to ``normalized`` (mid-points as decision boundaries)."""
-    if mode is Mode.NF4:
-        return _NF4_GRID.count_below(normalized).astype(np.uint8)
-    magnitude = np.abs(normalized)
-    index = _E2M1_GRID.count_below(magnitude)
-    tie = magnitude == np.take(_E2M1_GRID.above, index)
-    index += tie & (index % 2 == 1)  # ties to the even code
-    return (index + 8 * ((normalized < 0) & (index > 0))).astype(np.uint8)
-
-
 def quantize_codes(
     grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
 ) -> np.ndarray:
@@ -276,7 +270,7 @@ def quantize_codes(
     lowest, highest = code_range(mode)
     normalized = np.divide(grouped, scale, dtype=np.float32)
     if mode in CODEBOOK_MODES:
-        return _nearest_level(normalized, mode)
+        return _GRIDS[mode][1](normalized)
     if zero_point is not None:
         normalized += zero_point
     np.rint(normalized, out=normalized)
@@ -286,15 +280,17 @@ def quantize_codes(
 
 
 def dequantize_codes(
-    codes: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
+    codes: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None,
+    global_scale: float | None = None,
 ) -> np.ndarray:
-    """Float32 values of ``codes`` (in the stored, grouped shape)."""
+    """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * scale [* global]``."""
     mode = canonical_mode(mode)
     book = codebook(mode)
     values = book[codes] if book is not None else codes.astype(np.float32)
     if zero_point is not None:
         values = values - zero_point.astype(np.float32)
-    return (values * scale).astype(np.float32)
+    values = (values * scale).astype(np.float32)
+    return values if global_scale is None else values * np.float32(global_scale)
 
 
 def code_values(codes: np.ndarray, mode: Mode, zero_point: np.ndarray | None = None) -> np.ndarray:
@@ -320,7 +316,8 @@ class CompressedWeight:
     ``data`` holds the codes: int8/uint8 in ``stored_shape`` for 8-bit modes, ``pack_4bit`` bytes
     for 4-bit modes. ``scale`` (float32 holding float16 values; powers of two for MXFP4) and
     ``zero_point`` (uint8 codes, asymmetric modes only) have ``scale_shape``. ``axis`` is the
-    input-channel axis of the original weight, ``group_size`` -1 for per-channel.
+    input-channel axis of the original weight, ``group_size`` -1 for per-channel. 8-bit float modes
+    keep f8e4m3 bit patterns (uint8) in ``data``.
     """
 
     mode: Mode
@@ -332,6 +329,7 @@ class CompressedWeight:
     zero_point: np.ndarray | None = None
     dtype: str = "float32"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    global_scale: float | None = None  # NVFP4's float32 tensor scale (``scale`` holds E4M3 values)
 
     @property
     def bits(self) -> int:
@@ -367,12 +365,14 @@ class CompressedWeight:
 
     def decompress(self) -> np.ndarray:
         """The float32 weight in its original shape (the reference every backend must match)."""
-        return dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point).reshape(self.shape)
+        values = dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point, self.global_scale)
+        return values.reshape(self.shape)
 
     @property
     def nbytes(self) -> int:
         zp = 0 if self.zero_point is None else self.zero_point.size * self.bits / 8
-        return int(self.data.nbytes + self.scale.size * 2 + zp)
+        scale_bytes = 1 if self.mode in MX_MODES or self.mode is Mode.NVFP4 else 2  # E8M0 / E4M3 or float16
+        return int(self.data.nbytes + self.scale.size * scale_bytes + zp)
 
 
 def encode(
@@ -396,9 +396,14 @@ def encode(
     grouped = group(weight, axis, group_size)
     axes = reduction_axes(grouped.ndim, axis, group_size, out_axis)
     find = search_scale if search else compute_scale
-    if scale is None and 0 in axes:  # the reduction spans the chunked axis: scales first
-        scale, zero_point = find(grouped, mode, axes)
-    data, scale, zero_point = _encode_chunks(grouped, mode, axes, scale, zero_point, find)
+    global_scale = None
+    if mode is Mode.NVFP4:  # one tensor scale over every group: all group scales first
+        scale, global_scale = nvfp4_scales(np.abs(grouped).max(axis=axes, keepdims=True))
+        data, _, _ = _encode_chunks(grouped, mode, axes, scale * np.float32(global_scale), None, find)
+    else:
+        if scale is None and 0 in axes:  # the reduction spans the chunked axis: scales first
+            scale, zero_point = find(grouped, mode, axes)
+        data, scale, zero_point = _encode_chunks(grouped, mode, axes, scale, zero_point, find)
     return CompressedWeight(
         mode=mode,
         shape=tuple(weight.shape),
@@ -408,6 +413,7 @@ def encode(
         scale=np.asarray(scale, dtype=np.float32),
         zero_point=zero_point,
         dtype=dtype,
+        global_scale=global_scale,
     )
 
 

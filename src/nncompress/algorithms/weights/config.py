@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nncompress.numerics.lowbit import canonical_mode, mode_bits
+from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, FLOAT_BACKUP, canonical_mode, is_int8_mode, mode_bits
 from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric
 from nncompress.scopes import IgnoredScope
 from nncompress.weight_parameters import AdvancedCompressionParameters
@@ -61,6 +61,7 @@ class WeightCompressionOptions:
     ignored_scope: IgnoredScope | None = None
     dataset: Any = None
     advanced: AdvancedCompressionParameters = field(default_factory=AdvancedCompressionParameters)
+    default_backup: bool = True  # backup_mode was not given: float-format modes back up in FP8
 
     @property
     def primary(self) -> LayerConfig:
@@ -70,11 +71,25 @@ class WeightCompressionOptions:
     def backup(self) -> LayerConfig:
         if self.backup_mode is BackupMode.NONE:
             return LayerConfig(None)
+        float_backup = FLOAT_BACKUP.get(canonical_mode(self.mode))
+        if float_backup is not None and self.backup_mode is BackupMode.INT8_ASYM and self.default_backup:
+            return LayerConfig(float_backup, FIXED_GROUP_SIZES.get(float_backup, self.group_size))
         return LayerConfig(Mode(self.backup_mode.value), -1)
+
+    def backup_for(self, channels: int) -> LayerConfig:
+        """The backup configuration for a weight with ``channels`` input channels: a float-format backup
+        whose group does not divide them goes per channel (MX formats, fixed at 32: INT8_ASYM)."""
+        config = self.backup
+        if config.mode is None or config.group_size == -1 or channels % config.group_size == 0:
+            return config
+        if config.mode in FIXED_GROUP_SIZES:
+            return LayerConfig(Mode.INT8_ASYM, -1)
+        return LayerConfig(config.mode, -1)
 
     @property
     def is_8bit(self) -> bool:
-        return mode_bits(self.mode) == 8
+        """INT8_ASYM/INT8_SYM: every weight per channel in that mode (no ratio, no backup)."""
+        return is_int8_mode(self.mode)
 
     @property
     def data_aware_mixed_precision(self) -> bool:
@@ -87,7 +102,8 @@ class WeightCompressionOptions:
 
 
 def default_group_size(mode: Mode) -> int:
+    """NNCF's defaults: per channel for INT8 modes and CB4, fixed MX (32) / NVFP4 (16) groups, else 128."""
     mode = canonical_mode(mode)
-    if mode_bits(mode) == 8:
+    if is_int8_mode(mode) or mode is Mode.CB4_F8E4M3:
         return -1
-    return 32 if mode is Mode.MXFP4 else 128
+    return FIXED_GROUP_SIZES.get(mode, 128)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nncompress.algorithms.weights.activations import ActivationStats
-from nncompress.algorithms.weights.config import LayerConfig, Mode, WeightCompressionOptions
+from nncompress.algorithms.weights.config import Mode, WeightCompressionOptions
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.ops import OpKind
 from nncompress.numerics.lowbit import fake_quantize, reduction_axes
@@ -72,11 +72,10 @@ def assign_mixed_precision(
             break
         primary += layer.size
         chosen.add(layer.node)
-    backup: LayerConfig = options.backup
     for layer in defining:
         if layer.node not in chosen:
-            layer.config = backup
-            layer.notes.append(f"mixed precision ({metric.value}): {backup.describe()}")
+            layer.config = options.backup_for(layer.in_channels)
+            layer.notes.append(f"mixed precision ({metric.value}): {layer.config.describe()}")
     return (
         f"mixed precision ({metric.value}, ratio {options.ratio:g}): {len(chosen)} of {len(defining)} "
         f"ratio-defining layers, {primary / max(total, 1):.1%} of their weights, use {options.mode.value}"

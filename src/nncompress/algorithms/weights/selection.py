@@ -22,7 +22,7 @@ from nncompress.algorithms.weights.config import LayerConfig, Mode, WeightCompre
 from nncompress.errors import InvalidGroupSizeError, ValidationError
 from nncompress.graph.ir import Graph, Node, TensorRef, WeightInfo
 from nncompress.graph.ops import CONV_LIKE_KINDS, OpKind
-from nncompress.numerics.lowbit import canonical_mode
+from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, canonical_mode
 from nncompress.scopes import match_ignored_scope
 from nncompress.weight_parameters import GroupSizeFallbackMode
 
@@ -102,6 +102,7 @@ def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
     layers = []
     for node in nodes:
         layer = WeightLayer(node.name, node.kind, node.weight, options.backup, activation=_activation_input(node))
+        layer.config = options.backup_for(layer.in_channels)
         if options.is_8bit:
             layer.config = LayerConfig(canonical_mode(options.mode), -1)
         elif node.kind is OpKind.LINEAR:
@@ -136,8 +137,9 @@ def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
     bad = [layer for layer in selection.layers if layer.ratio_defining and layer.in_channels % size]
     if not bad:
         return
-    if mode is GroupSizeFallbackMode.ERROR or canonical_mode(options.mode) is Mode.MXFP4:
-        raise _group_error(bad, size, mode is GroupSizeFallbackMode.ERROR)
+    fixed = canonical_mode(options.mode) in FIXED_GROUP_SIZES
+    if mode is GroupSizeFallbackMode.ERROR or fixed:
+        raise _group_error(bad, size, mode is GroupSizeFallbackMode.ERROR, options.mode)
     adjusted: dict[str, list[str]] = {}
     for layer in bad:
         if mode is GroupSizeFallbackMode.IGNORE:
@@ -153,8 +155,8 @@ def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
             layer.config = LayerConfig(layer.config.mode, new)
             key = f"group size {new}"
         else:
-            layer.config, layer.ratio_defining = options.backup, False
-            key = f"backup precision ({options.backup.describe()})"
+            layer.config, layer.ratio_defining = options.backup_for(channels), False
+            key = f"backup precision ({layer.config.describe()})"
         layer.notes.append(f"group size {size} does not divide {channels} input channels: {key}")
         adjusted.setdefault(key, []).append(layer.node)
     for key, names in adjusted.items():
@@ -165,7 +167,7 @@ def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
         )
 
 
-def _group_error(bad: list[WeightLayer], size: int, explicit: bool) -> InvalidGroupSizeError:
+def _group_error(bad: list[WeightLayer], size: int, explicit: bool, mode: Mode) -> InvalidGroupSizeError:
     common = set(valid_group_sizes(bad[0].in_channels))
     for layer in bad[1:]:
         common &= set(valid_group_sizes(layer.in_channels))
@@ -174,7 +176,7 @@ def _group_error(bad: list[WeightLayer], size: int, explicit: bool) -> InvalidGr
     choices = ", ".join(str(s) for s in sorted(common, reverse=True)) or "none that is a power of two >= 16"
     hint = (
         "or group_size_fallback_mode='adjust' (per-layer largest fitting power of two) or 'ignore' (keep them float)"
-        if explicit else "(MXFP4 groups are fixed at 32)"
+        if explicit else f"({canonical_mode(mode).value} groups are fixed at {size})"
     )
     return InvalidGroupSizeError(
         f"group_size={size} does not divide the input channels of {names}{more}. Group sizes that divide "

@@ -10,8 +10,9 @@ Storage per weight (``CompressedWeight``):
 - Embedding Gather, 8-bit: rows are gathered from the int8/uint8 table first, then dequantized with
   their gathered scale and zero point (the table stays 8-bit at run time).
 - Other 8-bit weights with one scale axis: ``DequantizeLinear(axis)`` of an int8/uint8 initializer.
-- Everything else (4-bit on convolutions/embeddings/other layouts, NF4, MXFP4): packed bytes are
-  unpacked by a small integer subgraph, mapped through ``(q - zp) * scale`` or a codebook and reshaped.
+- Everything else (4-bit on convolutions/embeddings/other layouts, NF4, FP4, MXFP4, NVFP4, CB4, FP8):
+  packed bytes (4-bit) or bytes (8-bit float codes) are unpacked by a small integer subgraph, mapped
+  through ``(q - zp) * scale`` or a codebook (``* tensor scale`` for NVFP4) and reshaped.
 
 ``apply_weight_edits`` builds the new model from a copy of the graph *without* initializers; the
 original initializers that are still read at the end are copied, the replaced ones never are.
@@ -63,6 +64,7 @@ class _Builder:
             if desc.name not in ("initializer", "node"):
                 _copy_field(self.model.graph, desc, value)
         self.original = {t.name: t for t in graph.initializer}
+        self.shared: dict[str, str] = {}
         inputs = [i.name for i in graph.input if i.name not in self.original]
         self.nodes = []
         for proto, name in zip(graph.node, resolve_node_names(list(graph.node), inputs)):
@@ -88,6 +90,13 @@ class _Builder:
         name = self.fresh(base)
         # straight into the new graph: extending it at the end would copy every compressed weight again
         self.model.graph.initializer.add().CopyFrom(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def shared_init(self, base: str, value: np.ndarray) -> str:
+        """One initializer per distinct ``base`` (codebooks: every weight of a mode uses the same one)."""
+        name = self.shared.get(base)
+        if name is None:
+            name = self.shared[base] = self.init(base, value)
         return name
 
     def node(self, consumer: onnx.NodeProto, op: str, inputs: list[str], base: str, **attrs) -> str:
@@ -177,7 +186,10 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
         value, offset = b.init(f"{base}/quantized", weight.data.reshape(weight.stored_shape)), 0
     book = weight.codebook
     if book is not None:
-        value = b.node(consumer, "Gather", [b.init(f"{base}/codebook", book), value], f"{base}/lookup", axis=0)
+        if weight.bits == 8:  # Gather indices must be int32/int64
+            value = b.node(consumer, "Cast", [value], f"{base}/to_index", to=TensorProto.INT32)
+        table = b.shared_init(f"nncompress/{weight.mode.value}_codebook", book)
+        value = b.node(consumer, "Gather", [table, value], f"{base}/lookup", axis=0)
     else:
         value = b.node(consumer, "Cast", [value], f"{base}/to_float", to=TensorProto.FLOAT)
         zero = np.zeros(weight.scale.shape, np.float32) + offset
@@ -185,7 +197,13 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
             zero = zero + weight.zero_point.astype(np.float32)
         if np.any(zero):
             value = b.node(consumer, "Sub", [value, b.init(f"{base}/zero_point", zero)], f"{base}/subtract")
-    value = b.node(consumer, "Mul", [value, b.init(f"{base}/scale", weight.scale)], f"{base}/multiply")
+    scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
+    if weight.scale_dtype != "float32":  # stored in float16 (exact), multiplied in float32
+        scale = b.node(consumer, "Cast", [scale], f"{base}/scale_to_float", to=TensorProto.FLOAT)
+    value = b.node(consumer, "Mul", [value, scale], f"{base}/multiply")
+    if weight.global_scale is not None:
+        tensor_scale = b.init(f"{base}/tensor_scale", np.array(weight.global_scale, np.float32))
+        value = b.node(consumer, "Mul", [value, tensor_scale], f"{base}/multiply_tensor_scale")
     if weight.stored_shape != weight.shape:
         shape = b.init(f"{base}/shape", np.array(weight.shape, np.int64))
         value = b.node(consumer, "Reshape", [value, shape], f"{base}/reshape")
@@ -199,8 +217,8 @@ def _cast(b: _Builder, consumer, value: str, elem: int, base: str) -> str:
 
 
 def _single_axis(weight: CompressedWeight) -> int | None:
-    """The one axis the scale varies along (8-bit per channel), or None."""
-    if weight.bits != 8 or weight.group_size != -1:
+    """The one axis the scale varies along (8-bit integer per channel), or None."""
+    if weight.bits != 8 or weight.group_size != -1 or weight.mode not in INT_MODES:
         return None
     axes = [i for i, d in enumerate(weight.scale.shape) if d != 1]
     return axes[0] if len(axes) == 1 else (0 if not axes else None)
@@ -347,7 +365,7 @@ def _compress(b: _Builder, edit: CompressWeight) -> None:
     if layout is not None:
         _matmul_nbits(b, node, weight, layout, elem, edit.name, b.accuracy_level)
         return
-    if node.op_type == "Gather" and edit.port == 0 and weight.bits == 8 and _single_axis(weight) == 0:
+    if node.op_type == "Gather" and edit.port == 0 and _single_axis(weight) == 0:
         _gathered_embedding(b, node, weight, edit.name, elem)
         return
     axis = _single_axis(weight)

@@ -1,8 +1,10 @@
 """Compressed weights in OpenVINO: low-bit constants and their decompression subgraph.
 
-``Constant(u8/i8/u4/i4/nf4/f4e2m1) -> Convert -> [Subtract(Convert(zero point))] ->
-Multiply(Convert(scale)) -> [Reshape to the original shape] -> [Convert to the original type]``. The
-CPU plugin recognises this pattern and keeps the weights compressed inside MatMul and Gather kernels.
+``Constant(u8/i8/u4/i4/nf4/f4e2m1/f8e4m3) -> Convert -> [Subtract(Convert(zero point))] ->
+Multiply(Convert(scale: f16, f8e8m0 for MX formats, f8e4m3 for NVFP4)) -> [Multiply(NVFP4 tensor scale)]
+-> [Reshape to the original shape] -> [Convert to the original type]``; CB4 stores u4 indices and
+gathers them from its 16-value codebook. The CPU plugin recognises the pattern and keeps the weights
+compressed inside MatMul and Gather kernels.
 Decompression runs in float32 for float32 models (so compiled results equal
 ``CompressedWeight.decompress()``) and in float16 for float16 models.
 """
@@ -16,7 +18,8 @@ import openvino.opset13 as ops
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
 from nncompress.graph.ir import InputRef, TensorRef
-from nncompress.numerics.lowbit import CompressedWeight, pack_4bit
+from nncompress.numerics.grids import nearest_e4m3
+from nncompress.numerics.lowbit import MX_MODES, CompressedWeight, pack_4bit
 from nncompress.parameters import CompressWeightsMode as Mode
 
 ELEMENT_TYPES = {
@@ -26,6 +29,11 @@ ELEMENT_TYPES = {
     Mode.INT4_SYM: ov.Type.i4,
     Mode.NF4: ov.Type.nf4,
     Mode.MXFP4: ov.Type.f4e2m1,
+    Mode.FP4: ov.Type.f4e2m1,
+    Mode.NVFP4: ov.Type.f4e2m1,
+    Mode.FP8_E4M3: ov.Type.f8e4m3,
+    Mode.MXFP8_E4M3: ov.Type.f8e4m3,
+    Mode.CB4_F8E4M3: ov.Type.u4,  # indices into the codebook (a Gather after the Convert)
 }
 
 
@@ -43,9 +51,11 @@ def low_bit_constant(values: np.ndarray, element_type: ov.Type, shape: tuple[int
 
 
 def _scale_node(weight: CompressedWeight, decode_type: ov.Type, name: str) -> ov.Node:
-    if weight.mode is Mode.MXFP4:  # E8M0: the biased exponent of a power of two
+    if weight.mode in MX_MODES:  # E8M0: the biased exponent of a power of two
         exponent = np.round(np.log2(weight.scale)).astype(np.int32) + 127
         const = low_bit_constant(exponent.astype(np.uint8), ov.Type.f8e8m0, weight.scale.shape, name)
+    elif weight.mode is Mode.NVFP4:  # E4M3 group scales (exact: they were rounded to E4M3)
+        const = low_bit_constant(nearest_e4m3(weight.scale), ov.Type.f8e4m3, weight.scale.shape, name)
     else:
         const = _named(ops.constant(weight.scale.astype(weight.scale_dtype)), name)
     if decode_type == const.get_element_type():
@@ -60,12 +70,20 @@ def decompression(weight: CompressedWeight, target_type: ov.Type, name: str) -> 
         raise ValidationError(f"OpenVINO cannot store mode {weight.mode.value!r}")
     decode_type = ov.Type.f16 if target_type == ov.Type.f16 else ov.Type.f32
     stored = low_bit_constant(weight.data, element_type, weight.stored_shape, f"{name}/compressed")
-    value = _named(ops.convert(stored, decode_type), f"{name}/convert")
+    if weight.mode is Mode.CB4_F8E4M3:
+        indices = _named(ops.convert(stored, ov.Type.i32), f"{name}/indices")
+        book = _named(ops.constant(weight.codebook.astype(np.float16)), f"{name}/codebook")
+        value = _named(ops.gather(ops.convert(book, decode_type), indices, 0), f"{name}/lookup")
+    else:
+        value = _named(ops.convert(stored, decode_type), f"{name}/convert")
     if weight.zero_point is not None:
         zp = low_bit_constant(_zero_point_data(weight), element_type, weight.zero_point.shape, f"{name}/zero_point")
         zp = _named(ops.convert(zp, decode_type), f"{name}/zero_point/convert")
         value = _named(ops.subtract(value, zp), f"{name}/subtract")
     value = _named(ops.multiply(value, _scale_node(weight, decode_type, f"{name}/scale")), f"{name}/multiply")
+    if weight.global_scale is not None:
+        tensor_scale = ops.constant(np.array(weight.global_scale, dtype=decode_type.to_dtype()))
+        value = _named(ops.multiply(value, tensor_scale), f"{name}/multiply_tensor_scale")
     if weight.stored_shape != weight.shape:
         shape = ops.constant(np.array(weight.shape, dtype=np.int64))
         value = _named(ops.reshape(value, shape, special_zero=False), f"{name}/reshape")

@@ -59,6 +59,12 @@ def _pair_table(mode: Mode, device: str) -> torch.Tensor:
     return torch.from_numpy(table).to(device)
 
 
+@lru_cache(maxsize=16)
+def _code_table(mode: Mode, device: str) -> torch.Tensor:
+    """The float32 values of all 256 codes of an 8-bit float-grid mode."""
+    return torch.from_numpy(codebook(mode).astype(np.float32)).to(device)
+
+
 def _tensor(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
@@ -79,6 +85,8 @@ class CompressedStorage(nn.Module):
         self.register_buffer("scale", _tensor(weight.scale.astype(weight.scale_dtype), device))
         zero_point = None if weight.zero_point is None else _tensor(weight.zero_point, device)
         self.register_buffer("zero_point", zero_point)
+        tensor_scale = None if weight.global_scale is None else torch.tensor(weight.global_scale, device=device)
+        self.register_buffer("tensor_scale", tensor_scale)  # NVFP4's float32 tensor scale
         self.register_buffer("dtype_ref", torch.empty(0, dtype=dtype, device=device), persistent=False)
 
     @property
@@ -96,6 +104,9 @@ class CompressedStorage(nn.Module):
             table = _pair_table(self.mode, str(self.data.device))
             values = torch.index_select(table, 0, self.data.to(torch.int32)).reshape(-1)
             return values[: self.size].reshape(self.stored_shape)
+        book = codebook(self.mode)
+        if book is not None:  # 8-bit float codes (f8e4m3 bit patterns)
+            return _code_table(self.mode, str(self.data.device))[self.data.to(torch.int64)]
         return self.data.to(torch.float32)
 
     def forward(self) -> torch.Tensor:
@@ -103,6 +114,8 @@ class CompressedStorage(nn.Module):
         if self.zero_point is not None:
             values.sub_(self.zero_point.to(torch.float32))
         values.mul_(self.scale.to(torch.float32))
+        if self.tensor_scale is not None:
+            values.mul_(self.tensor_scale)
         return values.reshape(self.shape).to(self.dtype_ref.dtype)
 
     def matches(self, weight: CompressedWeight) -> bool:
@@ -113,8 +126,10 @@ class CompressedStorage(nn.Module):
             return False
         same = np.array_equal
         zp = self.zero_point
+        tensor_scale = None if self.tensor_scale is None else float(self.tensor_scale)
         return (
-            same(self.data.cpu().numpy(), weight.data)
+            tensor_scale == weight.global_scale
+            and same(self.data.cpu().numpy(), weight.data)
             and same(self.scale.float().cpu().numpy(), weight.scale)
             and (zp is None) == (weight.zero_point is None)
             and (zp is None or same(zp.cpu().numpy(), weight.zero_point))
