@@ -158,7 +158,8 @@ def test_onnx_runtime_and_openvino_agree(mode):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode,stored", [(M.INT4_SYM, "i4"), (M.INT4_ASYM, "u4"), (M.INT8_ASYM, "u8")])
+@pytest.mark.parametrize("mode,stored", [(M.INT4_SYM, "i4"), (M.INT4_ASYM, "u4"), (M.INT8_ASYM, "u8"),
+                                         (M.FP4, "f4e2m1"), (M.NVFP4, "f4e2m1"), (M.FP8_E4M3, "f8e4m3")])
 def test_openvino_compiled_model_keeps_compressed_weights(mode, stored):
     """The CPU plugin folds the decompression into FullyConnected: low-bit constants reach the kernels."""
     import nncompress as nncf

@@ -283,14 +283,15 @@ def dequantize_codes(
     codes: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None,
     global_scale: float | None = None,
 ) -> np.ndarray:
-    """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * scale [* global]``."""
+    """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * (scale [* global])``."""
     mode = canonical_mode(mode)
     book = codebook(mode)
     values = book[codes] if book is not None else codes.astype(np.float32)
     if zero_point is not None:
         values = values - zero_point.astype(np.float32)
-    values = (values * scale).astype(np.float32)
-    return values if global_scale is None else values * np.float32(global_scale)
+    if global_scale is not None:  # the per-group product first: runtimes fold it into one scale constant
+        scale = (scale * np.float32(global_scale)).astype(np.float32)
+    return (values * scale).astype(np.float32)
 
 
 def code_values(codes: np.ndarray, mode: Mode, zero_point: np.ndarray | None = None) -> np.ndarray:

@@ -200,10 +200,10 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
     scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
     if weight.scale_dtype != "float32":  # stored in float16 (exact), multiplied in float32
         scale = b.node(consumer, "Cast", [scale], f"{base}/scale_to_float", to=TensorProto.FLOAT)
-    value = b.node(consumer, "Mul", [value, scale], f"{base}/multiply")
-    if weight.global_scale is not None:
+    if weight.global_scale is not None:  # E4M3 group scales x the tensor scale (constant-folded)
         tensor_scale = b.init(f"{base}/tensor_scale", np.array(weight.global_scale, np.float32))
-        value = b.node(consumer, "Mul", [value, tensor_scale], f"{base}/multiply_tensor_scale")
+        scale = b.node(consumer, "Mul", [scale, tensor_scale], f"{base}/scale_times_tensor_scale")
+    value = b.node(consumer, "Mul", [value, scale], f"{base}/multiply")
     if weight.stored_shape != weight.shape:
         shape = b.init(f"{base}/shape", np.array(weight.shape, np.int64))
         value = b.node(consumer, "Reshape", [value, shape], f"{base}/reshape")

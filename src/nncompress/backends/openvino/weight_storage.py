@@ -1,8 +1,8 @@
 """Compressed weights in OpenVINO: low-bit constants and their decompression subgraph.
 
 ``Constant(u8/i8/u4/i4/nf4/f4e2m1/f8e4m3) -> Convert -> [Subtract(Convert(zero point))] ->
-Multiply(Convert(scale: f16, f8e8m0 for MX formats, f8e4m3 for NVFP4)) -> [Multiply(NVFP4 tensor scale)]
--> [Reshape to the original shape] -> [Convert to the original type]``; CB4 stores u4 indices and
+Multiply(Convert(scale: f16, f8e8m0 for MX formats, f8e4m3 times the tensor scale for NVFP4)) ->
+[Reshape to the original shape] -> [Convert to the original type]``; CB4 stores u4 indices and
 gathers them from its 16-value codebook. The CPU plugin recognises the pattern and keeps the weights
 compressed inside MatMul and Gather kernels.
 Decompression runs in float32 for float32 models (so compiled results equal
@@ -80,10 +80,11 @@ def decompression(weight: CompressedWeight, target_type: ov.Type, name: str) -> 
         zp = low_bit_constant(_zero_point_data(weight), element_type, weight.zero_point.shape, f"{name}/zero_point")
         zp = _named(ops.convert(zp, decode_type), f"{name}/zero_point/convert")
         value = _named(ops.subtract(value, zp), f"{name}/subtract")
-    value = _named(ops.multiply(value, _scale_node(weight, decode_type, f"{name}/scale")), f"{name}/multiply")
-    if weight.global_scale is not None:
+    scale = _scale_node(weight, decode_type, f"{name}/scale")
+    if weight.global_scale is not None:  # E4M3 group scales x the tensor scale: folded into one constant
         tensor_scale = ops.constant(np.array(weight.global_scale, dtype=decode_type.to_dtype()))
-        value = _named(ops.multiply(value, tensor_scale), f"{name}/multiply_tensor_scale")
+        scale = _named(ops.multiply(scale, tensor_scale), f"{name}/scale/multiply_tensor_scale")
+    value = _named(ops.multiply(value, scale), f"{name}/multiply")
     if weight.stored_shape != weight.shape:
         shape = ops.constant(np.array(weight.shape, dtype=np.int64))
         value = _named(ops.reshape(value, shape, special_zero=False), f"{name}/reshape")

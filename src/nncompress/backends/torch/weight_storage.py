@@ -113,9 +113,10 @@ class CompressedStorage(nn.Module):
         values = self.codes_as_float()  # a fresh tensor: updated in place (no second full-size buffer)
         if self.zero_point is not None:
             values.sub_(self.zero_point.to(torch.float32))
-        values.mul_(self.scale.to(torch.float32))
+        scale = self.scale.to(torch.float32)
         if self.tensor_scale is not None:
-            values.mul_(self.tensor_scale)
+            scale = scale * self.tensor_scale
+        values.mul_(scale)
         return values.reshape(self.shape).to(self.dtype_ref.dtype)
 
     def matches(self, weight: CompressedWeight) -> bool:
