@@ -2,7 +2,9 @@
 
     python bench/weights.py minilm       # all-MiniLM-L6-v2: embedding cosine vs FP32 per mode and backend
     python bench/weights.py gpt2         # 300M GPT-2 (random init): INT4_SYM time and peak RSS rise
-    python bench/weights.py all          # both; each writes its BENCHMARKS.md section
+    python bench/weights.py smollm2      # SmolLM2-135M perplexity per mode, data-aware method and backend
+    python bench/weights.py formats      # SmolLM2-135M perplexity of the float formats (FP4, NVFP4, FP8...)
+    python bench/weights.py all          # every table; each writes its BENCHMARKS.md section
     python bench/weights.py --case '{"task": "gpt2", "backend": "onnx"}'   # one case as JSON
 
 Peak RSS: the process's high-water mark is reset (``/proc/self/clear_refs``) after the model is
@@ -69,6 +71,14 @@ SMOLLM_CASES = [  # (label, compress_weights arguments or None for FP32, referen
      23.24),
     ("INT4_ASYM + AWQ + scale estimation + LoRA",
      {"mode": "int4_asym", "awq": True, "scale_estimation": True, "lora_correction": True, "data": True}, None),
+]
+SMOLLM_FORMAT_CASES = [  # float formats (NNCF: OpenVINO only, no published figures), group sizes by default
+    ("FP4 (group 128)", {"mode": "fp4"}, None),
+    ("NVFP4 (group 16)", {"mode": "nvfp4"}, None),
+    ("MXFP4 (group 32)", {"mode": "mxfp4"}, None),
+    ("CB4_F8E4M3 (per channel)", {"mode": "cb4_f8e4m3"}, None),
+    ("FP8_E4M3 (group 128)", {"mode": "fp8_e4m3"}, None),
+    ("MXFP8_E4M3 (group 32)", {"mode": "mxfp8_e4m3"}, None),
 ]
 BACKENDS = ("onnx", "openvino", "torch")
 
@@ -235,7 +245,7 @@ def smollm_case(backend: str, label: str) -> dict:
     import nncompress as nncf
     from bench import llm
 
-    kwargs = next(args for name, args, _ in SMOLLM_CASES if name == label)
+    kwargs = next(args for name, args, _ in SMOLLM_CASES + SMOLLM_FORMAT_CASES if name == label)
     tok = llm.tokenizer()
     model = llm.load(backend)
     figures = {"seconds": 0.0, "peak_mb": _hwm_mb(), "rise_mb": 0.0, "size_ratio": 1.0, "notes": []}
@@ -306,9 +316,9 @@ def gpt2_table() -> str:
     return common.markdown_table(headers, rows)
 
 
-def smollm_table() -> str:
+def smollm_table(cases=SMOLLM_CASES) -> str:
     rows, fp32 = [], {}
-    for label, _, reference in SMOLLM_CASES:
+    for label, _, reference in ([SMOLLM_CASES[0]] if cases is not SMOLLM_CASES else []) + cases:
         for backend in BACKENDS:
             r = _subprocess({"task": "smollm2", "backend": backend, "label": label})
             print(label, backend, {k: v for k, v in r.items() if k != "table"}, flush=True)
@@ -324,7 +334,7 @@ def smollm_table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", nargs="?", choices=["minilm", "gpt2", "smollm2", "all"], default="all")
+    parser.add_argument("task", nargs="?", choices=["minilm", "gpt2", "smollm2", "formats", "all"], default="all")
     parser.add_argument("--case", help="run one case (JSON spec) and print its figures")
     args = parser.parse_args()
     if args.case:
@@ -353,6 +363,15 @@ def main() -> None:
             "embedding and lm_head stay INT8_ASYM. Reference column: NNCF 3.4.0 with the same protocol (its FP32 "
             "19.2455: its text cleaning differs slightly, so compare ratios to FP32). Time and memory of the "
             "compress_weights call in a fresh process; size of the saved model relative to FP32.",
+        )
+    if args.task in ("formats", "all"):
+        common.write_benchmarks_section(
+            "Weight compression: SmolLM2-135M float formats", "python bench/weights.py formats",
+            smollm_table(SMOLLM_FORMAT_CASES),
+            f"Measured on {machine}. Same protocol as the SmolLM2 table (4096 Wikipedia tokens, context 1024, stride "
+            "512), data-free, default group sizes (the 576-wide projections take group 64 where 128 is asked); "
+            "FP4/FP8 back up in FP8_E4M3, MX formats in MXFP8_E4M3, NVFP4 and CB4 in INT8_ASYM (NNCF's defaults). "
+            "NNCF implements these formats for OpenVINO only.",
         )
     if args.task in ("gpt2", "all"):
         common.write_benchmarks_section(
