@@ -376,10 +376,12 @@ def main() -> None:
     if args.task in ("gpt2", "all"):
         common.write_benchmarks_section(
             "Weight compression: 300M GPT-2 INT4_SYM time and memory", "python bench/weights.py gpt2", gpt2_table(),
-            f"Measured on {machine}. GPT2Config(n_embd=1024, n_layer=20, n_head=16), random init (seed 0), exported "
-            "to ONNX (354.6M parameters counting the untied lm_head copy) and converted to OpenVINO IR; loaded fully "
-            "into memory before the call. compress_weights(mode=INT4_SYM, ratio=1.0, group_size=128): 80 Linear "
-            "weights in INT4, embedding and lm_head INT8_ASYM. Rise = peak RSS during the call minus RSS before it.",
+            f"Measured on {machine}. GPT2Config(n_embd=1024, n_layer=20, n_head=16), random init (seed 0): the "
+            "transformers model itself (PyTorch, no dataset), exported to ONNX (354.6M parameters counting the untied "
+            "lm_head copy) and converted to OpenVINO IR; loaded fully into memory before the call. "
+            "compress_weights(mode=INT4_SYM, ratio=1.0, group_size=128): 80 Linear weights in INT4, embedding and "
+            "lm_head INT8_ASYM. Rise = peak RSS during the call minus RSS before it. Reference: NNCF on this kind of "
+            "machine (the issue's figures).",
         )
 
 
