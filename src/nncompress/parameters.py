@@ -86,6 +86,7 @@ class CompressWeightsMode(StrEnum):
     MXFP8_E4M3 = "mxfp8_e4m3"
     CB4_F8E4M3 = "cb4_f8e4m3"
     CB4 = "cb4"  # short name of CB4_F8E4M3
+    CODEBOOK = "codebook"  # AdvancedCompressionParameters(codebook=...): up to 16 sorted values
     INT8 = "int8"  # deprecated alias of INT8_ASYM in NNCF
 
 

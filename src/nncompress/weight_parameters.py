@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from nncompress.parameters import StrEnum
 
@@ -87,6 +88,7 @@ class AdvancedCompressionParameters:
     """
 
     statistics_path: str | os.PathLike | None = None
+    codebook: Any = None  # mode='codebook': a sorted 1-D array of 2..16 values (indices stored in 4 bits)
     group_size_fallback_mode: GroupSizeFallbackMode = GroupSizeFallbackMode.ADJUST
     min_adjusted_group_size: int = 32
     lora_adapter_rank: int = 256

@@ -189,3 +189,39 @@ def test_pytorch_agrees_with_onnx_runtime(mode):
     assert not np.allclose(want[0], _ort(onnx_model())[0], atol=1e-4)  # the weights really changed
     for out, ref in zip(got, want):
         np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_user_codebook_on_every_backend():
+    """mode='codebook' with an 8-value codebook: the nearest values, the same outputs on all backends."""
+    torch = pytest.importorskip("torch")
+    import nncompress as nncf
+    from nncompress.backends.openvino.adapter import OpenVINOAdapter
+    from tests.weights.models import torch_model
+
+    book = np.array([-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.3, 1.0], np.float32)
+    advanced = nncf.AdvancedCompressionParameters(codebook=book)
+    kwargs = {"mode": "codebook", "all_layers": True, "advanced_parameters": advanced}
+    on_onnx = nncf.compress_weights(onnx_model(), **kwargs)
+    assert nncf.last_report().layers["fc2"] == "codebook, per-channel"
+    on_ov = nncf.compress_weights(openvino_model(), **kwargs)
+    on_torch = nncf.compress_weights(torch_model(), **kwargs)
+    weight = on_torch.fc2.weight_compressed()
+    normalized = weight / weight.abs().amax(dim=1, keepdim=True)
+    assert set(np.unique(np.round(normalized.numpy(), 5))) <= set(np.round(book, 5))  # only codebook values
+    want = _ort(on_onnx)
+    with torch.no_grad():
+        got = on_torch(**{k: torch.from_numpy(v) for k, v in inputs().items()})
+    for out, ref, ov_out in zip(got, want, OpenVINOAdapter().infer(on_ov, inputs())):
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(ov_out, ref, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(want[0], _ort(onnx_model())[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("codebook,match", [(None, "needs its values"), ([0.5, 0.1], "strictly increasing"),
+                                            (np.arange(17.0), "2 to 16 values"), ([[0.0, 1.0]], "1-D")])
+def test_user_codebook_validation(codebook, match):
+    import nncompress as nncf
+
+    advanced = nncf.AdvancedCompressionParameters(codebook=codebook)
+    with pytest.raises(nncf.errors.ValidationError, match=match):
+        nncf.compress_weights(onnx_model(), mode="codebook", advanced_parameters=advanced)

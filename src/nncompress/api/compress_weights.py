@@ -16,7 +16,13 @@ from nncompress.algorithms.weights.pipeline import run_weight_compression
 from nncompress.backends.registry import backend_name, get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
-from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, canonical_mode, is_int8_mode
+from nncompress.numerics.lowbit import (
+    FIXED_GROUP_SIZES,
+    MAX_CODEBOOK_SIZE,
+    canonical_mode,
+    check_codebook,
+    is_int8_mode,
+)
 from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric, coerce_enum
 from nncompress.report import set_last_report
 from nncompress.scopes import IgnoredScope
@@ -155,6 +161,11 @@ def validate_compress_args(
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     advanced = _check_advanced(advanced)
+    if mode is Mode.CODEBOOK and advanced.codebook is None:
+        raise ValidationError(
+            "mode='codebook' needs its values: AdvancedCompressionParameters(codebook=np.array([...])) with 2 to "
+            f"{MAX_CODEBOOK_SIZE} sorted values (or use mode='cb4_f8e4m3', a fixed 16-value codebook)"
+        )
     if is_int8_mode(mode):
         _check_8bit(mode, {
             "ratio": ratio if ratio not in (None, 1, 1.0) else None,
@@ -206,6 +217,11 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
         _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
     _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
+    if advanced.codebook is not None:
+        try:
+            advanced = dataclasses.replace(advanced, codebook=check_codebook(advanced.codebook))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
     if advanced.statistics_path is not None and not isinstance(advanced.statistics_path, (str, os.PathLike)):
         raise ValidationError(
             f"statistics_path must be a directory path (str or os.PathLike); got {advanced.statistics_path!r}"

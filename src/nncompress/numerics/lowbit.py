@@ -21,6 +21,7 @@ and ONNX INT4/UINT4 use this order).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -33,7 +34,10 @@ F16_NORMAL = 2.0**-14  # smallest normal float16: smaller scales are kept in flo
 F32_TINY = 1e-30
 
 INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
-FOUR_BIT_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3})
+FOUR_BIT_MODES = frozenset(
+    {Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3, Mode.CODEBOOK}
+)
+MAX_CODEBOOK_SIZE = 16  # user codebooks: 4-bit indices
 _GRIDS = {  # float-grid modes: (grid indexed by code, nearest-code function)
     Mode.NF4: (grids.NF4_LEVELS, grids.nearest_nf4),
     Mode.CB4_F8E4M3: (grids.CB4_LEVELS, grids.nearest_cb4),
@@ -43,7 +47,7 @@ _GRIDS = {  # float-grid modes: (grid indexed by code, nearest-code function)
     Mode.FP8_E4M3: (grids.E4M3_LEVELS, grids.nearest_e4m3),
     Mode.MXFP8_E4M3: (grids.E4M3_LEVELS, grids.nearest_e4m3),
 }
-CODEBOOK_MODES = frozenset(_GRIDS)
+CODEBOOK_MODES = frozenset(_GRIDS)  # fixed grids; Mode.CODEBOOK carries its own (``book``)
 MX_MODES = frozenset({Mode.MXFP4, Mode.MXFP8_E4M3})  # power-of-two (E8M0) scales, groups of 32
 FIXED_GROUP_SIZES = {Mode.MXFP4: 32, Mode.MXFP8_E4M3: 32, Mode.NVFP4: 16}
 SEARCHABLE_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4})  # range search candidates
@@ -281,11 +285,12 @@ def quantize_codes(
 
 def dequantize_codes(
     codes: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None,
-    global_scale: float | None = None,
+    global_scale: float | None = None, book: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * (scale [* global])``."""
+    """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * (scale [* global])``;
+    ``book``: the values of a user codebook (Mode.CODEBOOK)."""
     mode = canonical_mode(mode)
-    book = codebook(mode)
+    book = codebook(mode) if book is None else book
     values = book[codes] if book is not None else codes.astype(np.float32)
     if zero_point is not None:
         values = values - zero_point.astype(np.float32)
@@ -331,6 +336,7 @@ class CompressedWeight:
     dtype: str = "float32"
     notes: tuple[str, ...] = field(default_factory=tuple)
     global_scale: float | None = None  # NVFP4's float32 tensor scale (``scale`` holds E4M3 values)
+    book: np.ndarray | None = None  # Mode.CODEBOOK: the user's sorted codebook (float32)
 
     @property
     def bits(self) -> int:
@@ -352,7 +358,7 @@ class CompressedWeight:
 
     @property
     def codebook(self) -> np.ndarray | None:
-        return codebook(self.mode)
+        return self.book if self.book is not None else codebook(self.mode)
 
     @property
     def size(self) -> int:
@@ -366,7 +372,7 @@ class CompressedWeight:
 
     def decompress(self) -> np.ndarray:
         """The float32 weight in its original shape (the reference every backend must match)."""
-        values = dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point, self.global_scale)
+        values = dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point, self.global_scale, self.book)
         return values.reshape(self.shape)
 
     @property
@@ -385,6 +391,7 @@ def encode(
     scale: np.ndarray | None = None,
     zero_point: np.ndarray | None = None,
     search: bool = False,
+    book: np.ndarray | None = None,
 ) -> CompressedWeight:
     """Compress ``weight`` (round to nearest, or with a given ``scale``/``zero_point``; ``search``
     picks per group the best of a few clipped ranges, see ``search_scale``).
@@ -397,14 +404,17 @@ def encode(
     grouped = group(weight, axis, group_size)
     axes = reduction_axes(grouped.ndim, axis, group_size, out_axis)
     find = search_scale if search else compute_scale
-    global_scale = None
+    global_scale, quantize = None, quantize_codes
+    if mode is Mode.CODEBOOK:
+        book = check_codebook(book)
+        find, quantize = partial(_book_scale, book=book), partial(_book_codes, book=book)
     if mode is Mode.NVFP4:  # one tensor scale over every group: all group scales first
         scale, global_scale = nvfp4_scales(np.abs(grouped).max(axis=axes, keepdims=True))
-        data, _, _ = _encode_chunks(grouped, mode, axes, scale * np.float32(global_scale), None, find)
+        data, _, _ = _encode_chunks(grouped, mode, axes, scale * np.float32(global_scale), None, find, quantize)
     else:
         if scale is None and 0 in axes:  # the reduction spans the chunked axis: scales first
             scale, zero_point = find(grouped, mode, axes)
-        data, scale, zero_point = _encode_chunks(grouped, mode, axes, scale, zero_point, find)
+        data, scale, zero_point = _encode_chunks(grouped, mode, axes, scale, zero_point, find, quantize)
     return CompressedWeight(
         mode=mode,
         shape=tuple(weight.shape),
@@ -415,10 +425,11 @@ def encode(
         zero_point=zero_point,
         dtype=dtype,
         global_scale=global_scale,
+        book=book,
     )
 
 
-def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale, zero_point, find):
+def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale, zero_point, find, quantize):
     """(codes or packed bytes, scale, zero point) computed chunk by chunk along axis 0."""
     rows = grouped.shape[0]
     row_size = grouped[0].size if rows else 0
@@ -441,7 +452,7 @@ def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale
             if zero_point is not None:
                 zero_point[start:stop] = z
         s, z = rows_of(scale, start, stop, rows), rows_of(zero_point, start, stop, rows)
-        codes = quantize_codes(chunk, mode, s, z)
+        codes = quantize(chunk, mode, s, z)
         if four_bit:
             packed = pack_4bit(codes)
             data[start * row_size // 2 : start * row_size // 2 + packed.size] = packed
@@ -450,3 +461,30 @@ def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale
 
     run_chunks(chunk_bounds(rows, row_size, four_bit), work)
     return data, scale, zero_point
+
+
+# --------------------------------------------------------------------------- user codebooks (Mode.CODEBOOK)
+
+
+def check_codebook(book) -> np.ndarray:
+    """The codebook as float32, or ValueError naming what a codebook must be."""
+    values = np.asarray(book, dtype=np.float32) if book is not None else None
+    if values is None or values.ndim != 1 or not 2 <= values.size <= MAX_CODEBOOK_SIZE:
+        raise ValueError(
+            f"mode='codebook' needs AdvancedCompressionParameters(codebook=...): a 1-D array of 2 to "
+            f"{MAX_CODEBOOK_SIZE} values; got {None if book is None else np.shape(book)}"
+        )
+    if not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0) or not np.any(values != 0):
+        raise ValueError(f"the codebook must be finite, strictly increasing and not all zero; got {values.tolist()}")
+    return values
+
+
+def _book_scale(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], book: np.ndarray):
+    amax = np.abs(grouped).max(axis=axes, keepdims=True)
+    return round_scale(amax / np.abs(book).max()), None
+
+
+def _book_codes(grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point, book: np.ndarray) -> np.ndarray:
+    """Indices of the nearest codebook values (mid-points as boundaries, ties to the lower value)."""
+    mids = ((book[1:] + book[:-1]) / 2).astype(np.float32)
+    return np.searchsorted(mids, np.divide(grouped, scale, dtype=np.float32), side="left").astype(np.uint8)

@@ -14,6 +14,7 @@ from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.ir import TensorRef
 from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.statistics.runner import StatisticsPlan, run_statistics
 
 
@@ -100,8 +101,9 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     stats = ctx.stats_of(layer)
     data_aware = options.scale_estimation or options.gptq or options.lora_correction
     search = options.advanced.range_search
+    book = options.advanced.codebook if config.mode is Mode.CODEBOOK else None
     if not config.is_primary_4bit or stats is None or stats.count == 0 or not data_aware:
-        return _rtn(layer, weight, search), []
+        return _rtn(layer, weight, search, book), []
     w_oi = np.ascontiguousarray(oi_view(weight, layer), dtype=np.float32)
     scale = zero_point = None
     if options.gptq:
@@ -114,13 +116,15 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     compressed = encode(
         final, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis,
         to_layout(scale, layer), to_layout(zero_point, layer),
-    ) if scale is not None else _rtn(layer, final, search)
+    ) if scale is not None else _rtn(layer, final, search, book)
     extra = []
     if options.lora_correction:
         extra.append(lora.correction(layer, weight, compressed, stats, options.advanced))
     return compressed, extra
 
 
-def _rtn(layer: WeightLayer, weight: np.ndarray, search: bool) -> CompressedWeight:
+def _rtn(layer: WeightLayer, weight: np.ndarray, search: bool, book=None) -> CompressedWeight:
     config = layer.config
-    return encode(weight, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis, search=search)
+    weight_info = layer.weight
+    return encode(weight, config.mode, weight_info.in_axis, config.group_size, weight_info.out_axis, search=search,
+                  book=book)

@@ -188,7 +188,9 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
     if book is not None:
         if weight.bits == 8:  # Gather indices must be int32/int64
             value = b.node(consumer, "Cast", [value], f"{base}/to_index", to=TensorProto.INT32)
-        table = b.shared_init(f"nncompress/{weight.mode.value}_codebook", book)
+        shared = weight.book is None  # fixed grids: one table per mode; a user codebook: its own
+        table = b.shared_init(f"nncompress/{weight.mode.value}_codebook", book) if shared else b.init(
+            f"{base}/codebook", book)
         value = b.node(consumer, "Gather", [table, value], f"{base}/lookup", axis=0)
     else:
         value = b.node(consumer, "Cast", [value], f"{base}/to_float", to=TensorProto.FLOAT)

@@ -34,6 +34,7 @@ ELEMENT_TYPES = {
     Mode.FP8_E4M3: ov.Type.f8e4m3,
     Mode.MXFP8_E4M3: ov.Type.f8e4m3,
     Mode.CB4_F8E4M3: ov.Type.u4,  # indices into the codebook (a Gather after the Convert)
+    Mode.CODEBOOK: ov.Type.u4,
 }
 
 
@@ -70,9 +71,11 @@ def decompression(weight: CompressedWeight, target_type: ov.Type, name: str) -> 
         raise ValidationError(f"OpenVINO cannot store mode {weight.mode.value!r}")
     decode_type = ov.Type.f16 if target_type == ov.Type.f16 else ov.Type.f32
     stored = low_bit_constant(weight.data, element_type, weight.stored_shape, f"{name}/compressed")
-    if weight.mode is Mode.CB4_F8E4M3:
+    if weight.mode in (Mode.CB4_F8E4M3, Mode.CODEBOOK):
         indices = _named(ops.convert(stored, ov.Type.i32), f"{name}/indices")
-        book = _named(ops.constant(weight.codebook.astype(np.float16)), f"{name}/codebook")
+        values = weight.codebook
+        exact = np.array_equal(values.astype(np.float16).astype(np.float32), values)
+        book = _named(ops.constant(values.astype(np.float16 if exact else np.float32)), f"{name}/codebook")
         value = _named(ops.gather(ops.convert(book, decode_type), indices, 0), f"{name}/lookup")
     else:
         value = _named(ops.convert(stored, decode_type), f"{name}/convert")

@@ -85,6 +85,8 @@ class CompressedStorage(nn.Module):
         self.register_buffer("scale", _tensor(weight.scale.astype(weight.scale_dtype), device))
         zero_point = None if weight.zero_point is None else _tensor(weight.zero_point, device)
         self.register_buffer("zero_point", zero_point)
+        book = None if weight.book is None else _tensor(weight.book, device)
+        self.register_buffer("codebook", book)  # Mode.CODEBOOK: the user's values
         tensor_scale = None if weight.global_scale is None else torch.tensor(weight.global_scale, device=device)
         self.register_buffer("tensor_scale", tensor_scale)  # NVFP4's float32 tensor scale
         self.register_buffer("dtype_ref", torch.empty(0, dtype=dtype, device=device), persistent=False)
@@ -101,7 +103,13 @@ class CompressedStorage(nn.Module):
     def codes_as_float(self) -> torch.Tensor:
         """The codes' unscaled values (integer codes or grid values) in float32, stored shape."""
         if mode_bits(self.mode) == 4:
-            table = _pair_table(self.mode, str(self.data.device))
+            if self.codebook is not None:  # the values of the low and high nibble of every byte
+                byte = torch.arange(256, device=self.data.device)
+                last = self.codebook.numel() - 1  # nibbles past a short codebook never occur
+                low, high = (self.codebook[torch.clamp(n, max=last)] for n in (byte % 16, byte // 16))
+                table = torch.stack([low, high], dim=1).float()
+            else:
+                table = _pair_table(self.mode, str(self.data.device))
             values = torch.index_select(table, 0, self.data.to(torch.int32)).reshape(-1)
             return values[: self.size].reshape(self.stored_shape)
         book = codebook(self.mode)
@@ -128,8 +136,11 @@ class CompressedStorage(nn.Module):
         same = np.array_equal
         zp = self.zero_point
         tensor_scale = None if self.tensor_scale is None else float(self.tensor_scale)
+        book = None if self.codebook is None else self.codebook.cpu().numpy()
         return (
             tensor_scale == weight.global_scale
+            and (book is None) == (weight.book is None)
+            and (book is None or same(book, weight.book))
             and same(self.data.cpu().numpy(), weight.data)
             and same(self.scale.float().cpu().numpy(), weight.scale)
             and (zp is None) == (weight.zero_point is None)
