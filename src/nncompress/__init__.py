@@ -41,6 +41,7 @@ from nncompress.parameters import (
 from nncompress.report import CompressionReport, last_report
 from nncompress.scopes import IgnoredScope, Subgraph
 from nncompress.weight_parameters import (
+    AdvancedAdaptiveCodebookParameters,
     AdvancedAWQParameters,
     AdvancedCompressionParameters,
     AdvancedGPTQParameters,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdvancedAWQParameters",
     "AdvancedCompressionParameters",
+    "AdvancedAdaptiveCodebookParameters",
     "AdvancedGPTQParameters",
     "AdvancedLoraCorrectionParameters",
     "AdvancedScaleEstimationParameters",

@@ -87,6 +87,7 @@ class CompressWeightsMode(StrEnum):
     CB4_F8E4M3 = "cb4_f8e4m3"
     CB4 = "cb4"  # short name of CB4_F8E4M3
     CODEBOOK = "codebook"  # AdvancedCompressionParameters(codebook=...): up to 16 sorted values
+    ADAPTIVE_CODEBOOK = "adaptive_codebook"  # a codebook fitted to each weight (k-means, E4M3 values)
     INT8 = "int8"  # deprecated alias of INT8_ASYM in NNCF
 
 

@@ -55,6 +55,16 @@ class AdvancedScaleEstimationParameters:
 
 
 @dataclass
+class AdvancedAdaptiveCodebookParameters:
+    """ADAPTIVE_CODEBOOK: ``num_elements`` values (at most 16) fitted per weight, rounded to ``value_type``
+    ("f8e4m3" or "f16"); ``across_blocks`` (one codebook shared by several weights) is not supported."""
+
+    value_type: str = "f8e4m3"
+    across_blocks: bool = False
+    num_elements: int = 16
+
+
+@dataclass
 class AdvancedGPTQParameters:
     """GPTQ: Hessian dampening (fraction of its mean diagonal), column block size, samples."""
 
@@ -89,6 +99,9 @@ class AdvancedCompressionParameters:
 
     statistics_path: str | os.PathLike | None = None
     codebook: Any = None  # mode='codebook': a sorted 1-D array of 2..16 values (indices stored in 4 bits)
+    adaptive_codebook_params: AdvancedAdaptiveCodebookParameters = field(
+        default_factory=AdvancedAdaptiveCodebookParameters
+    )
     group_size_fallback_mode: GroupSizeFallbackMode = GroupSizeFallbackMode.ADJUST
     min_adjusted_group_size: int = 32
     lora_adapter_rank: int = 256

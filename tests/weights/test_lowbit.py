@@ -191,3 +191,19 @@ def test_cb4_and_nvfp4_formats():
     for row in range(3):  # rows 100x apart in scale keep the same relative error (per-group E4M3 scales)
         error = np.linalg.norm(nv.decompress()[row] - weight[row]) / np.linalg.norm(weight[row])
         assert 0.01 < error < 0.15
+
+
+def test_fitted_codebook_follows_the_weights():
+    """k-means on a two-cluster distribution puts values near both clusters; E4M3 values up to one scale."""
+    from nncompress.numerics.grids import E4M3_LEVELS, fit_codebook
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(-0.6, 0.02, 4000), rng.normal(0.3, 0.02, 4000), [1.0]]).astype(np.float32)
+    book = fit_codebook(values, 4, "f16")
+    # the largest magnitude becomes 1 (the scale maps max|w| onto it): no weight is clipped
+    assert book.size == 4 and np.all(np.diff(book) > 0) and np.abs(book).max() == 1.0
+    assert np.min(np.abs(book + 0.6)) < 0.03 and np.min(np.abs(book - 0.3)) < 0.03
+    e4m3 = fit_codebook(values, 16)
+    ratio = e4m3 / np.abs(e4m3).max() * 448  # up to one common factor, every value is an E4M3 value
+    assert np.all(np.isin(np.round(ratio, 3), np.round(E4M3_LEVELS[:127], 3)) | np.isin(np.round(-ratio, 3),
+                  np.round(E4M3_LEVELS[:127], 3)))

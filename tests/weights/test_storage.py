@@ -225,3 +225,25 @@ def test_user_codebook_validation(codebook, match):
     advanced = nncf.AdvancedCompressionParameters(codebook=codebook)
     with pytest.raises(nncf.errors.ValidationError, match=match):
         nncf.compress_weights(onnx_model(), mode="codebook", advanced_parameters=advanced)
+
+
+def test_adaptive_codebook_fits_each_weight():
+    import nncompress as nncf
+
+    compressed = nncf.compress_weights(onnx_model(), mode="adaptive_codebook", all_layers=True)
+    assert nncf.last_report().layers["fc1"] == "adaptive_codebook, per-channel"
+    books = {init.name: numpy_values(init) for init in compressed.graph.initializer if init.name.endswith("codebook")}
+    assert len(books) == 4 and all(2 <= b.size <= 16 for b in books.values())
+    assert len({b.tobytes() for b in books.values()}) == 4  # one codebook per weight
+    fixed = nncf.compress_weights(onnx_model(), mode="cb4", all_layers=True)
+    reference = _ort(onnx_model())[0]
+    errors = [np.linalg.norm(_ort(m)[0] - reference) for m in (compressed, fixed)]
+    assert errors[0] < errors[1]  # fitted values beat the fixed CB4 grid on these Gaussian weights
+    with pytest.raises(nncf.errors.UnsupportedBackendError, match="across_blocks"):
+        params = nncf.AdvancedAdaptiveCodebookParameters(across_blocks=True)
+        nncf.compress_weights(onnx_model(), mode="adaptive_codebook",
+                              advanced_parameters=nncf.AdvancedCompressionParameters(adaptive_codebook_params=params))
+
+
+def numpy_values(init):
+    return onnx.numpy_helper.to_array(init)

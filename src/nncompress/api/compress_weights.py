@@ -217,6 +217,15 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
         _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
     _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
+    adaptive = advanced.adaptive_codebook_params
+    if adaptive.across_blocks:
+        raise UnsupportedBackendError("adaptive_codebook_params.across_blocks=True (one codebook shared by several "
+                                      "weights) is not supported; each weight gets its own codebook")
+    if adaptive.value_type not in ("f8e4m3", "f16") or not 2 <= adaptive.num_elements <= MAX_CODEBOOK_SIZE:
+        raise ValidationError(
+            f"adaptive_codebook_params: value_type must be 'f8e4m3' or 'f16' and num_elements 2..{MAX_CODEBOOK_SIZE}; "
+            f"got {adaptive.value_type!r}, {adaptive.num_elements!r}"
+        )
     if advanced.codebook is not None:
         try:
             advanced = dataclasses.replace(advanced, codebook=check_codebook(advanced.codebook))

@@ -102,3 +102,30 @@ def e8m0(value: np.ndarray, grid_max: float) -> np.ndarray:
     """MX scales: ``2^clip(ceil(log2(value / grid_max)), -127, 127)`` (a power of two, float32)."""
     exponent = np.ceil(np.log2(np.maximum(value, 2.0**-126) / grid_max))
     return np.exp2(np.clip(exponent, -127, 127)).astype(np.float32)
+
+
+def fit_codebook(normalized: np.ndarray, size: int, value_type: str = "f8e4m3", iterations: int = 25,
+                 max_samples: int = 1 << 16) -> np.ndarray:
+    """A sorted codebook of at most ``size`` values for ``normalized`` (values in [-1, 1]): 1-D k-means
+    (quantile start, Lloyd iterations over a deterministic subsample), the values rounded to E4M3
+    (scaled so that the largest is 448) or float16, duplicates merged, the largest magnitude kept."""
+    flat = np.asarray(normalized, dtype=np.float32).reshape(-1)
+    if flat.size > max_samples:
+        flat = flat[:: flat.size // max_samples]
+    flat = np.sort(flat)
+    centers = np.quantile(flat, (np.arange(size) + 0.5) / size).astype(np.float32)
+    for _ in range(iterations):
+        bounds = np.searchsorted(flat, (centers[1:] + centers[:-1]) / 2)
+        sums = np.add.reduceat(flat, np.concatenate([[0], bounds])) if flat.size else np.zeros(size)
+        counts = np.diff(np.concatenate([[0], bounds, [flat.size]]))
+        centers = np.where(counts > 0, sums / np.maximum(counts, 1), centers).astype(np.float32)
+        centers = np.sort(centers)
+    top = float(np.abs(flat).max()) if flat.size else 1.0
+    centers[np.argmax(np.abs(centers))] = np.sign(centers[np.argmax(np.abs(centers))]) * top  # no clipping
+    if value_type == "f8e4m3":
+        peak = max(float(np.abs(centers).max()), 1e-30)
+        centers = E4M3_LEVELS[nearest_e4m3(centers * (E4M3_MAX / peak))]
+    else:
+        centers = centers.astype(np.float16).astype(np.float32)
+    values = np.unique(centers)
+    return values if values.size >= 2 else np.array([-1.0, 1.0], np.float32)

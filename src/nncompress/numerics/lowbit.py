@@ -35,7 +35,8 @@ F32_TINY = 1e-30
 
 INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
 FOUR_BIT_MODES = frozenset(
-    {Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3, Mode.CODEBOOK}
+    {Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3, Mode.CODEBOOK,
+     Mode.ADAPTIVE_CODEBOOK}
 )
 MAX_CODEBOOK_SIZE = 16  # user codebooks: 4-bit indices
 _GRIDS = {  # float-grid modes: (grid indexed by code, nearest-code function)

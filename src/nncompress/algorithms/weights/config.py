@@ -104,6 +104,6 @@ class WeightCompressionOptions:
 def default_group_size(mode: Mode) -> int:
     """NNCF's defaults: per channel for INT8 modes and CB4, fixed MX (32) / NVFP4 (16) groups, else 128."""
     mode = canonical_mode(mode)
-    if is_int8_mode(mode) or mode in (Mode.CB4_F8E4M3, Mode.CODEBOOK):
+    if is_int8_mode(mode) or mode in (Mode.CB4_F8E4M3, Mode.CODEBOOK, Mode.ADAPTIVE_CODEBOOK):
         return -1
     return FIXED_GROUP_SIZES.get(mode, 128)

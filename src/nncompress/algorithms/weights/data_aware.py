@@ -13,7 +13,8 @@ from nncompress.algorithms.weights.activations import ActivationStats, StatsNeed
 from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.ir import TensorRef
-from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.numerics.grids import fit_codebook
+from nncompress.numerics.lowbit import CompressedWeight, encode, group, reduction_axes
 from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.statistics.runner import StatisticsPlan, run_statistics
 
@@ -102,8 +103,9 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     data_aware = options.scale_estimation or options.gptq or options.lora_correction
     search = options.advanced.range_search
     book = options.advanced.codebook if config.mode is Mode.CODEBOOK else None
+    adaptive = options.advanced.adaptive_codebook_params
     if not config.is_primary_4bit or stats is None or stats.count == 0 or not data_aware:
-        return _rtn(layer, weight, search, book), []
+        return _rtn(layer, weight, search, book, adaptive), []
     w_oi = np.ascontiguousarray(oi_view(weight, layer), dtype=np.float32)
     scale = zero_point = None
     if options.gptq:
@@ -116,15 +118,25 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     compressed = encode(
         final, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis,
         to_layout(scale, layer), to_layout(zero_point, layer),
-    ) if scale is not None else _rtn(layer, final, search, book)
+    ) if scale is not None else _rtn(layer, final, search, book, adaptive)
     extra = []
     if options.lora_correction:
         extra.append(lora.correction(layer, weight, compressed, stats, options.advanced))
     return compressed, extra
 
 
-def _rtn(layer: WeightLayer, weight: np.ndarray, search: bool, book=None) -> CompressedWeight:
+def _rtn(layer: WeightLayer, weight: np.ndarray, search: bool, book=None, adaptive=None) -> CompressedWeight:
     config = layer.config
-    weight_info = layer.weight
-    return encode(weight, config.mode, weight_info.in_axis, config.group_size, weight_info.out_axis, search=search,
-                  book=book)
+    info = layer.weight
+    mode = config.mode
+    if mode is Mode.ADAPTIVE_CODEBOOK:  # a codebook fitted to this weight, stored as a CODEBOOK weight
+        book, mode = _fitted_codebook(layer, weight, adaptive), Mode.CODEBOOK
+    return encode(weight, mode, info.in_axis, config.group_size, info.out_axis, search=search, book=book)
+
+
+def _fitted_codebook(layer: WeightLayer, weight: np.ndarray, params) -> np.ndarray:
+    """The weight normalized per scale group to [-1, 1], clustered into ``num_elements`` values."""
+    grouped = group(np.asarray(weight, np.float32), layer.weight.in_axis, layer.config.group_size)
+    axes = reduction_axes(grouped.ndim, layer.weight.in_axis, layer.config.group_size, layer.weight.out_axis)
+    amax = np.maximum(np.abs(grouped).max(axis=axes, keepdims=True), 1e-30)
+    return fit_codebook(grouped / amax, params.num_elements, params.value_type)
