@@ -64,7 +64,7 @@ def table() -> str:
                      f"{r['plain_s'] / r['hit_s']:.1f}x", f"{r['max_logit_diff']:.1e}"])
     headers = ["backend", "run 1: INT4_SYM r0.8 data-aware, saves statistics (s)", "cache MB",
                "run 2 without cache: INT4_ASYM + AWQ + SE (s)", "run 2 loading the cache (s)", "speed-up",
-               "max |logit difference| cached vs not"]
+               "max abs logit difference, cached vs not"]
     return common.markdown_table(headers, rows)
 
 
