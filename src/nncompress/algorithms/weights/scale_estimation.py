@@ -23,28 +23,44 @@ from nncompress.numerics.lowbit import (
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
 
+def _group_products(w: np.ndarray, x_gkn: np.ndarray) -> np.ndarray:
+    """``[out, G, n]``: every group of ``w`` ``[out, G, gs]`` times every sample's group (batched GEMM)."""
+    return np.matmul(w.transpose(1, 0, 2), x_gkn).transpose(1, 0, 2)
+
+
 class _Objective:
     """Output error of candidate scales for one grouped weight."""
 
     def __init__(self, w: np.ndarray, x: np.ndarray, mode, zero_point, penalty: float):
-        self.w, self.x, self.mode, self.zero_point, self.penalty = w, x, mode, zero_point, penalty
-        self.reference = np.einsum("ogk,ngk->ogn", w, x)
+        self.w, self.mode, self.zero_point, self.penalty = w, mode, zero_point, penalty
+        self.x = np.ascontiguousarray(x.transpose(1, 2, 0))  # [G, gs, n]
+        self.reference = _group_products(w, self.x)
 
     def __call__(self, scale: np.ndarray) -> np.ndarray:
         codes = quantize_codes(self.w, self.mode, scale, self.zero_point)
         approx = dequantize_codes(codes, self.mode, scale, self.zero_point)
-        error = np.mean((np.einsum("ogk,ngk->ogn", approx, self.x) - self.reference) ** 2, axis=2)
+        diff = _group_products(approx, self.x)
+        diff -= self.reference
+        error = np.einsum("ogn,ogn->og", diff, diff) / diff.shape[2]
         if self.penalty > 0:
             error = error + self.penalty * np.mean((approx - self.w) ** 2, axis=2)
         return error[..., None]
 
 
-def _ideal_scale(w: np.ndarray, codes: np.ndarray, mode, zero_point, importance: np.ndarray, sign) -> np.ndarray:
-    values = code_values(codes, mode, zero_point)
-    weights = importance * (values != 0)
-    weights = weights / np.maximum(weights.sum(axis=2, keepdims=True), np.finfo(np.float32).tiny)
-    ratio = np.abs(w) / (np.abs(values) + 0.001 * (values == 0))
-    return round_scale(sign * np.sum(weights * ratio, axis=2, keepdims=True))
+class _IdealScale:
+    """``sum_i imp_i |w_i| / |v_i| / sum_i imp_i`` over the group's nonzero code values ``v``."""
+
+    def __init__(self, w: np.ndarray, importance: np.ndarray, mode, zero_point, sign: np.ndarray):
+        self.importance = importance
+        self.weighted = importance * np.abs(w)
+        self.mode, self.zero_point, self.sign = mode, zero_point, sign
+
+    def __call__(self, codes: np.ndarray) -> np.ndarray:
+        values = np.abs(code_values(codes, self.mode, self.zero_point))
+        nonzero = values != 0
+        total = np.where(nonzero, self.importance, 0.0).sum(axis=2, keepdims=True)
+        ratio = np.divide(self.weighted, values, out=np.zeros_like(values), where=nonzero).sum(axis=2, keepdims=True)
+        return round_scale(self.sign * ratio / np.maximum(total, np.finfo(np.float32).tiny))
 
 
 def estimate_grouped(
@@ -56,6 +72,7 @@ def estimate_grouped(
     objective = _Objective(w, x, mode, zero_point, params.weight_penalty)
     importance = np.broadcast_to(stat[None].astype(np.float32), w.shape)
     sign = np.sign(scale) + (scale == 0)
+    ideal = _IdealScale(w, importance, mode, zero_point, sign)
     best, best_error = scale, objective(scale)
 
     def consider(candidate: np.ndarray) -> None:
@@ -67,12 +84,12 @@ def estimate_grouped(
 
     current = scale
     for _ in range(params.initial_steps):
-        current = _ideal_scale(w, quantize_codes(w, mode, current, zero_point), mode, zero_point, importance, sign)
+        current = ideal(quantize_codes(w, mode, current, zero_point))
         consider(current)
         current = best
     for k in range(params.scale_steps):
         shrunk = round_scale(scale * (1.0 - 0.05 * k))
-        consider(_ideal_scale(w, quantize_codes(w, mode, shrunk, zero_point), mode, zero_point, importance, sign))
+        consider(ideal(quantize_codes(w, mode, shrunk, zero_point)))
     return best, zero_point
 
 
