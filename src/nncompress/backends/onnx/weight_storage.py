@@ -32,6 +32,7 @@ from nncompress.backends.onnx.naming import resolve_node_names, subgraph_refs
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight, EditStream
 from nncompress.numerics.chunked import chunk_bounds, run_chunks, transpose_2d
+from nncompress.numerics.grids import E4M3_LEVELS, nearest_e4m3
 from nncompress.numerics.lowbit import CompressedWeight, pack_4bit
 from nncompress.parameters import CompressWeightsMode as Mode
 
@@ -199,8 +200,14 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
             zero = zero + weight.zero_point.astype(np.float32)
         if np.any(zero):
             value = b.node(consumer, "Sub", [value, b.init(f"{base}/zero_point", zero)], f"{base}/subtract")
-    scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
-    if weight.scale_dtype != "float32":  # stored in float16 (exact), multiplied in float32
+    if weight.global_scale is not None:  # NVFP4: E4M3 codes of the group scales, looked up
+        codes = b.init(f"{base}/scale_e4m3", nearest_e4m3(weight.scale))
+        index = b.node(consumer, "Cast", [codes], f"{base}/scale_index", to=TensorProto.INT32)
+        table = b.shared_init("nncompress/e4m3_values", np.nan_to_num(E4M3_LEVELS))
+        scale = b.node(consumer, "Gather", [table, index], f"{base}/scale_lookup", axis=0)
+    else:
+        scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
+    if weight.scale_dtype != "float32" and weight.global_scale is None:  # float16 (exact), used in float32
         scale = b.node(consumer, "Cast", [scale], f"{base}/scale_to_float", to=TensorProto.FLOAT)
     if weight.global_scale is not None:  # E4M3 group scales x the tensor scale (constant-folded)
         tensor_scale = b.init(f"{base}/tensor_scale", np.array(weight.global_scale, np.float32))

@@ -34,6 +34,7 @@ from torch import nn
 
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
+from nncompress.numerics.grids import nearest_e4m3
 from nncompress.numerics.lowbit import CompressedWeight, code_range, codebook, mode_bits
 from nncompress.parameters import CompressWeightsMode as Mode
 
@@ -82,7 +83,11 @@ class CompressedStorage(nn.Module):
         self.stored_shape = tuple(weight.stored_shape)
         self.axis, self.group_size = weight.axis, weight.group_size
         self.register_buffer("data", _tensor(weight.data, device))
-        self.register_buffer("scale", _tensor(weight.scale.astype(weight.scale_dtype), device))
+        if weight.global_scale is not None:  # NVFP4 group scales are E4M3 values: one byte each
+            scale = _tensor(nearest_e4m3(weight.scale), device).view(torch.float8_e4m3fn)
+        else:
+            scale = _tensor(weight.scale.astype(weight.scale_dtype), device)
+        self.register_buffer("scale", scale)
         zero_point = None if weight.zero_point is None else _tensor(weight.zero_point, device)
         self.register_buffer("zero_point", zero_point)
         book = None if weight.book is None else _tensor(weight.book, device)
