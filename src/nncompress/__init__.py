@@ -16,6 +16,7 @@ from nncompress.errors import (
     UnsupportedModelError,
     ValidationError,
 )
+from nncompress.log import set_log_level
 from nncompress.parameters import (
     AdvancedAccuracyRestorerParameters,
     AdvancedBiasCorrectionParameters,
@@ -63,6 +64,7 @@ __all__ = [
     "CompressionFormat",
     "GroupSizeFallbackMode",
     "compress_weights",
+    "set_log_level",
     "AccuracyDropError",
     "AdvancedAccuracyRestorerParameters",
     "AdvancedBiasCorrectionParameters",

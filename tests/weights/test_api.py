@@ -190,3 +190,18 @@ def test_outputs_close_to_float_model():
     for mode, tolerance in (("int8_asym", 0.02), ("int4_asym", 0.2)):
         out = run(nncf.compress_weights(model, mode=mode, group_size=None if mode == "int8_asym" else 16))
         assert np.abs(out - reference).max() / np.abs(reference).max() < tolerance
+
+
+def test_distribution_table_is_logged_and_can_be_silenced(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="nncompress"):
+        nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16)
+    assert "Statistics of the bitwidth distribution" in caplog.text and "int4_sym, group size 16" in caplog.text
+    caplog.clear()
+    try:
+        nncf.set_log_level(logging.WARNING)
+        nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16)
+        assert "bitwidth" not in caplog.text
+    finally:
+        nncf.set_log_level(logging.INFO)

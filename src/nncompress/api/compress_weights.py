@@ -16,6 +16,7 @@ from nncompress.algorithms.weights.pipeline import run_weight_compression
 from nncompress.backends.registry import backend_name, get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.log import logger
 from nncompress.numerics.lowbit import (
     FIXED_GROUP_SIZES,
     MAX_CODEBOOK_SIZE,
@@ -55,12 +56,15 @@ def compress_weights(
 ) -> TModel:
     """Compress the weights of Linear/MatMul, Embedding and convolution layers to low-bit formats.
 
-    8-bit modes compress every weight per output channel. 4-bit modes (INT4_SYM/ASYM, NF4, MXFP4)
-    compress Linear weights group-wise (``group_size``, default 128) and keep embeddings, convolutions
-    and the last Linear in the backup mode (INT8_ASYM) unless ``all_layers``; ``ratio`` is the share of
-    those weight elements in 4 bits. ``dataset`` enables data-aware mixed precision, AWQ, scale
+    INT8 modes compress every weight per output channel. The other modes (INT4_SYM/ASYM, NF4, FP4,
+    MXFP4, NVFP4, FP8_E4M3, MXFP8_E4M3, CB4_F8E4M3, CODEBOOK, ADAPTIVE_CODEBOOK) compress Linear weights
+    group-wise (``group_size``: 128 by default, MX formats 32, NVFP4 16, codebooks per channel) and keep
+    embeddings, convolutions and the last Linear in the backup mode (INT8_ASYM; FP8_E4M3 / MXFP8_E4M3 for
+    the float formats) unless ``all_layers``; ``ratio`` is the share of those weight elements in the
+    primary mode. ``dataset`` enables data-aware mixed precision, AWQ, scale
     estimation, GPTQ and LoRA correction. Returns a new model; the bit-width distribution is printed
-    when ``verbose`` and available from ``nncompress.last_report()``.
+    (logged at INFO on the ``nncompress`` logger, shown by default as NNCF does; ``verbose`` prints the
+    full report instead) and available from ``nncompress.last_report()``.
     """
     adapter = get_adapter(model)
     options = validate_compress_args(
@@ -74,6 +78,8 @@ def compress_weights(
     set_last_report(report)
     if verbose:
         report.print()
+    else:
+        logger.info("Statistics of the bitwidth distribution:\n%s", report.table())
     return result
 
 
