@@ -15,7 +15,7 @@ import scipy.linalg
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.scale_estimation import estimate_grouped
 from nncompress.algorithms.weights.selection import WeightLayer
-from nncompress.numerics.lowbit import compute_scale, dequantize_codes, quantize_codes
+from nncompress.numerics.lowbit import code_range, codebook, compute_scale, dequantize_codes, quantize_codes
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
 
@@ -36,7 +36,7 @@ def _factor(stats: ActivationStats, damp_percent: float) -> tuple[np.ndarray, np
         hessian = stats.hessian()
         dead = np.diag(hessian) == 0
         hessian[dead, dead] = 1.0
-        cache[damp_percent] = (_inverse_cholesky(hessian, damp_percent), dead)
+        cache[damp_percent] = (_inverse_cholesky(hessian, damp_percent).astype(np.float32), dead)
     return cache[damp_percent]
 
 
@@ -45,6 +45,8 @@ class _GroupQuantizer:
 
     def __init__(self, layer: WeightLayer, out: int, channels: int, stats: ActivationStats | None, advanced):
         self.mode = layer.config.mode
+        self.integer = codebook(self.mode) is None
+        self.lowest, self.highest = code_range(self.mode)
         self.size = layer.config.group_size if layer.config.group_size != -1 else channels
         groups = channels // self.size
         self.scale = np.zeros((out, groups, 1), np.float32)
@@ -74,7 +76,11 @@ class _GroupQuantizer:
         g = index // self.size
         scale = self.scale[:, g, 0]
         zero_point = self.zero_point[:, g, 0] if self.has_zero_point else None
-        codes = quantize_codes(column.astype(np.float32), self.mode, scale, zero_point)
+        if self.integer:  # the integer grid inline: this runs once per column
+            shift = zero_point.astype(np.float32) if zero_point is not None else 0.0
+            codes = np.clip(np.rint(column / scale + shift), self.lowest, self.highest)
+            return (codes - shift) * scale
+        codes = quantize_codes(column, self.mode, scale, zero_point)
         return dequantize_codes(codes, self.mode, scale, zero_point)
 
 
@@ -88,7 +94,7 @@ def run(
     """(dequantized weight ``[out, in]``, scale ``[out, G, 1]``, zero point or None)."""
     params = advanced.gptq_params
     upper, dead = _factor(stats, params.damp_percent)
-    weight = w_oi.astype(np.float64)
+    weight = w_oi.astype(np.float32)  # float32 updates (the factorization itself runs in float64)
     weight[:, dead] = 0.0
     out, channels = weight.shape
     quantizer = _GroupQuantizer(layer, out, channels, se_stats, advanced)
@@ -113,7 +119,7 @@ def _quantize_block(weight: np.ndarray, upper: np.ndarray, start: int, end: int,
         quantized = quantizer.quantize(block[:, i], column)
         error = (block[:, i] - quantized) / local[i, i]
         block[:, i] = quantized
-        block[:, i + 1 :] -= np.outer(error, local[i, i + 1 :])
+        block[:, i + 1 :] -= error[:, None] * local[i, i + 1 :]
         errors[:, i] = error
     weight[:, start:end] = block
     weight[:, end:] -= errors @ upper[start:end, end:]
