@@ -57,11 +57,10 @@ class WeightCompressionOptions:
     scale_estimation: bool
     gptq: bool
     lora_correction: bool
-    backup_mode: BackupMode
+    backup_mode: BackupMode | None  # None: not given, NNCF's default for the mode
     ignored_scope: IgnoredScope | None = None
     dataset: Any = None
     advanced: AdvancedCompressionParameters = field(default_factory=AdvancedCompressionParameters)
-    default_backup: bool = True  # backup_mode was not given: float-format modes back up in FP8
 
     @property
     def primary(self) -> LayerConfig:
@@ -72,9 +71,9 @@ class WeightCompressionOptions:
         if self.backup_mode is BackupMode.NONE:
             return LayerConfig(None)
         float_backup = FLOAT_BACKUP.get(canonical_mode(self.mode))
-        if float_backup is not None and self.backup_mode is BackupMode.INT8_ASYM and self.default_backup:
+        if self.backup_mode is None and float_backup is not None:  # float formats back up in FP8
             return LayerConfig(float_backup, FIXED_GROUP_SIZES.get(float_backup, self.group_size))
-        return LayerConfig(Mode(self.backup_mode.value), -1)
+        return LayerConfig(Mode((self.backup_mode or BackupMode.INT8_ASYM).value), -1)
 
     def backup_for(self, channels: int) -> LayerConfig:
         """The backup configuration for a weight with ``channels`` input channels: a float-format backup

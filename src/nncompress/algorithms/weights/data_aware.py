@@ -101,11 +101,8 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     config = layer.config
     stats = ctx.stats_of(layer)
     data_aware = options.scale_estimation or options.gptq or options.lora_correction
-    search = options.advanced.range_search
-    book = options.advanced.codebook if config.mode is Mode.CODEBOOK else None
-    adaptive = options.advanced.adaptive_codebook_params
     if not config.is_primary_4bit or stats is None or stats.count == 0 or not data_aware:
-        return _rtn(layer, weight, search, book, adaptive), []
+        return _rtn(layer, weight, options.advanced), []
     w_oi = np.ascontiguousarray(oi_view(weight, layer), dtype=np.float32)
     scale = zero_point = None
     if options.gptq:
@@ -118,20 +115,21 @@ def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[Compres
     compressed = encode(
         final, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis,
         to_layout(scale, layer), to_layout(zero_point, layer),
-    ) if scale is not None else _rtn(layer, final, search, book, adaptive)
+    ) if scale is not None else _rtn(layer, final, options.advanced)
     extra = []
     if options.lora_correction:
         extra.append(lora.correction(layer, weight, compressed, stats, options.advanced))
     return compressed, extra
 
 
-def _rtn(layer: WeightLayer, weight: np.ndarray, search: bool, book=None, adaptive=None) -> CompressedWeight:
-    config = layer.config
-    info = layer.weight
-    mode = config.mode
+def _rtn(layer: WeightLayer, weight: np.ndarray, advanced) -> CompressedWeight:
+    """Round to nearest (range search, user and fitted codebooks as ``advanced`` says)."""
+    config, info = layer.config, layer.weight
+    mode, book = config.mode, advanced.codebook if config.mode is Mode.CODEBOOK else None
     if mode is Mode.ADAPTIVE_CODEBOOK:  # a codebook fitted to this weight, stored as a CODEBOOK weight
-        book, mode = _fitted_codebook(layer, weight, adaptive), Mode.CODEBOOK
-    return encode(weight, mode, info.in_axis, config.group_size, info.out_axis, search=search, book=book)
+        book, mode = _fitted_codebook(layer, weight, advanced.adaptive_codebook_params), Mode.CODEBOOK
+    return encode(weight, mode, info.in_axis, config.group_size, info.out_axis, search=advanced.range_search,
+                  book=book)
 
 
 def _fitted_codebook(layer: WeightLayer, weight: np.ndarray, params) -> np.ndarray:
