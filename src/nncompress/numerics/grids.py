@@ -121,7 +121,8 @@ def fit_codebook(normalized: np.ndarray, size: int, value_type: str = "f8e4m3", 
         centers = np.where(counts > 0, sums / np.maximum(counts, 1), centers).astype(np.float32)
         centers = np.sort(centers)
     top = float(np.abs(flat).max()) if flat.size else 1.0
-    centers[np.argmax(np.abs(centers))] = np.sign(centers[np.argmax(np.abs(centers))]) * top  # no clipping
+    outer = np.argmax(np.abs(centers))
+    centers[outer] = np.sign(centers[outer]) * top  # the largest magnitude reaches max|w|: nothing clips
     if value_type == "f8e4m3":
         peak = max(float(np.abs(centers).max()), 1e-30)
         centers = E4M3_LEVELS[nearest_e4m3(centers * (E4M3_MAX / peak))]

@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nncompress.backends.onnx.constants import evaluate_tensor
 from nncompress.backends.onnx.editor import Editor
-from nncompress.backends.onnx.naming import resolve_node_names, subgraph_refs
+from nncompress.backends.onnx.naming import resolve_node_names, subgraph_refs, unique_name
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight, EditStream
 from nncompress.numerics.chunked import chunk_bounds, run_chunks, transpose_2d
@@ -80,12 +80,8 @@ class _Builder:
         self._producers: dict[str, onnx.NodeProto] | None = None
 
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        """A tensor/node name not used anywhere in the model yet."""
+        return unique_name(base, self.taken)
 
     def init(self, base: str, value: np.ndarray) -> str:
         name = self.fresh(base)
@@ -200,23 +196,27 @@ def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: i
             zero = zero + weight.zero_point.astype(np.float32)
         if np.any(zero):
             value = b.node(consumer, "Sub", [value, b.init(f"{base}/zero_point", zero)], f"{base}/subtract")
-    if weight.global_scale is not None:  # NVFP4: E4M3 codes of the group scales, looked up
-        codes = b.init(f"{base}/scale_e4m3", nearest_e4m3(weight.scale))
-        index = b.node(consumer, "Cast", [codes], f"{base}/scale_index", to=TensorProto.INT32)
-        table = b.shared_init("nncompress/e4m3_values", np.nan_to_num(E4M3_LEVELS))
-        scale = b.node(consumer, "Gather", [table, index], f"{base}/scale_lookup", axis=0)
-    else:
-        scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
-    if weight.scale_dtype != "float32" and weight.global_scale is None:  # float16 (exact), used in float32
-        scale = b.node(consumer, "Cast", [scale], f"{base}/scale_to_float", to=TensorProto.FLOAT)
-    if weight.global_scale is not None:  # E4M3 group scales x the tensor scale (constant-folded)
-        tensor_scale = b.init(f"{base}/tensor_scale", np.array(weight.global_scale, np.float32))
-        scale = b.node(consumer, "Mul", [scale, tensor_scale], f"{base}/scale_times_tensor_scale")
-    value = b.node(consumer, "Mul", [value, scale], f"{base}/multiply")
+    value = b.node(consumer, "Mul", [value, _scale(b, consumer, weight, base)], f"{base}/multiply")
     if weight.stored_shape != weight.shape:
         shape = b.init(f"{base}/shape", np.array(weight.shape, np.int64))
         value = b.node(consumer, "Reshape", [value, shape], f"{base}/reshape")
     return _cast(b, consumer, value, elem, base)
+
+
+def _scale(b: _Builder, consumer, weight: CompressedWeight, base: str) -> str:
+    """The float32 scale tensor: float16 values cast up (exact), or NVFP4's one-byte E4M3 group scales
+    looked up and multiplied by the tensor scale (both constant-folded by ONNX Runtime)."""
+    if weight.global_scale is None:
+        scale = b.init(f"{base}/scale", weight.scale.astype(weight.scale_dtype))
+        if weight.scale_dtype == "float32":
+            return scale
+        return b.node(consumer, "Cast", [scale], f"{base}/scale_to_float", to=TensorProto.FLOAT)
+    codes = b.init(f"{base}/scale_e4m3", nearest_e4m3(weight.scale))
+    index = b.node(consumer, "Cast", [codes], f"{base}/scale_index", to=TensorProto.INT32)
+    table = b.shared_init("nncompress/e4m3_values", np.nan_to_num(E4M3_LEVELS))
+    scale = b.node(consumer, "Gather", [table, index], f"{base}/scale_lookup", axis=0)
+    tensor_scale = b.init(f"{base}/tensor_scale", np.array(weight.global_scale, np.float32))
+    return b.node(consumer, "Mul", [scale, tensor_scale], f"{base}/scale_times_tensor_scale")
 
 
 def _cast(b: _Builder, consumer, value: str, elem: int, base: str) -> str:

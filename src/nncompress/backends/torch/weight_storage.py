@@ -45,17 +45,28 @@ from .module_graph import is_linear_like
 Slot = tuple[nn.Module, str, str]  # (module, "_parameters" | "_buffers", attribute)
 
 
-@lru_cache(maxsize=64)
-def _pair_table(mode: Mode, device: str) -> torch.Tensor:
-    """``[256, 2]`` float32: the values of the low and high nibble of every byte (4-bit modes)."""
+def _nibble_values(mode: Mode, book: np.ndarray | None) -> tuple[float, ...]:
+    """The values of the 16 nibble codes of a 4-bit mode (a user codebook: its values, padded)."""
     nibbles = np.arange(16)
-    book = codebook(mode)
+    book = codebook(mode) if book is None else book
     if book is not None:
-        values = book[nibbles]
+        values = book[np.minimum(nibbles, len(book) - 1)]  # nibbles past a short codebook never occur
     elif code_range(mode)[0] < 0:
-        values = ((nibbles ^ 8) - 8).astype(np.float32)
+        values = (nibbles ^ 8) - 8
     else:
-        values = nibbles.astype(np.float32)
+        values = nibbles
+    return tuple(float(v) for v in values)
+
+
+@lru_cache(maxsize=32)
+def _mode_nibble_values(mode: Mode) -> tuple[float, ...]:
+    return _nibble_values(mode, None)
+
+
+@lru_cache(maxsize=64)
+def _pair_table(values: tuple[float, ...], device: str) -> torch.Tensor:
+    """``[256, 2]`` float32: the values of the low and high nibble of every byte (4-bit modes)."""
+    values = np.asarray(values, np.float32)
     table = np.stack([np.tile(values, 16), np.repeat(values, 16)], axis=1).astype(np.float32)
     return torch.from_numpy(table).to(device)
 
@@ -105,16 +116,16 @@ class CompressedStorage(nn.Module):
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    @property
+    def _nibble_values(self) -> tuple[float, ...]:
+        if self.codebook is None:
+            return _mode_nibble_values(self.mode)
+        return _nibble_values(self.mode, np.asarray(self.codebook.tolist(), np.float32))
+
     def codes_as_float(self) -> torch.Tensor:
         """The codes' unscaled values (integer codes or grid values) in float32, stored shape."""
         if mode_bits(self.mode) == 4:
-            if self.codebook is not None:  # the values of the low and high nibble of every byte
-                byte = torch.arange(256, device=self.data.device)
-                last = self.codebook.numel() - 1  # nibbles past a short codebook never occur
-                low, high = (self.codebook[torch.clamp(n, max=last)] for n in (byte % 16, byte // 16))
-                table = torch.stack([low, high], dim=1).float()
-            else:
-                table = _pair_table(self.mode, str(self.data.device))
+            table = _pair_table(self._nibble_values, str(self.data.device))
             values = torch.index_select(table, 0, self.data.to(torch.int32)).reshape(-1)
             return values[: self.size].reshape(self.stored_shape)
         book = codebook(self.mode)
