@@ -10,7 +10,13 @@ import onnx
 from onnx import numpy_helper
 
 from nncompress.backends.onnx.constants import evaluate_tensor
-from nncompress.backends.onnx.naming import node_reads, output_node_name, resolve_node_names, topological_order
+from nncompress.backends.onnx.naming import (
+    node_reads,
+    output_node_name,
+    resolve_node_names,
+    topological_order,
+    unique_name,
+)
 from nncompress.backends.onnx.shapes import infer_types
 from nncompress.errors import ValidationError
 from nncompress.graph.ir import InputRef, TensorRef
@@ -46,12 +52,7 @@ class Editor:
     # names and lookups -------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
         """A tensor/node name not used anywhere in the model yet."""
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        return unique_name(base, self.taken)
 
     def node(self, name: str) -> onnx.NodeProto:
         node = self.nodes.get(name)

@@ -17,6 +17,16 @@ def output_node_name(output: str) -> str:
     return OUTPUT_PREFIX + output
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_k`` with the smallest k not in ``taken``; the name is added to ``taken``."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 def resolve_node_names(nodes: Sequence[onnx.NodeProto], reserved: Iterable[str] = ()) -> list[str]:
     """One unique name per node: its own name where it is set and unique, else a fallback.
 
