@@ -277,9 +277,10 @@ def run_case(spec: dict) -> dict:
     return minilm_case(spec["backend"], spec["label"])
 
 
-def _subprocess(spec: dict) -> dict:
+def run_in_subprocess(spec: dict, script: str = __file__) -> dict:
+    """Run ``script --case <spec as JSON>`` in a fresh process; its last JSON line of output."""
     out = subprocess.run(
-        [sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True, check=False
+        [sys.executable, script, "--case", json.dumps(spec)], capture_output=True, text=True, check=False
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
@@ -294,7 +295,7 @@ def minilm_table() -> str:
     rows = []
     for label, _, reference in MINILM_CASES:
         for backend in BACKENDS:
-            r = _subprocess({"task": "minilm", "backend": backend, "label": label})
+            r = run_in_subprocess({"task": "minilm", "backend": backend, "label": label})
             print(label, backend, {k: v for k, v in r.items() if k != "layers"}, flush=True)
             rows.append([label, backend, f"{r['cosine_fallback']:.5f}", "-" if reference is None else f"{reference}",
                          f"{r['cosine_lee']:.5f}", f"{r['seconds']:.2f}", f"{r['peak_mb']:.0f}", f"{r['rise_mb']:.0f}"])
@@ -307,7 +308,7 @@ def gpt2_table() -> str:
     rows = []
     references = {"openvino": ("4.2", "1.4 GB"), "onnx": ("-", "-"), "torch": ("2.6", "0.47 GB")}
     for backend in BACKENDS:
-        r = _subprocess({"task": "gpt2", "backend": backend})
+        r = run_in_subprocess({"task": "gpt2", "backend": backend})
         print(backend, {k: v for k, v in r.items() if k != "table"}, flush=True)
         rows.append([backend, f"{r['seconds']:.2f}", references[backend][0], f"{r['rise_mb']:.0f}",
                      references[backend][1], f"{r['peak_mb']:.0f}", f"{r['size_ratio']:.3f}", str(r["runs"])])
@@ -320,7 +321,7 @@ def smollm_table(cases=SMOLLM_CASES) -> str:
     rows, fp32 = [], {}
     for label, _, reference in ([SMOLLM_CASES[0]] if cases is not SMOLLM_CASES else []) + cases:
         for backend in BACKENDS:
-            r = _subprocess({"task": "smollm2", "backend": backend, "label": label})
+            r = run_in_subprocess({"task": "smollm2", "backend": backend, "label": label})
             print(label, backend, {k: v for k, v in r.items() if k != "table"}, flush=True)
             fp32.setdefault(backend, r["perplexity"])
             ratio = r["perplexity"] / fp32[backend]

@@ -10,7 +10,6 @@ Per backend: (1) INT4_SYM ratio 0.8 data-aware with a fresh ``statistics_path`` 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common, llm  # noqa: E402
-from bench.weights import _measured  # noqa: E402
+from bench.weights import _measured, run_in_subprocess  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "torch")
 
@@ -54,11 +53,7 @@ def case(backend: str) -> dict:
 def table() -> str:
     rows = []
     for backend in BACKENDS:
-        out = subprocess.run([sys.executable, __file__, "--case", backend], capture_output=True, text=True)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode or not lines:
-            raise RuntimeError(f"{backend} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(lines[-1])
+        r = run_in_subprocess({"backend": backend}, __file__)
         print(backend, r, flush=True)
         rows.append([backend, f"{r['first_s']:.1f}", f"{r['cache_mb']:.0f}", f"{r['plain_s']:.1f}", f"{r['hit_s']:.1f}",
                      f"{r['plain_s'] / r['hit_s']:.1f}x", f"{r['max_logit_diff']:.1e}"])
@@ -70,7 +65,7 @@ def table() -> str:
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--case":
-        print(json.dumps(case(sys.argv[2])))
+        print(json.dumps(case(json.loads(sys.argv[2])["backend"])))
         return
     common.write_benchmarks_section(
         "Weight compression: statistics caching (SmolLM2-135M)", "python bench/weights_cache.py", table(),
