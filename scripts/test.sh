@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run the whole suite.
+# Install everything the tests need into the active environment, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
