@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 NUM_THREADS = 2
-WARMUP_RUNS = 3
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
 
@@ -67,20 +66,6 @@ def _batch_size(feed: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(feed.values())).shape[0])
 
 
-def _samples_per_second(run: Any, samples: int, seconds: float) -> float:
-    """Call `run()` for warm-up, then repeatedly for about `seconds`; return samples/s."""
-    for _ in range(WARMUP_RUNS):
-        run()
-    runs = 0
-    start = time.perf_counter()
-    while True:
-        run()
-        runs += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return runs * samples / elapsed
-
-
 def onnx_session(model: Any, num_threads: int = NUM_THREADS) -> Any:
     """An ONNX Runtime CPU session (ORT_ENABLE_ALL, `num_threads` intra-op threads)."""
     import onnxruntime as ort
@@ -93,11 +78,12 @@ def onnx_session(model: Any, num_threads: int = NUM_THREADS) -> Any:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def throughput_onnx(model_proto: Any, batch: Batch, seconds: float = 3.0) -> float:
-    """Samples per second of an ONNX model (ModelProto or path) under ONNX Runtime at this batch."""
+def onnx_run(model_proto: Any, batch: Batch) -> tuple[Any, int]:
+    """A no-argument call running an ONNX model (ModelProto or path) in ONNX Runtime on ``batch``,
+    and the batch size."""
     session = onnx_session(model_proto)
     feed = _feed([i.name for i in session.get_inputs()], batch)
-    return _samples_per_second(lambda: session.run(None, feed), _batch_size(feed), seconds)
+    return (lambda: session.run(None, feed)), _batch_size(feed)
 
 
 def compile_openvino(ov_model: Any, num_threads: int = NUM_THREADS) -> Any:
@@ -112,13 +98,31 @@ def compile_openvino(ov_model: Any, num_threads: int = NUM_THREADS) -> Any:
     return ov.Core().compile_model(ov_model, "CPU", config)
 
 
-def throughput_openvino(ov_model: Any, batch: Batch, seconds: float = 3.0) -> float:
-    """Samples per second of an `openvino.Model` on CPU at this batch (one sync infer request)."""
+def openvino_run(ov_model: Any, batch: Batch) -> tuple[Any, int]:
+    """A no-argument call running an ``openvino.Model`` on CPU (one sync infer request) on ``batch``,
+    and the batch size."""
     compiled = compile_openvino(ov_model)
     request = compiled.create_infer_request()
-    names = [port.get_any_name() for port in compiled.inputs]
-    feed = _feed(names, batch)
-    return _samples_per_second(lambda: request.infer(feed), _batch_size(feed), seconds)
+    feed = _feed([port.get_any_name() for port in compiled.inputs], batch)
+    return (lambda: request.infer(feed)), _batch_size(feed)
+
+
+def compare_throughput(fp32: tuple[Any, int], int8: tuple[Any, int], seconds: float = 1.0) -> dict:
+    """FP32 vs INT8 samples/s, interleaved in rounds (``harness.interleaved``): the medians, the per-round
+    speed-up as min/median/max, and the load around the measurement."""
+    from bench import harness
+
+    spreads, load = harness.interleaved(
+        {"fp32": harness.rate(fp32[0], fp32[1], seconds), "int8": harness.rate(int8[0], int8[1], seconds)}
+    )
+    speedup = harness.ratio(spreads["int8"], spreads["fp32"])
+    return {
+        "fp32_tput": spreads["fp32"].median,
+        "int8_tput": spreads["int8"].median,
+        "speedup": speedup.as_dict(),
+        "load": load.describe(),
+        "busy": load.busy,
+    }
 
 
 def onnx_size_bytes(model: Any) -> int:

@@ -60,19 +60,15 @@ def _runner(backend: str, model):
     return run
 
 
-def _throughput(backend: str, model, batch) -> float | None:
+def _timed_run(backend: str, model, batch) -> tuple:
+    """(no-argument call running ``model`` on ``batch``, batch size) for the throughput comparison."""
     if backend == "onnx":
-        return common.throughput_onnx(model, batch, seconds=2.0)
+        return common.onnx_run(model, batch)
     if backend == "openvino":
-        return common.throughput_openvino(model, batch, seconds=2.0)
+        return common.openvino_run(model, batch)
     run = _runner("torch", model)
-    run(batch)
-    runs, start = 0, __import__("time").perf_counter()
-    while __import__("time").perf_counter() - start < 2.0:
-        run(batch)
-        runs += 1
     size = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
-    return runs * size / (__import__("time").perf_counter() - start)
+    return (lambda: run(batch)), size
 
 
 def _size(backend: str, model) -> float | None:
@@ -133,20 +129,16 @@ def _torch_export_figures(fp32_onnx_path: str, int8, example: np.ndarray, batch,
     fp32_ov = ov.convert_model(fp32_onnx_path)
     int8_ov = ov.Core().read_model(str(int8_xml))
     sizes = [common.openvino_size_bytes(m) for m in (fp32_ov, int8_ov)]
-    return {
-        "size_ratio": sizes[1] / sizes[0],
-        "fp32_tput": common.throughput_openvino(fp32_ov, batch, seconds=2.0),
-        "int8_tput": common.throughput_openvino(int8_ov, batch, seconds=2.0),
-    }
+    return {"size_ratio": sizes[1] / sizes[0]} | common.compare_throughput(
+        common.openvino_run(fp32_ov, batch), common.openvino_run(int8_ov, batch)
+    )
 
 
 def _common_figures(backend: str, fp32, int8, batch) -> dict:
     sizes = [_size(backend, m) for m in (fp32, int8)]
-    return {
-        "size_ratio": sizes[1] / sizes[0] if sizes[0] else None,
-        "fp32_tput": _throughput(backend, fp32, batch),
-        "int8_tput": _throughput(backend, int8, batch),
-    }
+    return {"size_ratio": sizes[1] / sizes[0] if sizes[0] else None} | common.compare_throughput(
+        _timed_run(backend, fp32, batch), _timed_run(backend, int8, batch)
+    )
 
 
 def minilm_setup(backend: str, tmp: Path) -> CaseSetup:

@@ -30,6 +30,12 @@ def calibration_dataset(data: digits.DigitsData) -> nncf.Dataset:
     return nncf.Dataset(list(data.x_train[:300]), lambda image: image[None])
 
 
+def _speeds(runner, fp32, int8, batch) -> list[float]:
+    """FP32 and INT8 images/s, measured interleaved in the same process (median of 5 rounds)."""
+    figures = common.compare_throughput(runner(fp32, batch), runner(int8, batch))
+    return [figures["fp32_tput"], figures["int8_tput"]]
+
+
 def onnx_row(model_path: str, data, calib) -> list:
     import onnx
 
@@ -39,7 +45,7 @@ def onnx_row(model_path: str, data, calib) -> list:
     seconds = time.perf_counter() - start
     accs = [digits.accuracy_onnx(m, data.x_test, data.y_test) for m in (fp32, int8)]
     sizes = [common.onnx_size_bytes(m) for m in (fp32, int8)]
-    speeds = [common.throughput_onnx(m, data.x_test[:BATCH], seconds=2.0) for m in (fp32, int8)]
+    speeds = _speeds(common.onnx_run, fp32, int8, data.x_test[:BATCH])
     return ["ONNX Runtime", *accs, *sizes, *speeds, seconds]
 
 
@@ -50,7 +56,7 @@ def openvino_row(model_path: str, data, calib) -> list:
     seconds = time.perf_counter() - start
     accs = [digits.accuracy_openvino(m, data.x_test, data.y_test) for m in (fp32, int8)]
     sizes = [common.openvino_size_bytes(m) for m in (fp32, int8)]
-    speeds = [common.throughput_openvino(m, data.x_test[:BATCH], seconds=2.0) for m in (fp32, int8)]
+    speeds = _speeds(common.openvino_run, fp32, int8, data.x_test[:BATCH])
     return ["OpenVINO", *accs, *sizes, *speeds, seconds]
 
 
