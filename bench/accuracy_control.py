@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nncompress as nncf  # noqa: E402
-from bench import common  # noqa: E402
+from bench import common, harness  # noqa: E402
 from tests import accuracy_control_models as acm  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "torch")
@@ -84,27 +84,33 @@ def run_case(name: str) -> dict:
     to_input = _to_input(backend)
     calibration = nncf.Dataset(list(data.x_train[:300]), to_input)
     validation = nncf.Dataset(list(zip(data.x_test, data.y_test)), lambda item: to_input(item[0]))
-    validate = CountingValidation(per_sample=task != "outlier-scalar")
     with tempfile.TemporaryDirectory() as tmp:
         model = _backend_model(cnn, backend, Path(tmp))
-        start = time.perf_counter()
         restore = "activations_and_weights" if task == "outlier-full" else None
         params = nncf.AdvancedAccuracyRestorerParameters(**({"restore_mode": restore} if restore else {}))
-        try:
-            result, error = nncf.quantize_with_accuracy_control(
-                model, calibration, validation, validate, max_drop=float(max_drop),
-                advanced_accuracy_restorer_parameters=params,
-            ), None
-        except nncf.AccuracyDropError as exc:
-            result, error = exc.best_model, str(exc)
-        seconds = time.perf_counter() - start
+        runs = []
+
+        def control() -> None:
+            validate = CountingValidation(per_sample=task != "outlier-scalar")
+            try:
+                result, error = nncf.quantize_with_accuracy_control(
+                    model, calibration, validation, validate, max_drop=float(max_drop),
+                    advanced_accuracy_restorer_parameters=params,
+                ), None
+            except nncf.AccuracyDropError as exc:
+                result, error = exc.best_model, str(exc)
+            runs[:] = [(result, error, validate)]
+
+        timing = harness.repeat(control)
+        result, error, validate = runs[0]
         calls = len(validate.metrics)
         final = CountingValidation(False)(_ready(result), validation.get_data())
     report = nncf.last_report()
     reverted = [op for op, why in report.skipped.items() if "by accuracy control" in why]
     fp32, int8 = validate.metrics[0], validate.metrics[1]
     return {
-        "case": name, "seconds": seconds, "quantize_s": report.timings.get("quantize", 0.0),
+        "case": name, "seconds": timing.spread.as_dict(), "load": timing.load.describe(), "busy": timing.busy,
+        "quantize_s": report.timings.get("quantize", 0.0),
         "validation_s": report.timings.get("validation", 0.0), "validation_fn_s": validate.seconds,
         "validation_calls": calls, "fp32": fp32, "int8": int8, "final": final, "drop": fp32 - final,
         "reverted": reverted, "num_ops": _num_ops(report), "error": error, "peak_rss_mb": common.peak_rss_mb(),
@@ -129,7 +135,8 @@ def _num_ops(report) -> int | None:
 def table(results: list[dict]) -> str:
     headers = [
         "case", "max_drop", "FP32 acc", "plain INT8 acc", "final acc", "final drop", "reverted ops",
-        "validation calls", "validation s (incl. compile)", "quantize s", "total s", "peak RSS MB",
+        "validation calls", "validation s (incl. compile)", "quantize s", "total s, median (min-max)", "peak RSS MB",
+        "load",
     ]
     rows = []
     for r in results:
@@ -138,7 +145,8 @@ def table(results: list[dict]) -> str:
         rows.append([
             f"{task}:{backend}", max_drop, f"{r['fp32']:.4f}", f"{r['int8']:.4f}", f"{r['final']:.4f}",
             f"{r['drop']:+.4f}" + (" (budget not met)" if r["error"] else ""), reverted, r["validation_calls"],
-            f"{r['validation_s']:.2f}", f"{r['quantize_s']:.2f}", f"{r['seconds']:.2f}", f"{r['peak_rss_mb']:.0f}",
+            f"{r['validation_s']:.2f}", f"{r['quantize_s']:.2f}", harness.Spread.from_dict(r["seconds"]).format(".2f"),
+            f"{r['peak_rss_mb']:.0f}", ("BUSY " if r["busy"] else "") + r["load"],
         ])
     return common.markdown_table(headers, rows)
 
@@ -148,10 +156,12 @@ def main() -> None:
     parser.add_argument("--case", choices=CASES, help="run one case in this process and print JSON")
     parser.add_argument("--cases", nargs="*", default=CASES, help="cases to run (default: all)")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--allow-busy", action="store_true", help="measure even when the load exceeds the cores")
     args = parser.parse_args()
     if args.case:
         print("RESULT " + json.dumps(run_case(args.case)))
         return
+    harness.require_quiet(args.allow_busy)
     results = common.run_cases_in_subprocesses(__file__, args.cases)
     text = table(results)
     print(text)
@@ -162,7 +172,9 @@ def main() -> None:
 
 def _notes() -> str:
     return (
-        f"Measured on {common.machine_summary()}. Digits CNN, 300 calibration images, accuracy on the 594 held-out "
+        f"{harness.provenance('python bench/accuracy_control.py')} Total s: {harness.REPEATS} runs after a warm-up; "
+        "the validation and quantize split is the last run's (from the report). Digits CNN, 300 calibration images, "
+        "accuracy on the 594 held-out "
         "images as the metric (per-image correctness returned, except `outlier-scalar`, whose validation_fn returns "
         "the accuracy only and is ranked by output error). `outlier`: the same CNN with one channel before conv3 "
         "scaled by 1000 (and conv3's weights for it divided by 1000): identical in float, plain INT8 collapses. "

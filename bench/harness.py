@@ -61,6 +61,11 @@ class Spread:
     def as_dict(self) -> dict[str, float]:
         return {"min": self.min, "median": self.median, "max": self.max, "n": len(self.values)}
 
+    @classmethod
+    def from_dict(cls, figure: dict[str, float]) -> Spread:
+        """The min/median/max summary written by ``as_dict`` (the values themselves are not kept)."""
+        return cls((figure["min"], figure["median"], figure["max"]))
+
 
 @dataclass
 class LoadRecord:
