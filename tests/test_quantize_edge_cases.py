@@ -1,4 +1,4 @@
-"""Documented behaviour for unusual models and data: NaN weights, constant activations, dynamic shapes."""
+"""Documented behaviour for unusual models and data: NaN weights (an error), constant activations, dynamic shapes."""
 
 from __future__ import annotations
 
@@ -43,15 +43,10 @@ def _data(n=8, batch=1):
     return [rng.normal(size=(batch, 3, 8, 8)).astype(np.float32) for _ in range(n)]
 
 
-def test_layer_with_nan_weights_stays_float_and_is_reported(tmp_path):
+def test_layer_with_nan_weights_is_a_validation_error_naming_it(tmp_path):
     model = _model(tmp_path, lambda m: m.b.weight.__setitem__((0, 0, 0, 0), float("nan")))
-    int8 = nncf.quantize(model, nncf.Dataset(_data()))
-    report = nncf.last_report()
-    nan_layers = [name for name, why in report.skipped.items() if "NaN" in why]
-    assert len(nan_layers) == 1
-    weight_quantized = [name for name, _ in report.quantized if "fq_weights" in name]
-    assert len(weight_quantized) == 1 and nan_layers[0] not in weight_quantized[0]
-    assert int8 is not model
+    with pytest.raises(nncf.ValidationError, match=r"weight of '/b/Conv'.* 1 non-finite values .*index \[0, 0, 0, 0\]"):
+        nncf.quantize(model, nncf.Dataset(_data()))
 
 
 def test_constant_activation_gets_a_small_valid_range(tmp_path):

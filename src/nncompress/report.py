@@ -5,6 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class NonFiniteSkips:
+    """Non-finite (NaN/Inf) activation values that the calibration statistics left out."""
+
+    values: int
+    tensors: int
+    items: int
+    first_tensor: str
+    first_item: int
+
+    def __str__(self) -> str:
+        return (
+            f"skipped {_count(self.values, 'non-finite (NaN/Inf) activation value')} in "
+            f"{_count(self.tensors, 'tensor')} of {_count(self.items, 'calibration item')} (first: tensor "
+            f"{self.first_tensor!r} in item {self.first_item}); statistics use the finite values only"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @dataclass
 class CompressionReport:
     backend: str = ""
@@ -14,6 +36,7 @@ class CompressionReport:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     calibration_items: int = 0
+    nonfinite: NonFiniteSkips | None = None  # what the main statistics pass skipped
 
     def summary(self) -> str:
         weights = sum(1 for name, _ in self.quantized if "fq_weights" in name)
@@ -22,9 +45,12 @@ class CompressionReport:
             f"{weights} weight quantizers, {len(self.skipped)} operations left in float, "
             f"{self.calibration_items} calibration items",
         ]
+        return "\n".join(lines + self._note_lines())
+
+    def _note_lines(self) -> list[str]:
+        lines = [f"  warning: {self.nonfinite}"] if self.nonfinite else []
         lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  time {k}: {v:.3f} s" for k, v in self.timings.items()]
-        return "\n".join(lines)
+        return lines + [f"  time {k}: {v:.3f} s" for k, v in self.timings.items()]
 
     def __str__(self) -> str:
         lines = [self.summary(), "Quantized:"]

@@ -1,7 +1,14 @@
-"""Statistic collectors: reduce each tensor value as it arrives, aggregate across items."""
+"""Statistic collectors: reduce each tensor value as it arrives, aggregate across items.
+
+Non-finite values (NaN, +-Inf) are skipped: every reduction runs over the finite elements only and
+each collector counts what it skipped (``skipped``). A reduction slice (a call, a sample, a channel)
+with no finite element yields NaN, which the across-calls aggregation skips in turn; a result that is
+still NaN means the tensor (or channel) never had a finite value.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +29,37 @@ class EndEstimator:
     clipping_value: float | None = None
 
 
+def _finite_mask(value: np.ndarray) -> np.ndarray | None:
+    """The mask of finite elements, or None when every element is finite (the fast path)."""
+    finite = np.isfinite(value)
+    return None if finite.all() else finite
+
+
+def _nan_quiet(function, *args, **kwargs):
+    """``function`` with numpy's all-NaN-slice / empty-slice warnings silenced (NaN is the answer)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return function(*args, **kwargs)
+
+
+def _reduce_finite(value: np.ndarray, finite: np.ndarray, axes, reducer: str, upper: bool, q: float) -> np.ndarray:
+    """``_reduce`` over the finite elements; NaN where a slice has none."""
+    has = finite.any(axis=axes)
+    if reducer in ("min", "max", "abs_max"):
+        data = np.abs(value) if reducer == "abs_max" else value
+        fill = np.inf if reducer == "min" else -np.inf
+        reduced = np.where(finite, data, fill)
+        reduced = reduced.min(axis=axes) if reducer == "min" else reduced.max(axis=axes)
+    elif reducer == "mean":
+        reduced = np.where(finite, value, 0).sum(axis=axes) / np.maximum(finite.sum(axis=axes), 1)
+    elif reducer in ("quantile", "abs_quantile"):
+        data = np.where(finite, np.abs(value) if reducer == "abs_quantile" else value, np.nan)
+        reduced = _nan_quiet(np.nanquantile, data, 1 - q if upper else q, axis=axes)
+    else:
+        raise ValueError(f"unknown reducer {reducer!r}")
+    return np.where(has, reduced, np.nan)
+
+
 def _reduce(value: np.ndarray, axes, reducer: str, upper: bool, q: float) -> np.ndarray:
     if reducer == "min":
         return value.min(axis=axes)
@@ -38,14 +76,14 @@ def _reduce(value: np.ndarray, axes, reducer: str, upper: bool, q: float) -> np.
 
 
 def _aggregate(values: np.ndarray, aggregator: str, q: float) -> np.ndarray:
-    """Aggregate per-call values stacked on axis 0."""
-    simple = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median}
+    """Aggregate per-call values stacked on axis 0, skipping NaN (calls without a finite value)."""
+    simple = {"min": np.nanmin, "max": np.nanmax, "mean": np.nanmean, "median": np.nanmedian}
     if aggregator in simple:
-        return simple[aggregator](values, axis=0)
+        return _nan_quiet(simple[aggregator], values, axis=0)
     if aggregator in ("mean_no_outliers", "median_no_outliers"):
-        lo, hi = np.quantile(values, q, axis=0), np.quantile(values, 1 - q, axis=0)
+        lo, hi = _nan_quiet(np.nanquantile, values, [q, 1 - q], axis=0)
         kept = np.where((values >= lo) & (values <= hi), values, np.nan)
-        return (np.nanmean if aggregator == "mean_no_outliers" else np.nanmedian)(kept, axis=0)
+        return _nan_quiet(np.nanmean if aggregator == "mean_no_outliers" else np.nanmedian, kept, axis=0)
     raise ValueError(f"unknown aggregator {aggregator!r}")
 
 
@@ -62,6 +100,7 @@ class RangeCollector:
         self.batchwise = batchwise and channel_axis is None
         self._lows: list[np.ndarray] = []
         self._highs: list[np.ndarray] = []
+        self.skipped = 0  # non-finite elements left out
 
     def update(self, value: np.ndarray) -> None:
         value = np.asarray(value, dtype=np.float32)
@@ -71,8 +110,14 @@ class RangeCollector:
             axes = tuple(range(1, value.ndim))
         else:
             axes = None
-        low = _reduce(value, axes, self.low.reducer, False, self.low.quantile)
-        high = _reduce(value, axes, self.high.reducer, True, self.high.quantile)
+        finite = _finite_mask(value)
+        if finite is None:
+            low = _reduce(value, axes, self.low.reducer, False, self.low.quantile)
+            high = _reduce(value, axes, self.high.reducer, True, self.high.quantile)
+        else:
+            self.skipped += value.size - int(np.count_nonzero(finite))
+            low = _reduce_finite(value, finite, axes, self.low.reducer, False, self.low.quantile)
+            high = _reduce_finite(value, finite, axes, self.high.reducer, True, self.high.quantile)
         if self.channel_axis is None:  # one value per call (or per sample): stack along axis 0
             self._lows.extend(np.atleast_1d(low))
             self._highs.extend(np.atleast_1d(high))
@@ -85,7 +130,7 @@ class RangeCollector:
         return not self._lows
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(min, max): scalars per tensor, arrays per channel."""
+        """(min, max): scalars per tensor, arrays per channel; NaN where no finite value was seen."""
         low = _aggregate(np.stack(self._lows), self.low.aggregator, self.low.quantile)
         high = _aggregate(np.stack(self._highs), self.high.aggregator, self.high.quantile)
         if self.low.clipping_value is not None:
@@ -96,36 +141,53 @@ class RangeCollector:
 
 
 class MeanCollector:
-    """Per-channel mean over every axis but ``channel_axis``, across all items."""
+    """Per-channel mean of the finite values over every axis but ``channel_axis``, across all items."""
 
     def __init__(self, channel_axis: int):
         self.channel_axis = channel_axis
         self._sum: np.ndarray | None = None
-        self._count = 0
+        self._count: np.ndarray | int = 0  # finite values per channel
+        self.skipped = 0
 
     def update(self, value: np.ndarray) -> None:
         value = np.asarray(value, dtype=np.float64)
         axes = _other_axes(value.ndim, (self.channel_axis,))
-        total = value.sum(axis=axes)
+        finite = _finite_mask(value)
+        if finite is None:
+            total = value.sum(axis=axes)
+            count = np.full(total.shape, value.size // max(total.size, 1))
+        else:
+            total = np.where(finite, value, 0.0).sum(axis=axes)
+            count = finite.sum(axis=axes)
+            self.skipped += value.size - int(count.sum())
         self._sum = total if self._sum is None else self._sum + total
-        self._count += value.size // total.size
+        self._count = self._count + count
 
     def mean(self) -> np.ndarray:
-        return (self._sum / max(self._count, 1)).astype(np.float32)
+        """Per-channel means; NaN for a channel that never had a finite value."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self._count > 0, self._sum / self._count, np.nan).astype(np.float32)
 
 
 class AbsMaxCollector:
-    """Per-channel maximum magnitude over every axis but ``channel_axis``, across all items."""
+    """Per-channel maximum finite magnitude over every axis but ``channel_axis``, across all items."""
 
     def __init__(self, channel_axis: int):
         self.channel_axis = channel_axis
         self._max: np.ndarray | None = None
+        self.skipped = 0
 
     def update(self, value: np.ndarray) -> None:
         value = np.asarray(value)
         axes = _other_axes(value.ndim, (self.channel_axis,))
-        current = np.abs(value).max(axis=axes)
-        self._max = current if self._max is None else np.maximum(self._max, current)
+        finite = _finite_mask(value)
+        if finite is None:
+            current = np.abs(value).max(axis=axes)
+        else:
+            self.skipped += value.size - int(np.count_nonzero(finite))
+            current = _reduce_finite(value, finite, axes, "abs_max", True, 0.0)
+        self._max = current if self._max is None else np.fmax(self._max, current)  # fmax: NaN loses
 
     def result(self) -> np.ndarray:
+        """Per-channel maxima; NaN for a channel that never had a finite value."""
         return self._max.astype(np.float32)

@@ -19,6 +19,8 @@ from nncompress.statistics.runner import StatisticsPlan
 
 FAST_THRESHOLD = 2.0
 FULL_THRESHOLD = 1000.0
+NO_FINITE_INPUT = "bias correction: an input channel had no finite calibration value (all NaN/Inf)"
+NO_FINITE_OUTPUT = "bias correction: an output channel had no finite calibration value (all NaN/Inf)"
 
 
 def weight_error_shift(delta: np.ndarray, info: WeightInfo, input_mean: np.ndarray) -> np.ndarray:
@@ -69,6 +71,8 @@ class FastBiasCorrection:
         weight = adapter.get_constant(model, node.name, node.weight.port)
         delta = weight - fake_quantize(weight, params)
         mean = self._means[node.name].mean()
+        if not np.all(np.isfinite(mean)):
+            return NO_FINITE_INPUT
         try:
             shift = weight_error_shift(delta, node.weight, mean)
         except ValueError:
@@ -129,7 +133,9 @@ class BiasCorrection:
             for node in ready:
                 shift = self._float_means[node.name].mean() - measured[node.name]
                 bias = biases[node.name]
-                if shift.size == bias.size and _within_threshold(shift, bias.reshape(-1), self.threshold):
+                if not np.all(np.isfinite(shift)):
+                    skipped[node.name] = NO_FINITE_OUTPUT
+                elif shift.size == bias.size and _within_threshold(shift, bias.reshape(-1), self.threshold):
                     biases[node.name] = (bias + shift.reshape(bias.shape)).astype(np.float32)
                 else:
                     skipped[node.name] = "bias correction: shift exceeds the threshold relative to the bias"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nncompress.algorithms.quantization.placement import ActivationQuantizer, QuantizationSetup, WeightQuantizer
+from nncompress.errors import CalibrationError
 from nncompress.graph.edits import FakeQuantParams, QuantizeActivation, QuantizeWeight
 from nncompress.hardware.rules import ASYM, SYM
 from nncompress.numerics.qparams import asymmetric_range, symmetric_range
@@ -17,7 +18,7 @@ from nncompress.parameters import (
     StatisticsCollectorParameters,
 )
 from nncompress.statistics.collectors import EndEstimator, RangeCollector
-from nncompress.statistics.runner import StatisticsPlan
+from nncompress.statistics.runner import StatisticsPlan, tensor_label
 
 
 @dataclass
@@ -72,7 +73,8 @@ class MinMaxQuantization:
             self._collectors[index] = plan.add(q.tensor, collector)
 
     def activation_params(self) -> list[FakeQuantParams]:
-        ranges = {i: _with_absmax(*c.result()) for i, c in self._collectors.items()}
+        """Quantizer parameters from the collected ranges (CalibrationError for a range that is not finite)."""
+        ranges = {i: _with_absmax(*_finite_range(c, self.setup.activations[i])) for i, c in self._collectors.items()}
         ranges = _unify(self.setup.activations, ranges)
         return [self._activation_range(q, ranges[i]) for i, q in enumerate(self.setup.activations)]
 
@@ -115,6 +117,19 @@ class MinMaxQuantization:
         collector = RangeCollector(low, high, axis)
         collector.update(weight)
         return collector.result()
+
+
+def _finite_range(collector: RangeCollector, q: ActivationQuantizer) -> tuple[np.ndarray, np.ndarray]:
+    """The collector's (min, max); a channel that never had a finite value cannot get a range."""
+    low, high = collector.result()
+    bad = ~(np.isfinite(low) & np.isfinite(high))
+    if np.any(bad):
+        where = f"channels {np.flatnonzero(bad)[:8].tolist()} of " if np.ndim(bad) else ""
+        raise CalibrationError(
+            f"{where}tensor {tensor_label(q.tensor)!r} had no finite value in any calibration item "
+            "(every value was NaN or Inf): its quantizer range cannot be computed; check the calibration data"
+        )
+    return low, high
 
 
 def _with_absmax(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from nncompress.algorithms.checks import check_finite_weight
 from nncompress.algorithms.quantization.bias_correction import BiasCorrection, FastBiasCorrection
 from nncompress.algorithms.quantization.min_max import MinMaxOptions, MinMaxQuantization, quantizer_edits
 from nncompress.algorithms.quantization.placement import PlacementOptions, QuantizationSetup, find_quantization_setup
@@ -25,7 +24,7 @@ from nncompress.parameters import (
 )
 from nncompress.report import CompressionReport
 from nncompress.scopes import IgnoredScope, match_ignored_scope
-from nncompress.statistics.runner import StatisticsPlan, run_statistics
+from nncompress.statistics.runner import StatisticsPlan, report_nonfinite, run_statistics
 
 
 @dataclass
@@ -66,9 +65,10 @@ def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
     bias = _bias_algorithm(graph, setup, options)
     if bias is not None:
         bias.register(plan)
+    weight_params = _weight_params(adapter, model, setup, minmax)  # before the pass: bad weights fail fast
     report.calibration_items = run_statistics(adapter, model, plan, dataset, options.subset_size, "Statistics")
+    report_nonfinite(plan, report)
     act_params = minmax.activation_params()
-    weight_params = _weight_params(adapter, model, setup, minmax, report)
     edits = quantizer_edits(setup, act_params, weight_params)
     if bias is not None:
         bias_edits, skipped = _bias_edits(bias, adapter, model, weight_params, edits, dataset)
@@ -159,17 +159,13 @@ def _bias_edits(bias, adapter, model, weight_params, edits, dataset):
     return bias.edits(adapter, model, weight_edits, dataset)
 
 
-def _weight_params(adapter, model, setup: QuantizationSetup, minmax, report) -> dict:
+def _weight_params(adapter, model, setup: QuantizationSetup, minmax) -> dict:
+    """Each quantized weight's parameters; ValidationError for a weight holding NaN or Inf."""
     params = {}
-    kept = []
     for w in setup.weights:
         weight = adapter.get_constant(model, w.node, w.port)
-        if not np.all(np.isfinite(weight)):
-            report.skipped[w.node] = "weights contain NaN or Inf; left in float"
-            continue
+        check_finite_weight(weight, w.node)
         params[w.node] = minmax.weight_params(w, weight)
-        kept.append(w)
-    setup.weights = kept
     return params
 
 

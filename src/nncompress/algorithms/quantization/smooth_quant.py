@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompress.algorithms.checks import check_finite_weight
 from nncompress.graph.edits import InsertMultiply, SetConstant
 from nncompress.graph.ir import Graph, InputRef, Node, TensorRef
 from nncompress.graph.ops import OpKind
@@ -43,8 +44,11 @@ class SmoothQuant:
     def edits(self, adapter, model) -> list:
         edits: list = []
         for tensor, nodes in self.groups.items():
-            act = np.maximum(self._stats[tensor].result(), _CLIP_MIN)
+            # a channel without any finite calibration value (NaN) is treated as a quiet one
+            act = np.maximum(np.nan_to_num(self._stats[tensor].result(), nan=0.0), _CLIP_MIN)
             weights = {n.name: adapter.get_constant(model, n.name, n.weight.port) for n in nodes}
+            for node in nodes:
+                check_finite_weight(weights[node.name], node.name)
             if any(w.shape[n.weight.in_axis] != act.size for n, w in zip(nodes, weights.values())):
                 continue
             scale = self._group_scale(nodes, weights, act)

@@ -4,6 +4,10 @@ Only what the enabled methods need is kept, per sample (one batch row of one cal
 - token means ``[hidden]`` (AWQ, scale estimation, LoRA correction) and the token count;
 - scalars for the data-aware mixed-precision metrics (variance / magnitude over tokens);
 - a running ``sum x x^T`` over tokens for GPTQ's Hessian.
+
+Tokens (rows ``[hidden]``) holding a NaN or Inf are dropped whole, for every statistic: a Hessian
+needs whole token vectors, and one rule for all keeps the statistics consistent with each other.
+``dropped_tokens`` counts them; a sample left without tokens is not counted as a sample.
 """
 
 from __future__ import annotations
@@ -52,22 +56,38 @@ class ActivationStats:
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
+        self.dropped_tokens = 0  # tokens left out because they held a NaN or Inf
 
     def update(self, value: np.ndarray) -> None:
         samples = _samples(value)[: max(self.max_samples - len(self.tokens), 0)]
         if not samples.size:
             return
-        self.tokens += [samples.shape[1]] * samples.shape[0]
+        samples, keep = self._finite_tokens(samples)
+        if not samples.size:
+            return
+        self.tokens += [samples.shape[1]] * samples.shape[0] if keep is None else keep.sum(axis=1).tolist()
         self.hidden = samples.shape[2]
         if self.needs.means:
-            self.means += list(samples.mean(axis=1))
+            self.means += list(samples.mean(axis=1) if keep is None else np.nanmean(samples, axis=1))
         if self.needs.metrics:
-            self._update_metrics(samples)
+            self._update_metrics(samples, keep is not None)
         if self.needs.hessian:
-            self._pending.append(samples.reshape(-1, samples.shape[-1]))
+            flat = samples.reshape(-1, samples.shape[-1])
+            self._pending.append(flat if keep is None else flat[keep.reshape(-1)])
             self._pending_tokens += self._pending[-1].shape[0]
             if self._pending_tokens >= FLUSH_TOKENS:  # a few MB per tensor at most
                 self._flush()
+
+    def _finite_tokens(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(samples, None) when every value is finite; otherwise the samples that keep a token, with
+        dropped tokens set to NaN (the nan-reductions skip them), and the ``[samples, tokens]`` mask."""
+        keep = np.isfinite(samples).all(axis=-1)
+        if keep.all():
+            return samples, None
+        self.dropped_tokens += int(keep.size - np.count_nonzero(keep))
+        alive = keep.any(axis=1)
+        samples, keep = samples[alive], keep[alive]
+        return np.where(keep[..., None], samples, np.float32(np.nan)), keep
 
     def _flush(self) -> None:
         """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item)."""
@@ -79,15 +99,18 @@ class ActivationStats:
         self.hessian_tokens += flat.shape[0]
         self._pending, self._pending_tokens = [], 0
 
-    def _update_metrics(self, samples: np.ndarray) -> None:
+    def _update_metrics(self, samples: np.ndarray, dropped: bool) -> None:
+        """Per-sample metric statistics; with ``dropped``, NaN marks tokens to leave out."""
         metrics = self.needs.metrics
+        total, largest, var = (np.nansum, np.nanmax, np.nanvar) if dropped else (np.sum, np.max, np.var)
         if Metric.HESSIAN_INPUT_ACTIVATION in metrics:  # per-sample energy sum x^2, combined in metric()
-            energies = np.square(samples, dtype=np.float64).sum(axis=(1, 2))
+            energies = total(np.square(samples, dtype=np.float64), axis=(1, 2))
             self.metric_values[Metric.HESSIAN_INPUT_ACTIVATION] += energies.tolist()
         if Metric.MEAN_ACTIVATION_MAGNITUDE in metrics:
-            self.metric_values[Metric.MEAN_ACTIVATION_MAGNITUDE] += np.abs(samples).max(axis=1).mean(axis=-1).tolist()
+            magnitudes = largest(np.abs(samples), axis=1).mean(axis=-1)
+            self.metric_values[Metric.MEAN_ACTIVATION_MAGNITUDE] += magnitudes.tolist()
         if metrics & {Metric.MEAN_ACTIVATION_VARIANCE, Metric.MAX_ACTIVATION_VARIANCE}:
-            variance = samples.var(axis=1)
+            variance = var(samples, axis=1)
             reductions = ((Metric.MEAN_ACTIVATION_VARIANCE, np.mean), (Metric.MAX_ACTIVATION_VARIANCE, np.max))
             for metric, reduce in reductions:
                 if metric in metrics:

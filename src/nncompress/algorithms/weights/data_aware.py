@@ -12,28 +12,50 @@ from nncompress.algorithms.weights import stats_cache
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.selection import WeightLayer
+from nncompress.errors import CalibrationError
 from nncompress.graph.ir import TensorRef
 from nncompress.numerics.grids import fit_codebook
 from nncompress.numerics.lowbit import CompressedWeight, encode, group, reduction_axes
 from nncompress.parameters import CompressWeightsMode as Mode
-from nncompress.statistics.runner import StatisticsPlan, run_statistics
+from nncompress.statistics.runner import StatisticsPlan, report_nonfinite, run_statistics, tensor_label
 
 
 def collect_statistics(
-    adapter, model, layers: list[WeightLayer], options: WeightCompressionOptions
-) -> tuple[dict[str, ActivationStats], int, str | None]:
-    """Statistics of the input of every ratio-defining Linear (by node), the items used, and a note on
-    the statistics cache when one is configured."""
+    adapter, model, layers: list[WeightLayer], options: WeightCompressionOptions, report
+) -> dict[str, ActivationStats]:
+    """Statistics of the input of every ratio-defining Linear (by node); ``report`` gets the items used,
+    what non-finite values were skipped, and a note on the statistics cache when one is configured."""
     needs, samples = _needs(options)
     tensors: dict[TensorRef, list[str]] = {}
     for layer in layers:
         if layer.activation is not None and layer.ratio_defining:
             tensors.setdefault(layer.activation, []).append(layer.node)
     if not tensors:
-        return {}, 0, None
-    by_tensor, count, note = _cached_or_collected(adapter, model, list(tensors), needs, samples, options)
-    result = {node: by_tensor[tensor] for tensor, nodes in tensors.items() for node in nodes}
-    return result, count, note
+        return {}
+    by_tensor, report.calibration_items, note = _cached_or_collected(
+        adapter, model, list(tensors), needs, samples, options, report
+    )
+    if note:
+        report.notes.append(note)
+    _check_tokens(by_tensor, report)
+    return {node: by_tensor[tensor] for tensor, nodes in tensors.items() for node in nodes}
+
+
+def _check_tokens(by_tensor: dict[TensorRef, ActivationStats], report) -> None:
+    """Note the tokens dropped for non-finite values; CalibrationError when a tensor kept none."""
+    dropped = {t: s.dropped_tokens for t, s in by_tensor.items() if s.dropped_tokens}
+    if not dropped:
+        return
+    empty = [t for t in dropped if by_tensor[t].count == 0]
+    if empty:
+        raise CalibrationError(
+            f"every token of tensor {tensor_label(empty[0])!r} held a NaN or Inf value in every calibration "
+            "item: no whole token vector is left for the activation statistics; check the calibration data"
+        )
+    report.notes.append(
+        f"{sum(dropped.values())} tokens of {len(dropped)} tensors held NaN/Inf values and were left out of the "
+        "activation statistics (means, variances and Hessians use whole token vectors)"
+    )
 
 
 def _needs(options: WeightCompressionOptions) -> tuple[StatsNeeds, int]:
@@ -52,24 +74,27 @@ def _needs(options: WeightCompressionOptions) -> tuple[StatsNeeds, int]:
     return needs, min(options.subset_size, max(sizes, default=options.subset_size))
 
 
-def _cached_or_collected(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, options):
+def _cached_or_collected(
+    adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, options, report
+):
     path = options.advanced.statistics_path
     if path is None:
-        return *_collect(adapter, model, tensors, needs, samples, options.dataset), None
+        return *_collect(adapter, model, tensors, needs, samples, options.dataset, report), None
     file = stats_cache.cache_file(path)
     cached = stats_cache.load(file, tensors, needs, samples)
     if cached is not None:
         return *cached, f"statistics loaded from {file} ({cached[1]} calibration items; the model was not run)"
     wide = stats_cache.collected_needs(needs)
-    stats, count = _collect(adapter, model, tensors, wide, samples, options.dataset)
+    stats, count = _collect(adapter, model, tensors, wide, samples, options.dataset, report)
     stats_cache.save(file, stats, wide, samples, count)
     return stats, count, f"statistics of {count} calibration items saved to {file}"
 
 
-def _collect(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, dataset):
+def _collect(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, samples: int, dataset, report):
     plan = StatisticsPlan()
     stats = {tensor: plan.add(tensor, ActivationStats(needs, samples)) for tensor in tensors}
     count = run_statistics(adapter, model, plan, dataset, samples, "Statistics")
+    report_nonfinite(plan, report)
     return stats, count
 
 

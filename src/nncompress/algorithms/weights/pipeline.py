@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nncompress.algorithms.checks import check_finite_weight
 from nncompress.algorithms.weights import data_aware
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
@@ -36,9 +37,15 @@ class _Context:
         self.report = report
         self.stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
         self.awq = AWQPlan()
+        self._checked: set[str] = set()  # nodes whose weights were checked for NaN/Inf
 
     def read(self, layer: WeightLayer) -> np.ndarray:
-        return self.adapter.get_constant(self.model, layer.node, layer.weight.port)
+        """The layer's float weight; ValidationError (on its first read) when it holds NaN or Inf."""
+        weight = self.adapter.get_constant(self.model, layer.node, layer.weight.port)
+        if layer.node not in self._checked:
+            check_finite_weight(weight, layer.node)
+            self._checked.add(layer.node)
+        return weight
 
     def stats_of(self, layer: WeightLayer) -> ActivationStats | None:
         return self.stats.get(layer.node)
@@ -55,9 +62,7 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     layers = selection.layers
     ctx = _Context(adapter, model, options, report)
     if options.needs_statistics:
-        ctx.stats, report.calibration_items, note = data_aware.collect_statistics(adapter, model, layers, options)
-        if note:
-            report.notes.append(note)
+        ctx.stats = data_aware.collect_statistics(adapter, model, layers, options, report)
         report.timings["statistics"] = time.perf_counter() - start
     elif options.advanced.statistics_path is not None:
         report.notes.append("statistics_path is set but no data-aware method runs: no statistics were needed")

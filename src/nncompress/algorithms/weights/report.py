@@ -70,9 +70,7 @@ class WeightCompressionReport(CompressionReport):
             f"{self.algorithm} ({self.backend}): {compressed} of {self.total_layers} weights compressed, "
             f"{self.calibration_items} calibration items",
         ]
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  time {k}: {v:.3f} s" for k, v in self.timings.items()]
-        return "\n".join(lines)
+        return "\n".join(lines + self._note_lines())
 
     def __str__(self) -> str:
         text = [self.summary(), "Statistics of the bitwidth distribution:", self.table()]
