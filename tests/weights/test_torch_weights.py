@@ -94,9 +94,7 @@ def group_size(mode, node) -> int:
 
 def compress_all(model, mode, example=None):
     """(compressed model, edits): every weighted node encoded in ``mode`` through the adapter."""
-    adapter = TorchAdapter()
-    if example is not None:
-        adapter.set_example_input(model, example)
+    adapter = TorchAdapter(example_input=example)
     edits = []
     for node in adapter.build_graph(model):
         if node.weight is None:
