@@ -355,6 +355,24 @@ def test_awq_without_dataset_on_pytorch_asks_for_one():
     assert any(n.startswith("AWQ applied") for n in nncompress.last_report().notes)
 
 
+def test_data_free_awq_on_pytorch_uses_the_dataset_item_as_example_input():
+    """Data-free AWQ scales (no statistics): the first dataset item only traces the graph, as ONNX needs none."""
+    model = tiny_llama()
+    items = [{"input_ids": token_ids(seed)} for seed in range(2)]
+    free = nncompress.AdvancedCompressionParameters(
+        awq_params=nncompress.AdvancedAWQParameters(prefer_data_aware_scaling=False)
+    )
+    kwargs = {"mode": M.INT4_SYM, "group_size": 16, "dataset": nncompress.Dataset(items)}
+    scaled = nncompress.compress_weights(model, awq=True, advanced_parameters=free, **kwargs)
+    report = nncompress.last_report()
+    assert any(n.startswith("AWQ applied") for n in report.notes)
+    assert report.calibration_items == 0  # no statistics pass: data-free scales
+    plain = nncompress.compress_weights(model, **kwargs)
+    ids = token_ids(7)
+    with torch.no_grad():
+        assert not torch.equal(scaled(input_ids=ids).logits, plain(input_ids=ids).logits)
+
+
 def test_statistics_cache_on_pytorch(tmp_path):
     items = [{"input_ids": token_ids(seed)} for seed in range(3)]
     advanced = nncompress.AdvancedCompressionParameters(statistics_path=tmp_path)
