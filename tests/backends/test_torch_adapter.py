@@ -68,7 +68,7 @@ def _numpy_mlp(m: MLP, x, fq_x=None, fq_w1=None, fq_relu=None) -> np.ndarray:
 
 
 def test_collect_gives_the_intermediate_tensors(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     refs = [TensorRef("x"), TensorRef("fc1/linear_0"), TensorRef("relu_0"), TensorRef("add_0")]
     seen: dict[str, torch.Tensor] = {}
@@ -87,7 +87,7 @@ def test_collect_gives_the_intermediate_tensors(mlp):
 
 
 def test_apply_quantizers_matches_the_numpy_reference_and_keeps_the_input(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
     fq_x = _act_params(X.numpy())
@@ -118,7 +118,7 @@ def test_apply_quantizers_matches_the_numpy_reference_and_keeps_the_input(mlp):
 
 
 def test_state_dict_round_trip_deepcopy_and_pickle(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     wide = FakeQuantParams(np.float32(-4.0), np.float32(4.0), 256)
     edits = [QuantizeActivation(TensorRef("relu_0"), None, wide, "relu_0/fq_output_0"),
@@ -141,7 +141,7 @@ def test_state_dict_round_trip_deepcopy_and_pickle(mlp):
 
 
 def test_set_constant_multiply_and_edits_on_a_hooked_model(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     scale = np.linspace(0.5, 2.0, 16).astype(np.float32)
     weight = mlp.fc1.weight.detach().numpy() * scale
@@ -187,7 +187,7 @@ def test_gpt2_quantize_then_generate_and_tied_weights_stay_separate():
     assert out.shape == (1, 10) and torch.equal(out[:, :6], ids)
     assert model.lm_head.weight is model.transformer.wte.weight  # the user's model is untouched
     assert quantized.lm_head.weight is quantized.transformer.wte.weight
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=data[0])
     adapter.check_inputs(model, data[0])
     table = model.transformer.wte.weight.detach().numpy()
     changed = adapter.apply(model, [SetConstant("lm_head/linear_0", 1, table * 2)])
@@ -237,8 +237,8 @@ class ComputedWeight(nn.Module):
 def test_computed_weights_are_constants_that_can_be_quantized_and_replaced():
     torch.manual_seed(0)
     model = ComputedWeight().eval()
-    adapter = TorchAdapter()
-    graph = adapter.build_graph(model, example_input=X)
+    adapter = TorchAdapter(example_input=X)
+    graph = adapter.build_graph(model)
     assert [n.name for n in graph] == ["x", "linear_0", "output/0"] and graph.node("linear_0").weight.port == 1
     weight = adapter.get_constant(model, "linear_0", 1)
     assert np.array_equal(weight, model.raw.detach().numpy() * 2)
@@ -253,7 +253,7 @@ def test_computed_weights_are_constants_that_can_be_quantized_and_replaced():
 
 
 def test_quantized_model_trains_with_straight_through_gradients(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     quantized = adapter.apply(mlp, [
         QuantizeActivation(TensorRef("relu_0"), None, FakeQuantParams(np.float32(0), np.float32(2), 256, signed=False),
@@ -283,8 +283,8 @@ class OptionalMask(nn.Module):
 def test_hooks_never_run_on_another_op_that_took_their_name():
     torch.manual_seed(0)
     model = OptionalMask().eval()
-    adapter = TorchAdapter()
     x = torch.randn(2, 3, 16)
+    adapter = TorchAdapter(example_input=(x,))
     adapter.check_inputs(model, (x,))
     coarse = FakeQuantParams(np.float32(-1.0), np.float32(1.0), 4)
     quantized = adapter.apply(model, [QuantizeActivation(TensorRef("getitem_0"), None, coarse, "getitem_0/fq")])
@@ -296,7 +296,7 @@ def test_hooks_never_run_on_another_op_that_took_their_name():
 
 
 def test_quantizers_on_model_outputs(mlp):
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     grid = FakeQuantParams(np.float32(-2.0), np.float32(2.0), 256)
     quantized = adapter.apply(mlp, [QuantizeActivation(TensorRef("add_0"), (InputRef("output/0", 0),), grid, "out/fq")])

@@ -56,8 +56,8 @@ def cnn():
 
 
 def test_cnn_capture_kinds_weights_biases_and_scopes(cnn):
-    adapter = TorchAdapter()
-    graph = adapter.build_graph(cnn, example_input=torch.randn(2, 3, 8, 8))
+    adapter = TorchAdapter(example_input=torch.randn(2, 3, 8, 8))
+    graph = adapter.build_graph(cnn)
     kinds = {n.name: n.kind for n in graph}
     assert kinds == {
         "x": OpKind.INPUT,
@@ -92,8 +92,8 @@ def test_cnn_capture_kinds_weights_biases_and_scopes(cnn):
 def test_capture_is_deterministic_and_leaves_the_model_untouched(cnn):
     before = _state(cnn)
     cnn.train()
-    names = [n.name for n in TorchAdapter().build_graph(cnn, example_input=torch.randn(1, 3, 8, 8))]
-    again = [n.name for n in TorchAdapter().build_graph(cnn, example_input=torch.randn(1, 3, 8, 8))]
+    names = [n.name for n in TorchAdapter(example_input=torch.randn(1, 3, 8, 8)).build_graph(cnn)]
+    again = [n.name for n in TorchAdapter(example_input=torch.randn(1, 3, 8, 8)).build_graph(cnn)]
     assert names == again
     assert cnn.training and all(m.training for m in cnn.modules())
     assert _no_hooks(cnn)
@@ -121,7 +121,7 @@ def _tiny_gpt2():
 def test_tiny_bert_capture_with_dict_inputs_and_outputs():
     bert = _tiny_bert()
     item = {"input_ids": torch.randint(0, 100, (1, 8)), "attention_mask": torch.ones(1, 8, dtype=torch.long)}
-    graph = TorchAdapter().build_graph(bert, example_input=item)
+    graph = TorchAdapter(example_input=item).build_graph(bert)
     assert [n.name for n in graph.inputs()] == ["input_ids", "attention_mask"]
     assert graph.node("input_ids").output_dtypes == ["int"]
     assert [n.name for n in graph.outputs()] == ["output/last_hidden_state", "output/pooler_output"]
@@ -137,8 +137,8 @@ def test_tiny_bert_capture_with_dict_inputs_and_outputs():
 
 def test_tiny_gpt2_capture_conv1d_addmm_and_tied_weights():
     gpt2 = _tiny_gpt2()
-    adapter = TorchAdapter()
-    graph = adapter.build_graph(gpt2, example_input={"input_ids": torch.randint(0, 100, (1, 8))})
+    adapter = TorchAdapter(example_input={"input_ids": torch.randint(0, 100, (1, 8))})
+    graph = adapter.build_graph(gpt2)
     c_attn = graph.node("transformer.h.0.attn.c_attn/addmm_0")
     assert c_attn.kind is OpKind.LINEAR
     assert (c_attn.weight.port, c_attn.weight.shape, c_attn.weight.out_axis, c_attn.weight.in_axis) == (
@@ -159,7 +159,7 @@ def test_minilm_package_model_capture():
 
     model = transformers.AutoModel.from_pretrained(Path(package.__file__).parent / "model").eval()
     item = {"input_ids": torch.tensor([[101, 7592, 2088, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
-    graph = TorchAdapter().build_graph(model, example_input=item)
+    graph = TorchAdapter(example_input=item).build_graph(model)
     assert sum(n.kind is OpKind.LINEAR for n in graph) == 6 * 6 + 1
     assert sum(n.kind is OpKind.SCALED_DOT_PRODUCT_ATTENTION for n in graph) == 6
 
@@ -180,8 +180,8 @@ class KwargsModel(nn.Module):
 def test_nested_dict_inputs_kwargs_and_structured_outputs():
     model = KwargsModel().eval()
     item = {"inputs": {"x": torch.randn(2, 4)}, "scale": torch.tensor(0.5), "y": torch.randn(2, 4)}
-    adapter = TorchAdapter()
-    graph = adapter.build_graph(model, example_input=item)
+    adapter = TorchAdapter(example_input=item)
+    graph = adapter.build_graph(model)
     assert [n.name for n in graph.inputs()] == ["inputs.x", "scale", "y"]
     assert [n.name for n in graph.outputs()] == ["output/h", "output/pair.0", "output/pair.1"]
     assert graph.node("mul_0").inputs == [TensorRef("a/linear_0"), TensorRef("scale")]
@@ -206,8 +206,8 @@ def test_control_flow_follows_the_example_path_and_collect_reports_another_path(
     model = Branchy().eval()
     with torch.no_grad():
         model.fc.bias.fill_(10.0)
-    adapter = TorchAdapter()
-    graph = adapter.build_graph(model, example_input=torch.ones(1, 4))
+    adapter = TorchAdapter(example_input=torch.ones(1, 4))
+    graph = adapter.build_graph(model)
     kinds = [n.kind for n in graph]
     assert kinds == [OpKind.INPUT, OpKind.LINEAR, OpKind.REDUCE_SUM, OpKind.COMPARISON, OpKind.RELU, OpKind.ADD,
                      OpKind.OUTPUT]
@@ -231,7 +231,7 @@ class Broken(nn.Module):
 
 def test_capture_error_names_operation_and_module():
     with pytest.raises(GraphCaptureError) as info:
-        TorchAdapter().build_graph(Broken(), example_input=torch.randn(1, 4))
+        TorchAdapter(example_input=torch.randn(1, 4)).build_graph(Broken())
     message = str(info.value)
     assert "body.2/linear_0" in message and "module 'body.2' (Linear)" in message and "RuntimeError" in message
 
@@ -245,7 +245,10 @@ def test_capture_needs_an_example_and_check_inputs_reports_bad_items(cnn):
     with pytest.raises(CalibrationError, match="RuntimeError"):
         adapter.check_inputs(cnn, torch.zeros(1, 5, 8, 8))
     adapter.check_inputs(cnn, (torch.zeros(1, 3, 8, 8),))
-    assert len(adapter.build_graph(cnn)) == 12  # the checked item is the example input
+    graph = adapter.build_graph(cnn)  # check_inputs remembers nothing: the module-tree graph, no dataflow
+    assert not graph.has_dataflow and not graph.inputs() and all(n.weight is not None for n in graph)
+    captured = TorchAdapter(example_input=(torch.zeros(1, 3, 8, 8),)).build_graph(cnn)
+    assert captured.has_dataflow and len(captured) == 12
 
 
 class Unpacking(nn.Module):
@@ -259,7 +262,7 @@ class Unpacking(nn.Module):
 
 
 def test_tensor_iteration_and_attribute_ops_are_nodes():
-    graph = TorchAdapter().build_graph(Unpacking().eval(), example_input=torch.randn(5, 4))
+    graph = TorchAdapter(example_input=torch.randn(5, 4)).build_graph(Unpacking().eval())
     assert graph.node("unbind_0").kind is OpKind.SPLIT and len(graph.node("unbind_0").output_shapes) == 3
     assert graph.node("T_0").kind is OpKind.TRANSPOSE and graph.node("T_0").inputs == [TensorRef("unbind_0", 1)]
     matmuls = [n for n in graph if n.kind is OpKind.MATMUL]

@@ -126,9 +126,9 @@ def _torch_graph(name: str):
     from nncompress.backends.torch.adapter import TorchAdapter
 
     model, example = build(name)
-    adapter = TorchAdapter()
+    adapter = TorchAdapter(example_input=example)
     adapter.check_inputs(model, example)
-    return adapter.build_graph(model, example), adapter.capabilities
+    return adapter.build_graph(model), adapter.capabilities
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))

@@ -94,9 +94,7 @@ def group_size(mode, node) -> int:
 
 def compress_all(model, mode, example=None):
     """(compressed model, edits): every weighted node encoded in ``mode`` through the adapter."""
-    adapter = TorchAdapter()
-    if example is not None:
-        adapter.set_example_input(model, example)
+    adapter = TorchAdapter(example_input=example)
     edits = []
     for node in adapter.build_graph(model):
         if node.weight is None:
@@ -355,6 +353,24 @@ def test_awq_without_dataset_on_pytorch_asks_for_one():
     items = [{"input_ids": token_ids(seed)} for seed in range(2)]
     nncompress.compress_weights(model, mode=M.INT4_SYM, group_size=16, awq=True, dataset=nncompress.Dataset(items))
     assert any(n.startswith("AWQ applied") for n in nncompress.last_report().notes)
+
+
+def test_data_free_awq_on_pytorch_uses_the_dataset_item_as_example_input():
+    """Data-free AWQ scales (no statistics): the first dataset item only traces the graph, as ONNX needs none."""
+    model = tiny_llama()
+    items = [{"input_ids": token_ids(seed)} for seed in range(2)]
+    free = nncompress.AdvancedCompressionParameters(
+        awq_params=nncompress.AdvancedAWQParameters(prefer_data_aware_scaling=False)
+    )
+    kwargs = {"mode": M.INT4_SYM, "group_size": 16, "dataset": nncompress.Dataset(items)}
+    scaled = nncompress.compress_weights(model, awq=True, advanced_parameters=free, **kwargs)
+    report = nncompress.last_report()
+    assert any(n.startswith("AWQ applied") for n in report.notes)
+    assert report.calibration_items == 0  # no statistics pass: data-free scales
+    plain = nncompress.compress_weights(model, **kwargs)
+    ids = token_ids(7)
+    with torch.no_grad():
+        assert not torch.equal(scaled(input_ids=ids).logits, plain(input_ids=ids).logits)
 
 
 def test_statistics_cache_on_pytorch(tmp_path):

@@ -70,7 +70,7 @@ def quantize_with_accuracy_control(
     restorer = _restorer_options(
         validation_dataset, validation_fn, max_drop, drop_type, subset_size, advanced_accuracy_restorer_parameters
     )
-    check_first_item(adapter, model, calibration_dataset)
+    adapter = get_adapter(model, example_input=check_first_item(adapter, model, calibration_dataset))
     start = time.perf_counter()
     ptq = run_ptq(adapter, model, calibration_dataset, options)
     evaluator = Evaluator(adapter, validation_fn, validation_dataset)

@@ -73,7 +73,7 @@ def compress_weights(
         advanced_parameters,
     )
     if options.dataset is not None:
-        _check_first_item(adapter, model, options.dataset)
+        adapter = get_adapter(model, example_input=_check_first_item(adapter, model, options.dataset))
     result, report = run_weight_compression(adapter, model, options)
     set_last_report(report)
     if verbose:
@@ -243,8 +243,9 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     return advanced
 
 
-def _check_first_item(adapter, model: Any, dataset: Dataset) -> None:
+def _check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
     first = list(itertools.islice(dataset.get_inference_data(), 1))
     if not first:
         raise CalibrationError("the dataset is empty; give at least one model input (128 are recommended)")
     adapter.check_inputs(model, first[0])
+    return first[0]

@@ -13,7 +13,7 @@ def build_graph(model: Any, example_input: Any = None) -> Graph:
 
     PyTorch models are captured by running ``example_input`` (one model input item).
     """
-    adapter = get_adapter(model)
+    adapter = get_adapter(model, example_input=example_input)
     if example_input is not None:
         adapter.check_inputs(model, example_input)
     return adapter.build_graph(model)

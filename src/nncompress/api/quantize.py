@@ -47,7 +47,7 @@ def quantize(
         calibration_dataset, mode, preset, target_device, subset_size, fast_bias_correction, model_type,
         ignored_scope, advanced_parameters,
     )
-    check_first_item(adapter, model, calibration_dataset)
+    adapter = get_adapter(model, example_input=check_first_item(adapter, model, calibration_dataset))
     outcome = run_ptq(adapter, model, calibration_dataset, options)
     report = outcome.report
     if report.calibration_items < options.subset_size:
@@ -101,8 +101,10 @@ def validate_quantize_args(
     )
 
 
-def check_first_item(adapter, model: Any, dataset: Dataset) -> None:
+def check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
+    """The first item of ``dataset``, checked as an input of ``model`` (the call's example input)."""
     first = list(itertools.islice(dataset.get_inference_data(), 1))
     if not first:
         raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")
     adapter.check_inputs(model, first[0])
+    return first[0]

@@ -26,7 +26,12 @@ class Capabilities:
 
 
 class Adapter(Protocol):
-    """Backend operations the algorithms need. Models are never modified in place."""
+    """Backend operations the algorithms need. Models are never modified in place.
+
+    An adapter serves one API call (``registry.get_adapter`` makes it, ``Adapter(example_input=None)``):
+    its caches are per call and it keeps nothing after the call. ``example_input`` is one model-input
+    item; backends that capture a graph by running the model (PyTorch) build their graphs from it.
+    """
 
     capabilities: Capabilities
 
@@ -58,4 +63,4 @@ class Adapter(Protocol):
         """The model's outputs for one model-input item (for tests and validation)."""
 
     def check_inputs(self, model: Any, item: Any) -> None:
-        """Raise CalibrationError when ``item`` is not a valid input of ``model``."""
+        """Raise CalibrationError when ``item`` is not a valid input of ``model`` (no other effect)."""

@@ -1,4 +1,9 @@
-"""Pick the backend adapter for a model without importing backends the model does not need."""
+"""Pick the backend adapter for a model without importing backends the model does not need.
+
+Every API call gets a fresh adapter (``get_adapter``): whatever an adapter caches (graphs, sessions,
+compiled models, the example input) lives only as long as that call, is never shared between
+threads, and keeps no reference to the user's model or data once the call returns.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ _ADAPTERS = {
     "openvino": ("nncompress.backends.openvino.adapter", "OpenVINOAdapter", "openvino"),
     "torch": ("nncompress.backends.torch.adapter", "TorchAdapter", "torch"),
 }
-_CACHE: dict[str, Any] = {}
+_CLASSES: dict[str, type] = {}
 
 
 def backend_name(model: Any) -> str:
@@ -31,10 +36,14 @@ def backend_name(model: Any) -> str:
     )
 
 
-def get_adapter(model: Any):
-    """The adapter instance serving ``model``'s backend."""
+def get_adapter(model: Any, example_input: Any = None):
+    """A new adapter for ``model``'s backend, for one API call.
+
+    ``example_input`` (one model-input item, e.g. the first calibration item) is what a backend that
+    captures graphs by running the model (PyTorch) runs; the others do not need it.
+    """
     name = backend_name(model)
-    if name not in _CACHE:
+    if name not in _CLASSES:
         module_name, class_name, packages = _ADAPTERS[name]
         try:
             module = importlib.import_module(module_name)
@@ -42,5 +51,5 @@ def get_adapter(model: Any):
             raise UnsupportedBackendError(
                 f"the {name} backend needs the packages: {packages} ({exc}); install nncompress[{name}]"
             ) from exc
-        _CACHE[name] = getattr(module, class_name)()
-    return _CACHE[name]
+        _CLASSES[name] = getattr(module, class_name)
+    return _CLASSES[name](example_input=example_input)

@@ -75,9 +75,14 @@ class Node:
 
 
 class Graph:
-    """Nodes in topological order plus consumer lookup."""
+    """Nodes in topological order plus consumer lookup.
 
-    def __init__(self, nodes: list[Node]):
+    ``has_dataflow`` is False for a graph of layers read without running the model (a PyTorch model
+    without an example input): its nodes are not connected, so patterns along edges cannot be found.
+    """
+
+    def __init__(self, nodes: list[Node], has_dataflow: bool = True):
+        self.has_dataflow = has_dataflow
         self.nodes: dict[str, Node] = {n.name: n for n in nodes}
         self._consumers: dict[TensorRef, list[InputRef]] = {}
         for node in nodes:

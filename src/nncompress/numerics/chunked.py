@@ -8,6 +8,7 @@ is in cache, and chunks run on a thread pool (numpy releases the GIL inside its 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,13 +16,15 @@ import numpy as np
 
 CHUNK_ELEMENTS = 1 << 17
 _POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()  # compress_weights calls in several threads share one pool
 
 
 def _pool() -> ThreadPoolExecutor:
-    if not _POOL:
-        workers = max(1, min(int(os.environ.get("NNCOMPRESS_THREADS", os.cpu_count() or 1)), 16))
-        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncompress"))
-    return _POOL[0]
+    with _POOL_LOCK:
+        if not _POOL:
+            workers = max(1, min(int(os.environ.get("NNCOMPRESS_THREADS", os.cpu_count() or 1)), 16))
+            _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncompress"))
+        return _POOL[0]
 
 
 def chunk_bounds(rows: int, row_size: int, even: bool) -> list[tuple[int, int]]:

@@ -134,7 +134,7 @@ def _groups(graph: Graph, layers: list[WeightLayer]) -> list[tuple[str, list, We
 
 def _require_dataflow(graph: Graph, layers: list[WeightLayer]) -> None:
     """AWQ finds its patterns along the graph's edges; a graph built without tracing has none."""
-    if any(tensor is not None for node in graph for tensor in node.inputs):
+    if graph.has_dataflow:
         return
     if any(layer.config.is_primary_4bit for layer in layers):
         raise ValidationError(

@@ -42,7 +42,9 @@ class OnnxAdapter:
     # and Q/DQ on every Add input.
     capabilities = Capabilities(name="onnx", fuse_linear_arithmetic=False, per_channel_activations=False)
 
-    def __init__(self) -> None:
+    def __init__(self, example_input: Any = None) -> None:
+        # example_input is not needed: the graph comes from the ModelProto itself. The caches below hold
+        # models strongly (a ModelProto cannot be weakly referenced): an adapter serves one API call.
         self._indexes = ModelCache(4)
         self._types = ModelCache(4)
         self._sessions = ModelCache(2)

@@ -28,7 +28,8 @@ class OpenVINOAdapter:
 
     capabilities = Capabilities(name="openvino")
 
-    def __init__(self) -> None:
+    def __init__(self, example_input: Any = None) -> None:
+        # example_input is not needed: the graph comes from the ov.Model itself (caches hold models weakly)
         self._infer_cache = runner.InferCache()
         self._names: ModelCache[NameIndex] = ModelCache(NameIndex)
 

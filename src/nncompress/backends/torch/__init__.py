@@ -3,9 +3,9 @@
 Design
 ------
 1. **Capture** (``capture.py``, ``mode.py``, ``op_map.py``). The model runs once on an example input
-   under ``HookMode``, a ``torch.overrides.TorchFunctionMode``, plus forward pre/post hooks on every
-   submodule that track the module scope. Both exist only for that call: no global patching, no
-   wrapped or mutated user tensors. Every torch call (functional, tensor method, operator) except
+   under ``HookMode``, a ``torch.overrides.TorchFunctionMode``, plus module forward pre/post hooks
+   that track the module scope for the running thread. Both exist only while a run lasts: no
+   wrapped or mutated user modules or tensors. Every torch call (functional, tensor method, operator) except
    metadata queries (``size()``, ``shape``, ``dtype``...) gets a deterministic name
    ``"{module scope}/{op name}_{k}"`` (scope = dotted module path, empty at the root; ``k`` counts
    that op name in that scope). Leaf layers (``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding``,
@@ -37,9 +37,10 @@ Design
    (weights, per-channel with ``axis``), opset ≥ 13, through the TorchScript exporter.
 
 Limits: one forward path per capture (data-dependent branches are followed on the example input;
-a calibration item that takes another path is reported); scope hooks sit on the modules while a run
-lasts, so one model instance must not run in several threads at once; root-module hooks the user
-registered are not run by the adapter's own passes (they are by ``model(...)``).
+a calibration item that takes another path is reported); root-module hooks the user registered are
+not run by the adapter's own passes (they are by ``model(...)``). Several threads may compress or run
+one model at once: per-call state lives in the call (a fresh adapter per API call, a ``HookMode`` and
+``ScopeTracker`` per run, thread-local scope hooks).
 """
 
 from .adapter import TorchAdapter

@@ -1,13 +1,13 @@
 """The PyTorch backend adapter (see docs/adding_a_backend.md and this package's docstring).
 
-Graph capture needs an example input: the adapter remembers the item given to ``check_inputs``
-(which ``nncompress.quantize`` calls with the first calibration item) per model, and passes it on
-to the models ``apply`` returns. ``build_graph(model, example_input=...)`` or
-``set_example_input(model, item)`` give one explicitly.
+One adapter serves one API call (``registry.get_adapter`` makes a fresh one). Graph capture needs an
+example input, given explicitly: ``TorchAdapter(example_input=item)`` (``nncompress.quantize`` passes
+the first calibration item). Each model the call works on is captured once on it.
 
 Without an example input, ``build_graph``, ``get_constant`` and ``apply`` use the graph of the
-model's weighted layers read from its module tree (``module_graph``): enough for data-free weight
-compression, which therefore needs no dataset. Statistics and activation edits need the capture.
+model's weighted layers read from its module tree (``module_graph``, ``Graph.has_dataflow`` False):
+enough for data-free weight compression, which therefore needs no dataset. Statistics and
+activation edits need the capture.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from nncompress.graph.ir import Graph, TensorRef
 from .capture import Capture, capture_graph
 from .edits import apply_edits
 from .hooks import storage_of
-from .inputs import eval_mode, named_tensor, output_arrays, split_item, to_numpy
+from .inputs import check_model_readable, eval_mode, named_tensor, output_arrays, split_item, to_numpy
 from .mode import Observer, OpCall, output_tensors, run_model
 from .module_graph import module_capture
 
@@ -66,47 +66,34 @@ class TorchAdapter:
     # Exported models run in ONNX Runtime and OpenVINO: place quantizers as for ONNX.
     capabilities = Capabilities(name="torch", fuse_linear_arithmetic=False, per_channel_activations=False)
 
-    def __init__(self) -> None:
-        self._examples: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._captures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._module_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, example_input: Any = None) -> None:
+        self.example_input = example_input  # one model-input item for capturing graphs (this call only)
+        self._sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Capture
 
-    def set_example_input(self, model: nn.Module, item: Any) -> None:
-        """Use ``item`` (tensor, tuple of args or dict of kwargs) to capture ``model``'s graph."""
-        split_item(model, item)
-        self._examples[model] = item
-        self._captures.pop(model, None)
-
-    def capture(self, model: nn.Module, example_input: Any = None) -> Capture:
-        """The (cached) capture of ``model`` on its example input."""
-        if example_input is not None:
-            self.set_example_input(model, example_input)
-        cached = self._captures.get(model)
-        if cached is not None:
-            return cached
-        if model not in self._examples:
+    def capture(self, model: nn.Module) -> Capture:
+        """The capture of ``model`` on this adapter's example input (made once per model)."""
+        if self.example_input is None:
             raise GraphCaptureError(
                 f"capturing the graph of a {type(model).__name__} needs an example input: pass "
                 "example_input=... (a tensor, a tuple of positional arguments or a dict of keyword arguments)"
             )
-        capture = capture_graph(model, self._examples[model])
-        self._captures[model] = capture
-        return capture
+        return self.source(model)
 
     def source(self, model: nn.Module) -> Capture:
         """The capture on the example input when there is one, else the module-tree graph."""
-        if model in self._captures or model in self._examples:
-            return self.capture(model)
-        cached = self._module_graphs.get(model)
+        cached = self._sources.get(model)
         if cached is None:
-            cached = self._module_graphs[model] = module_capture(model)
+            check_model_readable(model)
+            if self.example_input is None:
+                cached = module_capture(model)
+            else:
+                cached = capture_graph(model, self.example_input)
+            self._sources[model] = cached
         return cached
 
-    def build_graph(self, model: nn.Module, example_input: Any = None) -> Graph:
-        """The neutral graph of ``model``'s forward on its example input, or without one the graph of
-        its weighted layers (``module_graph``)."""
-        if example_input is not None:
-            return self.capture(model, example_input).graph
+    def build_graph(self, model: nn.Module) -> Graph:
+        """The neutral graph of ``model``'s forward on the example input, or without one the graph of
+        its weighted layers (``module_graph``; ``has_dataflow`` is False)."""
         return self.source(model).graph
 
     def get_constant(self, model: nn.Module, node: str, port: int) -> np.ndarray:
@@ -151,10 +138,7 @@ class TorchAdapter:
     def apply(self, model: nn.Module, edits: Sequence[Edit] | EditStream) -> nn.Module:
         """A hooked deep copy of ``model`` with ``edits`` carried out (weight compression: a copy
         holding compressed weights, see ``weight_storage``)."""
-        result = apply_edits(model, self.source(model), edits)
-        if model in self._examples:
-            self._examples[result] = self._examples[model]
-        return result
+        return apply_edits(model, self.source(model), edits)
 
     def strip(self, model: nn.Module, keep_activation_quantizers: bool = True) -> nn.Module:
         """A copy with fake-quantized weights baked into the parameters."""
@@ -190,7 +174,8 @@ class TorchAdapter:
             return output_arrays(model(*args, **kwargs))
 
     def check_inputs(self, model: nn.Module, item: Any) -> None:
-        """Raise CalibrationError unless ``model`` runs on ``item``; remembers it as the example input."""
+        """Raise CalibrationError unless ``model`` runs on ``item`` (nothing is remembered)."""
+        check_model_readable(model)
         args, kwargs = split_item(model, item)
         try:
             with torch.no_grad(), eval_mode(model):
@@ -200,7 +185,6 @@ class TorchAdapter:
                 f"{type(model).__name__}.forward raised {type(exc).__name__} on the calibration item "
                 f"({_describe(item)}): {exc}"
             ) from exc
-        self.set_example_input(model, item)
 
 
 def _describe(item: Any) -> str:

@@ -26,7 +26,7 @@ from nncompress.graph.ops import WEIGHTED_KINDS
 from nncompress.graph.ops import OpKind as K
 
 from .fake_quantize import FakeQuantizer, Multiply
-from .hooks import STORAGE_ATTR, storage_of
+from .hooks import is_storage_path, storage_of
 from .inputs import eval_mode, split_item
 from .mode import HookMode, Observer, OpCall, op_signature, output_tensors, run_model
 from .op_map import op_spec
@@ -56,7 +56,7 @@ def model_constants(model: nn.Module) -> dict[int, str]:
     """id(parameter or buffer) -> qualified name (first name of shared ones; hooks excluded)."""
     names: dict[int, str] = {}
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if not name.startswith(STORAGE_ATTR + "."):
+        if not is_storage_path(name):
             names.setdefault(id(tensor), name)
     return names
 

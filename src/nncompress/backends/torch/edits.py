@@ -20,7 +20,6 @@ hook's name; inserting after it or before it places the new hook next to it in i
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,7 +42,7 @@ from nncompress.graph.ir import InputRef, TensorRef
 from .capture import Capture
 from .fake_quantize import Multiply, Replace, quantizer_from_params
 from .hooks import ChainKey, HookStorage, attach_storage
-from .inputs import named_tensor
+from .inputs import copy_model, named_tensor
 
 
 class Editor:
@@ -180,6 +179,6 @@ def apply_edits(model: nn.Module, capture: Capture, edits: Sequence[Edit] | Edit
         store = WeightStore(model, capture)
         Editor(store.model, capture, store).apply(edits)
         return store.finish()
-    result = copy.deepcopy(model)
+    result = copy_model(model)
     Editor(result, capture).apply(edits)
     return result

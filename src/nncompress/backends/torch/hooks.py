@@ -4,6 +4,9 @@ A hooked model is a deep copy of the user's model with two additions, both on th
 
 - ``_nncompress_hooks``: a ``HookStorage`` submodule (so ``state_dict``, ``to()`` and ``parameters()``
   see the quantizers) holding the hook modules in an ``nn.ModuleDict`` and the *chains* they form.
+  It hangs off the root module, except when the root is a container (``nn.Sequential``,
+  ``nn.ModuleList``, ``nn.ModuleDict``) whose forward or users iterate its children: then off the
+  first non-container module inside it (``storage_host``), so iterating the container never meets it.
   A chain is an ordered list of hook names at one point of the data flow:
   ``("post", op, port)`` runs on output ``port`` of operation ``op`` (or of model input ``op``),
   ``("pre", op, port)`` on input ``port`` of ``op`` (or of model output ``op``) — activation or
@@ -20,6 +23,8 @@ import inspect
 from typing import Any
 
 from torch import nn
+
+from nncompress.errors import UnsupportedModelError
 
 STORAGE_ATTR = "_nncompress_hooks"
 
@@ -95,9 +100,10 @@ class HookedForward:
     ``generate`` relies on that).
     """
 
-    def __init__(self, model: nn.Module, inner=None):
+    def __init__(self, model: nn.Module, inner=None, host: str = ""):
         self.model = model
         self.inner = inner  # an instance-level forward the model had before (e.g. another wrapper)
+        self.host = host  # path of the module holding the hook storage ("" for the root)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from .mode import run_model
@@ -116,9 +122,37 @@ class HookedForward:
         return f"<nncompress hooked forward of {type(self.model).__name__}>"
 
 
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def is_storage_path(path: str) -> bool:
+    """Whether the module path ``path`` is a hook storage or inside one."""
+    return STORAGE_ATTR in path.split(".")
+
+
+def storage_host(model: nn.Module) -> str:
+    """Path of the module that holds (or will hold) ``model``'s hook storage: the root, or for a container
+    root the first module inside it that is not a container (its forward never iterates children)."""
+    forward = model.__dict__.get("forward")
+    if isinstance(forward, HookedForward):
+        return getattr(forward, "host", "")
+    if not isinstance(model, CONTAINERS):
+        return ""
+    for path, module in model.named_modules():
+        if path and not isinstance(module, CONTAINERS) and not is_storage_path(path):
+            return path
+    raise UnsupportedModelError(
+        f"a {type(model).__name__} without any layer inside cannot hold quantizers; give a model with layers"
+    )
+
+
 def storage_of(model: nn.Module) -> HookStorage | None:
     """The hook storage of a hooked model, None for a plain model."""
-    storage = model._modules.get(STORAGE_ATTR)
+    forward = model.__dict__.get("forward")
+    host = model
+    if isinstance(forward, HookedForward) and getattr(forward, "host", ""):
+        host = model.get_submodule(forward.host)
+    storage = host._modules.get(STORAGE_ATTR)
     return storage if isinstance(storage, HookStorage) else None
 
 
@@ -134,20 +168,22 @@ def original_forward(model: nn.Module):
 
 def attach_storage(model: nn.Module) -> HookStorage:
     """Give ``model`` (already a private copy) a hook storage and the hooked forward."""
+    host = storage_host(model)
     storage = storage_of(model)
     if storage is None:
         storage = HookStorage()
-        model.add_module(STORAGE_ATTR, storage)
+        model.get_submodule(host).add_module(STORAGE_ATTR, storage)
     previous = model.__dict__.get("forward")
     if not isinstance(previous, HookedForward):
-        model.forward = HookedForward(model, previous)
+        model.forward = HookedForward(model, previous, host)
     return storage
 
 
 def detach_storage(model: nn.Module) -> None:
     """Make a hooked model plain again (drops every hook)."""
-    if STORAGE_ATTR in model._modules:
-        del model._modules[STORAGE_ATTR]
+    host = model.get_submodule(storage_host(model))
+    if STORAGE_ATTR in host._modules:
+        del host._modules[STORAGE_ATTR]
     forward = model.__dict__.get("forward")
     if isinstance(forward, HookedForward):
         del model.__dict__["forward"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from nncompress.errors import CalibrationError
+from nncompress.errors import CalibrationError, UnsupportedModelError
 
 
 def split_item(model: nn.Module, item: Any) -> tuple[tuple, dict]:
@@ -28,10 +31,33 @@ def split_item(model: nn.Module, item: Any) -> tuple[tuple, dict]:
             f"a PyTorch model input must be a torch.Tensor, a tuple/list of positional arguments or a dict of "
             f"keyword arguments; got {type(item).__name__}{hint}"
         )
+    unreadable = [leaf for leaf in pytree.tree_leaves((args, kwargs)) if _unreadable(leaf)]
+    if unreadable:
+        raise CalibrationError(
+            f"a model input tensor {tuple(unreadable[0].shape)} is on the {unreadable[0].device.type!r} device, which "
+            "holds shapes but no values: nncompress runs the model on real data; give tensors on the model's device "
+            "(e.g. 'cpu' or 'cuda')"
+        )
     device = model_device(model)
     if device is not None:
         args, kwargs = pytree.tree_map_only(torch.Tensor, lambda t: t.to(device), (args, kwargs))
     return args, kwargs
+
+
+def _unreadable(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_meta
+
+
+def check_model_readable(model: nn.Module) -> None:
+    """Raise UnsupportedModelError when a parameter or buffer of ``model`` has no values (``meta`` device)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_meta:
+                raise UnsupportedModelError(
+                    f"the model's {kind} {name!r} is on the 'meta' device (a shape without values), and nncompress "
+                    "reads weights and runs the model: load the real weights first (e.g. model.to_empty(device="
+                    "'cpu') then load_state_dict, or load the model without a meta/empty-weights context)"
+                )
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -40,16 +66,51 @@ def model_device(model: nn.Module) -> torch.device | None:
     return devices.pop() if len(devices) == 1 else None
 
 
+_EVAL_LOCK = threading.Lock()
+# model -> [runs in eval mode now, training flags the user set]: shared by the threads running one model
+_EVAL_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode, then restore every module's training flag exactly."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Run in eval mode, then restore every module's training flag exactly.
+
+    Runs of one model in several threads overlap safely: the first one in switches to eval mode and
+    the last one out restores the flags.
+    """
+    with _EVAL_LOCK:
+        entry = _EVAL_RUNS.get(model)
+        if entry is None:
+            entry = _EVAL_RUNS[model] = [0, [(m, m.training) for m in model.modules()]]
+            model.eval()
+        entry[0] += 1
     try:
         yield
     finally:
-        for module, flag in flags:
-            module.training = flag
+        with _EVAL_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                for module, flag in entry[1]:
+                    module.training = flag
+                _EVAL_RUNS.pop(model, None)
+
+
+def training_flags(model: nn.Module) -> list[bool]:
+    """The training flag of each module (``modules()`` order) as the user set it, also during ``eval_mode``."""
+    with _EVAL_LOCK:
+        entry = _EVAL_RUNS.get(model)
+        if entry is not None:
+            return [flag for _, flag in entry[1]]
+        return [m.training for m in model.modules()]
+
+
+def copy_model(model: nn.Module, memo: dict | None = None) -> nn.Module:
+    """``copy.deepcopy(model)`` with the user's training flags even while another thread runs ``model``."""
+    flags = training_flags(model)
+    result = copy.deepcopy(model, memo)
+    for module, flag in zip(result.modules(), flags):
+        module.training = flag
+    return result
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -57,7 +118,13 @@ def to_numpy(value: torch.Tensor) -> np.ndarray:
     value = value.detach()
     if value.is_floating_point():
         value = value.float()
-    return value.cpu().numpy()
+    try:
+        return value.cpu().numpy()
+    except (NotImplementedError, RuntimeError) as exc:
+        raise CalibrationError(
+            f"cannot read a tensor {tuple(value.shape)} on the {value.device.type!r} device as data ({exc}); "
+            "run the model on a device whose tensors can be copied to the CPU (e.g. 'cpu' or 'cuda')"
+        ) from exc
 
 
 def output_arrays(out: Any) -> list[np.ndarray]:

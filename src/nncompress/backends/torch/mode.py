@@ -1,9 +1,10 @@
 """The function mode that names every torch operation and runs hook chains.
 
 ``run_model(model, args, kwargs, observer)`` runs the model's own forward under ``HookMode`` (a
-``torch.overrides.TorchFunctionMode``) with per-module forward pre/post hooks that track the module
-scope; both are installed for that one call and removed afterwards (no global patching; the user's
-tensors are never wrapped or mutated). Every intercepted call except metadata queries gets the name
+``torch.overrides.TorchFunctionMode``, per thread) while a ``ScopeTracker`` follows the module scope
+through module forward hooks that exist only while a run is active and serve the running thread only
+(the user's modules and tensors are never wrapped or mutated; several threads may run one model).
+Every intercepted call except metadata queries gets the name
 ``"{module scope}/{op name}_{k}"`` — the scope is the dotted path of the innermost module running
 (empty at the root, then the name is ``"{op name}_{k}"``) and ``k`` counts calls of that op name in
 that scope — so the same forward path always produces the same names.
@@ -17,9 +18,9 @@ values as ``"param.key.0"``; ``**kwargs`` entries by their key); model outputs `
 from __future__ import annotations
 
 import inspect
+import threading
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from .hooks import STORAGE_ATTR, HookStorage, original_forward, storage_of
+from .hooks import HookStorage, is_storage_path, original_forward, storage_of
 from .op_map import BINARY, FuncInfo, func_info, is_number
 
 
@@ -206,27 +207,80 @@ def _listed(func):
 
 
 class ScopeTracker:
-    """Forward pre/post hooks on every submodule that keep ``mode.scopes`` current (one run only).
+    """Keeps ``mode.scopes`` current while ``model`` runs in this thread (one run only).
 
+    The user's modules are never touched: while any run is active, one process-wide pair of module
+    forward pre/post hooks is installed; it serves the trackers of the calling thread only (a
+    thread-local stack), so several threads can run the same model at once.
     On an exception the scope stack is left as it was where the error happened (for messages).
     """
 
     def __init__(self, model: nn.Module, mode: HookMode):
         self.model, self.mode = model, mode
-        self.handles: list = []
+        self.names: dict[int, str] = {}
 
     def __enter__(self) -> ScopeTracker:
-        for name, module in self.model.named_modules():
-            if module is self.model or name == STORAGE_ATTR or name.startswith(STORAGE_ATTR + "."):
-                continue
-            self.handles.append(module.register_forward_pre_hook(partial(_push_scope, self.mode, name)))
-            self.handles.append(module.register_forward_hook(partial(_pop_scope, self.mode)))
+        self.names = {
+            id(module): name
+            for name, module in self.model.named_modules()
+            if module is not self.model and not is_storage_path(name)
+        }
+        _ScopeHooks.enter(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+        _ScopeHooks.exit(self)
+
+
+class _ScopeHooks:
+    """The process-wide module hooks behind ``ScopeTracker`` (installed while at least one run is active)."""
+
+    lock = threading.Lock()
+    local = threading.local()
+    users = 0
+    handles: list = []
+
+    @classmethod
+    def enter(cls, tracker: ScopeTracker) -> None:
+        stack = getattr(cls.local, "trackers", None)
+        if stack is None:
+            stack = cls.local.trackers = []
+        stack.append(tracker)
+        with cls.lock:
+            cls.users += 1
+            if cls.users == 1:
+                cls.handles = [
+                    nn.modules.module.register_module_forward_pre_hook(_global_pre_hook),
+                    nn.modules.module.register_module_forward_hook(_global_post_hook),
+                ]
+
+    @classmethod
+    def exit(cls, tracker: ScopeTracker) -> None:
+        stack = cls.local.trackers
+        stack.remove(tracker)
+        with cls.lock:
+            cls.users -= 1
+            if cls.users == 0:
+                for handle in cls.handles:
+                    handle.remove()
+                cls.handles = []
+
+
+def _active_trackers() -> list[ScopeTracker]:
+    return getattr(_ScopeHooks.local, "trackers", None) or []
+
+
+def _global_pre_hook(module, args) -> None:
+    for tracker in _active_trackers():
+        name = tracker.names.get(id(module))
+        if name is not None:
+            _push_scope(tracker.mode, name, module, args)
+
+
+def _global_post_hook(module, args, output) -> None:
+    for tracker in _active_trackers():
+        if id(module) in tracker.names:
+            _pop_scope(tracker.mode, module, args, output)
 
 
 def _push_scope(mode: HookMode, name: str, module, args) -> None:

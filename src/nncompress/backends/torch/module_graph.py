@@ -22,7 +22,7 @@ from nncompress.graph.ir import BiasInfo, Graph, Node, TensorRef, WeightInfo
 from nncompress.graph.ops import OpKind as K
 
 from .capture import Capture, model_constants
-from .hooks import STORAGE_ATTR
+from .hooks import is_storage_path
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _bypassed(model: nn.Module) -> set[str]:
     """Paths of modules whose forward is never called (their parent reads the weights itself)."""
     skipped: set[str] = set()
     for path, module in model.named_modules():
-        if path == STORAGE_ATTR or path.startswith(STORAGE_ATTR + "."):
+        if is_storage_path(path):
             skipped.add(path)
         elif isinstance(module, nn.MultiheadAttention):
             skipped.update(f"{path}.{child}" if path else child for child, _ in module.named_modules() if child)
@@ -128,5 +128,5 @@ def module_capture(model: nn.Module) -> Capture:
                 capture.port_params[(name, port)] = pname
                 capture.param_uses[pname] += 1
         nodes.append(node)
-    capture.graph = Graph(nodes)
+    capture.graph = Graph(nodes, has_dataflow=False)
     return capture

@@ -24,7 +24,6 @@ weight's dtype); scales are stored in float16 where that is exact, else float32.
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache, partial
 from typing import Any
 
@@ -39,7 +38,7 @@ from nncompress.numerics.lowbit import CompressedWeight, code_range, codebook, m
 from nncompress.parameters import CompressWeightsMode as Mode
 
 from .capture import Capture
-from .inputs import named_tensor
+from .inputs import copy_model, named_tensor
 from .module_graph import is_linear_like
 
 Slot = tuple[nn.Module, str, str]  # (module, "_parameters" | "_buffers", attribute)
@@ -256,7 +255,7 @@ class WeightStore:
             memo[id(tensor)] = placeholder
             self.originals[id(placeholder)] = tensor
             self.placeholders[pname] = placeholder
-        self.model = copy.deepcopy(model, memo)
+        self.model = copy_model(model, memo)
         self.slots: dict[int, list[Slot]] = {key: [] for key in self.originals}
         for module in self.model.modules():
             for slot in _slots_holding_any(module, self.slots):
