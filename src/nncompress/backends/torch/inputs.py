@@ -53,11 +53,17 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
-    """A detached CPU copy (floats as float32)."""
-    value = value.detach()
-    if value.is_floating_point():
-        value = value.float()
-    return value.cpu().numpy()
+    """A detached CPU copy (floats as float32) that owns its memory.
+
+    Never a view: the forward may go on to change the tensor in place (``out += identity``,
+    ``relu(inplace=True)``), and a value taken for statistics must be the one the op produced.
+    """
+    source = value.detach()
+    copy = source.float() if source.is_floating_point() else source
+    copy = copy.cpu()
+    if copy.data_ptr() == source.data_ptr():  # no conversion happened: .numpy() would share memory
+        copy = copy.clone()
+    return copy.numpy()
 
 
 def output_arrays(out: Any) -> list[np.ndarray]:
