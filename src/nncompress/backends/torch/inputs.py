@@ -114,12 +114,18 @@ def copy_model(model: nn.Module, memo: dict | None = None) -> nn.Module:
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
-    """A detached CPU copy (floats as float32)."""
-    value = value.detach()
-    if value.is_floating_point():
-        value = value.float()
+    """A detached CPU copy (floats as float32) that owns its memory.
+
+    Never a view: the forward may go on to change the tensor in place (``out += identity``,
+    ``relu(inplace=True)``), and a value taken for statistics must be the one the op produced.
+    """
+    source = value.detach()
+    copy = source.float() if source.is_floating_point() else source
     try:
-        return value.cpu().numpy()
+        copy = copy.cpu()
+        if copy.data_ptr() == source.data_ptr():  # no conversion happened: .numpy() would share memory
+            copy = copy.clone()
+        return copy.numpy()
     except (NotImplementedError, RuntimeError) as exc:
         raise CalibrationError(
             f"cannot read a tensor {tuple(value.shape)} on the {value.device.type!r} device as data ({exc}); "

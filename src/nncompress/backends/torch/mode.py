@@ -11,7 +11,15 @@ that scope — so the same forward path always produces the same names.
 
 Ports of an op are its tensor arguments in flattening order (positional, then keyword; lists and
 tuples flattened), plus, for binary arithmetic, a Python-number operand. Outputs are the tensors of
-the result in flattening order. Model inputs are named after the forward's parameters (nested
+the result in flattening order.
+
+In-place ops (``add_``, ``+=``, ``x[i] = v``, ``relu(x, inplace=True)``) on a hooked model: when a
+hook chain gives the changed tensor a new value (a quantizer after ``relu_``, or before the changed
+input), the op returns that value and every later read of the tensor the op changed (by any op or as
+a model output) reads it too, exactly as for the out-of-place form whose result the code would
+rebind. Nothing is written back into the tensor (autograd keeps its saved values).
+
+Model inputs are named after the forward's parameters (nested
 values as ``"param.key.0"``; ``**kwargs`` entries by their key); model outputs ``"output/<path>"``.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import inspect
 import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from .hooks import HookStorage, is_storage_path, original_forward, storage_of
-from .op_map import BINARY, FuncInfo, func_info, is_number
+from .op_map import BINARY, FuncInfo, func_info, is_number, mutates_first
 
 
 @dataclass
@@ -105,12 +114,16 @@ class HookMode(TorchFunctionMode):
         self.counters: dict[tuple[str, str], int] = {}
         self.current: tuple[str, str] | None = None  # (op name, qualified function) last started
         self.failed_op: tuple[str, str] | None = None  # the op that raised, if any
+        # id(tensor an in-place op changed) -> (weak ref to it, the value later reads get instead)
+        self.aliases: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         info = func_info(func)
         if info.passthrough:
             return func(*args, **kwargs)
+        if self.aliases:
+            args, kwargs = pytree.tree_map_only(torch.Tensor, self.resolve, (args, kwargs))
         scope = self.scopes[-1]
         key = (scope, info.name)
         k = self.counters.get(key, 0)
@@ -152,12 +165,36 @@ class HookMode(TorchFunctionMode):
                     hooked[index] = self.run_chain(chain, hooked[index])
             args, kwargs = pytree.tree_unflatten(hooked, spec)
         out = self._invoke(func, args, kwargs)
-        recorded = args[0] if out is None and info.inplace and args else out
+        changed = _changed_in_place(func, info, args, kwargs, hooked, ports, out)
+        value = changed if out is None and changed is not None else out
         if watched:
-            self.observer.on_op(OpCall(name, info, args, kwargs, leaves, hooked, ports), recorded)
-        if storage is not None and name in storage.post_ops and out is not None:
-            out = self.apply_post(name, out)
-        return out
+            self.observer.on_op(OpCall(name, info, args, kwargs, leaves, hooked, ports), value)
+        if storage is not None and name in storage.post_ops and value is not None:
+            value = self.apply_post(name, value)
+        if changed is None:
+            return value
+        received = leaves[ports[0]]
+        if value is not received:  # a hook replaced the changed tensor: later reads see the new value
+            self.alias(received, value)
+        return None if out is None else value
+
+    def alias(self, tensor: torch.Tensor, value: torch.Tensor) -> None:
+        """Make later reads of ``tensor`` in this run read ``value`` (entry dropped when ``tensor`` dies)."""
+        key = id(tensor)
+
+        def forget(ref, aliases=self.aliases, key=key):
+            if aliases.get(key, (None,))[0] is ref:
+                del aliases[key]
+
+        self.aliases[key] = (weakref.ref(tensor, forget), value)
+
+    def resolve(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The value a read of ``tensor`` gets (itself unless a hooked in-place op replaced it)."""
+        entry = self.aliases.get(id(tensor))
+        while entry is not None and entry[0]() is tensor:
+            tensor = entry[1]
+            entry = self.aliases.get(id(tensor))
+        return tensor
 
     @staticmethod
     def _matches(storage: HookStorage, name: str, info: FuncInfo, values: list) -> bool:
@@ -197,6 +234,17 @@ class HookMode(TorchFunctionMode):
                     leaves[i] = self.run_chain(chain, leaf)
                 port += 1
         return pytree.tree_unflatten(leaves, spec)
+
+
+def _changed_in_place(func, info: FuncInfo, args: tuple, kwargs: dict, hooked: list, ports: list[int],
+                      out: Any) -> torch.Tensor | None:
+    """The tensor the op changed in place (its first input as called), None for an out-of-place op."""
+    if not ports or not isinstance(hooked[ports[0]], torch.Tensor):
+        return None
+    first = hooked[ports[0]]
+    if out is not None and out is not first:
+        return None
+    return first if mutates_first(func, info, args, kwargs) else None
 
 
 def _listed(func):
@@ -361,6 +409,9 @@ def _process_outputs(out: Any, mode: HookMode) -> Any:
     for i, (path, leaf) in enumerate(named):
         if not isinstance(leaf, torch.Tensor):
             continue
+        if mode.aliases and mode.resolve(leaf) is not leaf:  # ``x.relu_(); return x`` with a hook on relu_
+            leaves[i] = leaf = mode.resolve(leaf)
+            changed = True
         name = f"output/{path or 0}"
         chain = mode.storage.chain("pre", name, 0) if mode.storage is not None else []
         if chain:

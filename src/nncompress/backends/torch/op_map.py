@@ -7,6 +7,7 @@ qualified name with dunders removed (``torch.nn.functional.conv2d`` → ``conv2d
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from dataclasses import dataclass
 from functools import lru_cache
@@ -136,6 +137,25 @@ def func_info(func) -> FuncInfo:
     base = name.rstrip("_") if name.endswith("_") else name
     passthrough = last in PASSTHROUGH or name in PASSTHROUGH
     return FuncInfo(name, base, qualified, passthrough, base in SHAPE_ONLY, inplace)
+
+
+def mutates_first(func, info: FuncInfo, args: tuple, kwargs: dict) -> bool:
+    """Whether the call changes its first tensor argument in place (``add_``, ``+=``, ``x[i] = v``,
+    ``relu(x, inplace=True)``)."""
+    if info.inplace or kwargs.get("inplace") is True:
+        return True
+    index = _inplace_index(func)
+    return index is not None and len(args) > index and args[index] is True
+
+
+@lru_cache(maxsize=1024)
+def _inplace_index(func) -> int | None:
+    """Position of an ``inplace`` parameter (``torch.nn.functional.relu(x, True)``), None without one."""
+    try:
+        names = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("inplace") if "inplace" in names else None
 
 
 def is_number(value) -> bool:

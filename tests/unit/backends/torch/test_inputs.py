@@ -1,9 +1,11 @@
-"""Model inputs and run helpers: tensors without data get named errors; eval mode shared by threads."""
+"""Model inputs and run helpers: tensors without data get named errors; eval mode shared by threads;
+values taken out of a run are copies that later in-place ops cannot change."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -94,3 +96,22 @@ def test_copy_model_keeps_the_users_flags_while_another_run_is_in_eval_mode():
         copied = copy_model(model)
     assert [m.training for m in copied.modules()] == [True, True, True]
     assert [m.training for m in model.modules()] == [True, True, True]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool])
+def test_to_numpy_copies_even_when_no_conversion_is_needed(dtype):
+    tensor = torch.tensor([[-1, 2], [3, 0]]).to(dtype)
+    value = to_numpy(tensor)
+    expected = value.copy()
+    tensor.zero_()
+    np.testing.assert_array_equal(value, expected)
+    assert not np.shares_memory(value, tensor.numpy())
+
+
+def test_to_numpy_of_a_view_and_of_half_precision():
+    base = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    view = to_numpy(base.t())
+    base.relu_().mul_(0)
+    np.testing.assert_array_equal(view, np.arange(6, dtype=np.float32).reshape(2, 3).T)
+    half = to_numpy(torch.tensor([1.5, -2.0], dtype=torch.float16))
+    assert half.dtype == np.float32 and half.tolist() == [1.5, -2.0]

@@ -1,16 +1,22 @@
-"""Scope tracking of the hook mode: per thread, without touching the user's modules."""
+"""The hook mode: per-thread scope tracking without touching the user's modules; hooks on in-place ops
+(every later read of the changed tensor sees the hooked value; autograd still works)."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn.modules import module as module_globals  # noqa: E402
 
+from nncompress.backends.torch import TorchAdapter  # noqa: E402
 from nncompress.backends.torch.capture import capture_graph  # noqa: E402
+from nncompress.backends.torch.op_map import func_info, mutates_first  # noqa: E402
+from nncompress.graph.edits import FakeQuantParams, QuantizeActivation  # noqa: E402
+from nncompress.graph.ir import InputRef, TensorRef  # noqa: E402
 
 
 class Blocks(nn.Module):
@@ -58,3 +64,104 @@ def test_scope_hooks_leave_the_users_modules_alone_and_go_away_after_the_run():
     capture_graph(model, torch.randn(2, 16))
     assert model.hooks_seen == [0]  # no hook on the user's modules, even while the model ran
     assert not module_globals._global_forward_pre_hooks and not module_globals._global_forward_hooks
+
+
+STEP = 0.5  # grid [-64, 63.5] in steps of 0.5 (256 levels, signed)
+
+
+def _quantizer(name: str, tensor: TensorRef, consumers=None) -> QuantizeActivation:
+    params = FakeQuantParams(np.float32(-64.0), np.float32(63.5), 256, None, signed=True)
+    return QuantizeActivation(tensor, consumers, params, name)
+
+
+def _snap(t: torch.Tensor) -> torch.Tensor:
+    return torch.round(t / STEP) * STEP
+
+
+class AddThenRead(nn.Module):
+    """``y.add_(x)`` with the return value ignored; later ops read ``y``."""
+
+    def forward(self, x):
+        y = x * 3.0
+        y.add_(x)
+        return y * 1.0, y.sum()
+
+
+def _hooked(model, edits, example):
+    adapter = TorchAdapter(example_input=example)
+    adapter.build_graph(model)
+    return adapter.apply(model, edits)
+
+
+def test_post_hook_on_an_inplace_op_reaches_every_later_read():
+    x = torch.tensor([[0.1, 0.3, -0.7]])
+    hooked = _hooked(AddThenRead(), [_quantizer("q", TensorRef("add__0", 0))], x)
+    scaled, total = hooked(x)
+    expected = _snap(4 * x)
+    torch.testing.assert_close(scaled, expected, rtol=0, atol=0)
+    torch.testing.assert_close(total, expected.sum(), rtol=0, atol=0)
+    assert not torch.equal(expected, 4 * x)  # the quantizer changes the values
+
+
+def test_pre_hook_on_the_changed_input_of_an_inplace_op():
+    x = torch.tensor([[0.1, 0.3, -0.7]])
+    edit = _quantizer("q", TensorRef("mul_0", 0), consumers=(InputRef("add__0", 0),))
+    hooked = _hooked(AddThenRead(), [edit], x)
+    scaled, total = hooked(x)
+    expected = _snap(3 * x) + x  # add_ runs on the quantized value; later reads see its result
+    torch.testing.assert_close(scaled, expected, rtol=0, atol=0)
+    torch.testing.assert_close(total, expected.sum(), rtol=0, atol=0)
+
+
+class SetItem(nn.Module):
+    def forward(self, x):
+        y = x * 1.0
+        y[:, 0] = 0.3
+        return y + 0.0
+
+
+def test_post_hook_on_setitem_applies_to_the_written_tensor():
+    x = torch.tensor([[0.1, 0.7, -0.7]])
+    hooked = _hooked(SetItem(), [_quantizer("q", TensorRef("setitem_0", 0))], x)
+    torch.testing.assert_close(hooked(x), _snap(torch.tensor([[0.3, 0.7, -0.7]])), rtol=0, atol=0)
+
+
+class InplaceReluBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.conv(x)
+        out += x
+        return self.relu(out).mean()
+
+
+def test_training_through_hooked_inplace_ops_keeps_gradients():
+    torch.manual_seed(0)
+    model = InplaceReluBlock()
+    x = torch.randn(2, 2, 3, 3)
+    edits = [_quantizer("q", TensorRef("relu/relu_0", 0)), _quantizer("p", TensorRef("conv/conv2d_0", 0))]
+    hooked = _hooked(model, edits, x)
+    for quantizer in hooked._nncompress_hooks.hooks.values():
+        for p in quantizer.parameters():
+            p.requires_grad_(True)  # trainable ranges: the quantizers save their inputs for backward
+    loss = hooked(x.requires_grad_(True))
+    loss.backward()
+    assert hooked.conv.weight.grad is not None and torch.isfinite(hooked.conv.weight.grad).all()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_mutates_first_knows_the_inplace_spellings():
+    f = torch.nn.functional
+    x = torch.zeros(1)
+
+    def mutates(func, *args, **kwargs):
+        return mutates_first(func, func_info(func), args, kwargs)
+
+    assert mutates(torch.Tensor.add_, x, x) and mutates(torch.relu_, x)
+    assert mutates(torch.Tensor.__setitem__, x, 0, 1.0)
+    assert mutates(f.relu, x, inplace=True) and mutates(f.relu, x, True) and mutates(f.hardtanh, x, -1.0, 1.0, True)
+    assert not mutates(f.relu, x) and not mutates(f.relu, x, False) and not mutates(torch.add, x, x)
+    assert not mutates(f.dropout, x, 0.5, True)  # ``training``, not ``inplace``
