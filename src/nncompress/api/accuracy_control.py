@@ -100,6 +100,10 @@ def _restorer_options(dataset, validation_fn, max_drop, drop_type, subset_size, 
             f"validation_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
             "Wrap your data: nncompress.Dataset(data_source, transform_fn)"
         )
+    dataset.require_reiterable(
+        "quantize_with_accuracy_control reads validation_dataset many times (the FP32 model, the INT8 model, "
+        "the ranking and every candidate)"
+    )
     if not callable(validation_fn):
         raise ValidationError(
             "validation_fn must be callable as validation_fn(model, data) -> metric; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, TypeVar
 
 from nncompress.algorithms.quantization.pipeline import PTQOptions, run_ptq
@@ -102,7 +101,8 @@ def validate_quantize_args(
 
 
 def check_first_item(adapter, model: Any, dataset: Dataset) -> None:
-    first = list(itertools.islice(dataset.get_inference_data(), 1))
+    """Run ``model`` on the first item (a one-shot source replays it in its pass)."""
+    first = dataset.peek_inference_data()
     if not first:
         raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")
     adapter.check_inputs(model, first[0])
