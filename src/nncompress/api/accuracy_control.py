@@ -58,7 +58,7 @@ def quantize_with_accuracy_control(
     (FP32 metric minus INT8 metric, per ``drop_type``) is at most ``max_drop``.
 
     ``validation_fn(model, data)`` gets a backend-ready model (an ``openvino.CompiledModel``, an
-    ``onnx.ModelProto``, a ``torch.nn.Module``) and ``validation_dataset.get_data(...)`` (raw items);
+    ``onnx.ModelProto``, a ``torch.nn.Module``) and ``validation_dataset.get_data(...)`` (raw items, re-iterable);
     it returns a metric or ``(metric, per_sample_values)``. Raises ``AccuracyDropError`` (carrying the
     best model) when the budget cannot be reached. The report is available from ``nncompress.last_report()``.
     """
