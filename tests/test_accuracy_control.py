@@ -83,6 +83,48 @@ def test_ranking_reverts_the_harmful_layer_in_every_backend(backend, digits_data
         assert set(seen) == {"CompiledModel"}
 
 
+def _two_pass_accuracy(metrics: list, totals: list):
+    """A validation_fn that reads its data twice: once to count the items, once to predict in batches.
+    It returns (accuracy, per-item correctness), so the ranking calls it on subsets too."""
+
+    def validate(ready, data):
+        total = sum(1 for _ in data)
+        hits, chunk = [], []
+        for item in data:
+            chunk.append(item)
+            if len(chunk) == 64:
+                hits, chunk = hits + acm.correct(ready, chunk).tolist(), []
+        if chunk:
+            hits += acm.correct(ready, chunk).tolist()
+        totals.append((total, len(data) if hasattr(data, "__len__") else None))
+        metrics.append(sum(hits) / total)
+        return metrics[-1], hits
+
+    return validate
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino", pytest.param("torch", marks=pytest.mark.slow)])
+def test_validation_fn_may_iterate_its_data_twice(backend, digits_data, request, tmp_path_factory):
+    """NNCF's validation data is re-iterable: a second pass must see the items again, not nothing (which
+    made both metrics 0, the drop 0 and returned plain INT8 without reverting anything)."""
+    model = _outlier_model(backend, request, tmp_path_factory)
+    calib, validation = _datasets(digits_data, backend, 30 if backend == "torch" else 50)
+    metrics, totals = [], []
+    result = nncf.quantize_with_accuracy_control(
+        model, calib, validation, _two_pass_accuracy(metrics, totals), max_drop=0.01, subset_size=30
+    )
+    fp32 = acm.accuracy(_ready(model), validation.get_data())  # one pass, computed independently
+    assert fp32 > 0.9 and metrics[0] == pytest.approx(fp32)
+    assert 0 < metrics[1] < fp32 - 0.01  # the plain INT8 model, really evaluated: outside the budget
+    assert totals[:2] == [(NUM_VALIDATION, NUM_VALIDATION)] * 2
+    assert all(total == length for total, length in totals)
+    assert {total for total, _ in totals} == {NUM_VALIDATION, 30}  # and the ranking subsets
+    reverted = [op for op, why in nncf.last_report().skipped.items() if "by accuracy control" in why]
+    assert reverted == [HARMFUL[backend]]
+    assert metrics[-1] >= fp32 - 0.01
+    assert acm.accuracy(_ready(result), validation.get_data()) == pytest.approx(metrics[-1])
+
+
 def _ready(model):
     if type(model).__name__ == "Model":
         from nncompress.backends.openvino.runner import compile_model

@@ -27,6 +27,10 @@ class CalibrationError(NNCompressError):
     """The calibration dataset or its transform function did not give usable model inputs."""
 
 
+class OneShotDatasetError(CalibrationError):
+    """A one-shot data source (e.g. a generator object) would have to be read more than once."""
+
+
 class GraphCaptureError(NNCompressError):
     """A model could not be captured into nncompress' graph."""
 

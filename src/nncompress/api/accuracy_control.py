@@ -58,7 +58,7 @@ def quantize_with_accuracy_control(
     (FP32 metric minus INT8 metric, per ``drop_type``) is at most ``max_drop``.
 
     ``validation_fn(model, data)`` gets a backend-ready model (an ``openvino.CompiledModel``, an
-    ``onnx.ModelProto``, a ``torch.nn.Module``) and ``validation_dataset.get_data(...)`` (raw items);
+    ``onnx.ModelProto``, a ``torch.nn.Module``) and ``validation_dataset.get_data(...)`` (raw items, re-iterable);
     it returns a metric or ``(metric, per_sample_values)``. Raises ``AccuracyDropError`` (carrying the
     best model) when the budget cannot be reached. The report is available from ``nncompress.last_report()``.
     """
@@ -100,6 +100,10 @@ def _restorer_options(dataset, validation_fn, max_drop, drop_type, subset_size, 
             f"validation_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
             "Wrap your data: nncompress.Dataset(data_source, transform_fn)"
         )
+    dataset.require_reiterable(
+        "quantize_with_accuracy_control reads validation_dataset many times (the FP32 model, the INT8 model, "
+        "the ranking and every candidate)"
+    )
     if not callable(validation_fn):
         raise ValidationError(
             "validation_fn must be callable as validation_fn(model, data) -> metric; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 from typing import Any, TypeVar
 
@@ -244,7 +243,7 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
 
 
 def _check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
-    first = list(itertools.islice(dataset.get_inference_data(), 1))
+    first = dataset.peek_inference_data()  # a one-shot source replays this item in its pass
     if not first:
         raise CalibrationError("the dataset is empty; give at least one model input (128 are recommended)")
     adapter.check_inputs(model, first[0])

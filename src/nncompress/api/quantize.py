@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, TypeVar
 
 from nncompress.algorithms.quantization.pipeline import PTQOptions, run_ptq
@@ -103,7 +102,7 @@ def validate_quantize_args(
 
 def check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
     """The first item of ``dataset``, checked as an input of ``model`` (the call's example input)."""
-    first = list(itertools.islice(dataset.get_inference_data(), 1))
+    first = dataset.peek_inference_data()  # a one-shot source replays this item in its pass
     if not first:
         raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")
     adapter.check_inputs(model, first[0])

@@ -75,6 +75,13 @@ class StatisticsPlan:
         return bool(self.collectors)
 
 
+def require_several_passes(dataset, reason: str) -> None:
+    """Called before the first of several passes: a one-shot dataset raises ``OneShotDatasetError`` now."""
+    check = getattr(dataset, "require_reiterable", None)
+    if check is not None:
+        check(reason)
+
+
 def calibration_items(dataset, subset_size: int) -> Iterator:
     """The first ``subset_size`` model inputs of ``dataset``."""
     return itertools.islice(dataset.get_inference_data(), subset_size)

@@ -24,7 +24,7 @@ from nncompress.parameters import (
 )
 from nncompress.report import CompressionReport
 from nncompress.scopes import IgnoredScope, match_ignored_scope
-from nncompress.statistics.runner import StatisticsPlan, report_nonfinite, run_statistics
+from nncompress.statistics.runner import StatisticsPlan, report_nonfinite, require_several_passes, run_statistics
 
 
 @dataclass
@@ -66,6 +66,11 @@ def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
     if bias is not None:
         bias.register(plan)
     weight_params = _weight_params(adapter, model, setup, minmax)  # before the pass: bad weights fail fast
+    if isinstance(bias, BiasCorrection) and bias.nodes:
+        require_several_passes(
+            dataset, "quantize with fast_bias_correction=False makes one more statistics pass per wave of "
+            "corrected layers after the quantization statistics pass",
+        )
     report.calibration_items = run_statistics(adapter, model, plan, dataset, options.subset_size, "Statistics")
     report_nonfinite(plan, report)
     act_params = minmax.activation_params()
@@ -93,6 +98,12 @@ def _smooth_quant(adapter, model, graph, dataset, ignored, options: PTQOptions, 
     sq = SmoothQuant(graph, set(ignored), matmul_alpha, alphas.convolution)
     plan = StatisticsPlan()
     sq.register(plan)
+    if plan:
+        require_several_passes(
+            dataset, "SmoothQuant (model_type=TRANSFORMER) makes its own statistics pass before the quantization "
+            "statistics pass (or disable it: smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1, "
+            "convolution=-1))",
+        )
     run_statistics(adapter, model, plan, dataset, options.subset_size, "SmoothQuant statistics")
     edits = sq.edits(adapter, model)
     if not edits:
