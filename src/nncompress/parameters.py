@@ -289,7 +289,7 @@ class RangeEstimatorParametersSet:
 class AdvancedSmoothQuantParameters:
     """SmoothQuant migration strength per op family; a negative value turns it off."""
 
-    convolution: float = -1.0
+    convolution: float = -1
     matmul: float = 0.95
 
 

@@ -77,7 +77,7 @@ class Node:
 class Graph:
     """Nodes in topological order plus consumer lookup."""
 
-    def __init__(self, nodes: list[Node]):
+    def __init__(self, nodes: list[Node] | tuple[Node, ...] = ()):
         self.nodes: dict[str, Node] = {n.name: n for n in nodes}
         self._consumers: dict[TensorRef, list[InputRef]] = {}
         for node in nodes:
