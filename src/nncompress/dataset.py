@@ -24,7 +24,17 @@ class Dataset:
     several passes raise ``OneShotDatasetError`` before doing any work.
     """
 
-    def __init__(self, data_source: Iterable | Callable[[], Iterable], transform_fn: Callable | None = None):
+    def __init__(
+        self,
+        data_source: Iterable | Callable[[], Iterable],
+        transform_func: Callable | None = None,
+        *,
+        transform_fn: Callable | None = None,
+    ):
+        # NNCF 3.x names the transform ``transform_func``, NNCF 2.x code often says ``transform_fn``: both work.
+        if transform_func is not None and transform_fn is not None:
+            raise ValidationError("give the transform once: transform_func or transform_fn, not both")
+        transform_fn = transform_fn if transform_fn is not None else transform_func
         if data_source is None or not (hasattr(data_source, "__iter__") or callable(data_source)):
             raise ValidationError(
                 f"data_source must be an iterable (list, DataLoader, ...) or a callable returning one; "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 
 class NNCompressError(Exception):
     """Base class of every error raised on purpose by nncompress."""
@@ -47,6 +49,54 @@ class AccuracyDropError(NNCompressError):
         self.best_model = best_model
         self.best_drop = best_drop
         self.reverted = list(reverted)
+
+
+class InternalError(NNCompressError, RuntimeError):
+    """nncompress reached a state it should never reach: a bug to report, not a wrong input."""
+
+
+class ParameterNotSupportedError(ValidationError):
+    """A parameter (or one of its values) exists in NNCF's API but is not supported for this call."""
+
+
+class UnsupportedDatasetError(ValidationError):
+    """The dataset object is of a kind nncompress cannot read."""
+
+
+class UnknownDatasetError(ValidationError):
+    """A dataset was named that nncompress does not know."""
+
+
+class InvalidPathError(ValidationError):
+    """A file or directory path does not exist or cannot be used."""
+
+
+class InvalidCollectorTypeError(ValidationError):
+    """A statistics collector (reducer or aggregator) type is not valid for the requested statistic."""
+
+
+class InvalidQuantizerGroupError(NNCompressError):
+    """A group of quantizers that must share parameters is inconsistent."""
+
+
+class BufferFullError(NNCompressError):
+    """A statistics buffer received more values than it was sized for."""
+
+
+class StatisticsCacheError(NNCompressError):
+    """Saved statistics (``statistics_path``) could not be read, written or do not match the model."""
+
+
+class InstallationError(UnsupportedBackendError):
+    """A package nncompress needs is missing or broken."""
+
+
+class ModuleNotFoundError(InstallationError, builtins.ModuleNotFoundError):
+    """A module nncompress needs could not be imported (also a ``builtins.ModuleNotFoundError``)."""
+
+
+class UnsupportedVersionError(UnsupportedBackendError):
+    """An installed package has a version nncompress does not support."""
 
 
 def one_of(value, valid, what: str) -> ValidationError:

@@ -39,3 +39,8 @@ def set_log_level(level: int) -> None:
 
 
 _install_default_handler()
+
+
+def disable_logging() -> None:
+    """Silence every ``nncompress`` message (errors are still raised)."""
+    logger.setLevel(logging.CRITICAL + 1)

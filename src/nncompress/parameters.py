@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
-from nncompress.errors import one_of
+from nncompress.errors import UnsupportedBackendError, ValidationError, one_of
 
 E = TypeVar("E", bound=Enum)
+TObj = TypeVar("TObj")
+logger = logging.getLogger("nncompress")
+
+
+def api(canonical_alias: str | None = None) -> Callable[[TObj], TObj]:
+    """Mark an object as public API (NNCF's decorator); ``canonical_alias`` is its documented name."""
+
+    def mark(obj: TObj) -> TObj:
+        try:
+            obj.__nncompress_api__ = canonical_alias or f"{obj.__module__}.{obj.__qualname__}"
+        except (AttributeError, TypeError):  # objects without a writable __dict__ stay unmarked
+            pass
+        return obj
+
+    return mark
 
 
 class StrEnum(str, Enum):
@@ -39,8 +58,17 @@ class QuantizationMode(StrEnum):
 
 
 class QuantizationScheme(StrEnum):
+    """The integer grid of a quantizer (NNCF: ``quantization.advanced_parameters.QuantizationMode``).
+
+    The LoRA members describe NNCF's trainable fake-quantize formats; ``quantize`` accepts only
+    SYMMETRIC and ASYMMETRIC."""
+
     SYMMETRIC = "symmetric"
     ASYMMETRIC = "asymmetric"
+    SYMMETRIC_LORA = "symmetric_lora"
+    SYMMETRIC_LORA_NLS = "symmetric_lora_nls"
+    ASYMMETRIC_LORA = "asymmetric_lora"
+    ASYMMETRIC_LORA_NLS = "asymmetric_lora_nls"
 
 
 class OverflowFix(StrEnum):
@@ -50,8 +78,76 @@ class OverflowFix(StrEnum):
 
 
 class QuantizerPropagationRule(StrEnum):
-    MERGE_ALL_IN_ONE = "merge_all_in_one"
-    DO_NOT_MERGE_BRANCHES = "do_not_merge_branches"
+    """How quantizers of branches meeting at one tensor are merged (values as in NNCF).
+
+    ``quantize`` supports MERGE_ALL_IN_ONE (the default) and DO_NOT_MERGE_BRANCHES."""
+
+    DO_NOT_MERGE_BRANCHES = "0"
+    MERGE_IF_ALL_BRANCHES_SAME = "1"
+    MERGE_WITH_POTENTIAL_REQUANTIZATION = "2"
+    MERGE_ALL_IN_ONE = "3"
+
+
+class TensorDataType(StrEnum):
+    """Element types by name (NNCF's ``nncf.tensor.TensorDataType``)."""
+
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+    float64 = "float64"
+    f8e4m3 = "f8e4m3"
+    f8e5m2 = "f8e5m2"
+    f8e8m0 = "f8e8m0"
+    f4e2m1 = "f4e2m1"
+    nf4 = "nf4"
+    int8 = "int8"
+    int32 = "int32"
+    int64 = "int64"
+    uint16 = "uint16"
+    uint32 = "uint32"
+    uint8 = "uint8"
+    uint4 = "uint4"
+    int4 = "int4"
+    int3 = "int3"
+    int2 = "int2"
+
+
+class FP8Type(StrEnum):
+    E4M3 = "f8e4m3"
+    E5M2 = "f8e5m2"
+
+
+class StripFormat(StrEnum):
+    """What ``strip`` turns compression machinery into; nncompress implements NATIVE."""
+
+    NATIVE = "native"
+    DQ = "dequantize"
+    IN_PLACE = "in_place"
+
+
+class PruneMode(StrEnum):
+    """Pruning modes of NNCF's ``prune`` (pruning is not implemented yet)."""
+
+    UNSTRUCTURED_MAGNITUDE_LOCAL = "unstructured_magnitude_local"
+    UNSTRUCTURED_MAGNITUDE_GLOBAL = "unstructured_magnitude_global"
+    UNSTRUCTURED_REGULARIZATION_BASED = "unstructured_regularization_based"
+
+
+class RestoreMode(StrEnum):
+    """What accuracy control reverts in an operation: its activation and weight quantizers, or only
+    the quantizers of its input activations."""
+
+    ACTIVATIONS_AND_WEIGHTS = "activations_and_weights"
+    ONLY_ACTIVATIONS = "only_activations"
+
+
+class CompressionFormat(StrEnum):
+    """How compressed weights are represented; only DQ (stored low-bit + decompression) is supported."""
+
+    DQ = "dequantize"
+    FQ = "fake_quantize"
+    FQ_LORA = "fake_quantize_with_lora"
+    FQ_LORA_NLS = "fake_quantize_with_lora_nls"
 
 
 class StatisticsType(StrEnum):
@@ -77,6 +173,8 @@ class CompressWeightsMode(StrEnum):
     INT8_ASYM = "int8_asym"
     INT4_SYM = "int4_sym"
     INT4_ASYM = "int4_asym"
+    INT3_SYM = "int3_sym"  # not implemented yet: compress_weights rejects it
+    INT2_SYM = "int2_sym"  # not implemented yet: compress_weights rejects it
     NF4 = "nf4"
     E2M1 = "e2m1"  # NNCF's former name of MXFP4
     MXFP4 = "mxfp4"
@@ -103,6 +201,8 @@ class BackupMode(StrEnum):
     NONE = "none"
     INT8_SYM = "int8_sym"
     INT8_ASYM = "int8_asym"
+    MXFP8_E4M3 = "mxfp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
+    FP8_E4M3 = "fp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
 
 
 class DropType(StrEnum):
@@ -131,6 +231,13 @@ class QuantizationParameters:
     signedness_to_force: bool | None = None
     per_channel: bool | None = None
     narrow_range: bool | None = None
+
+
+@dataclass(frozen=True)
+class FP8QuantizationParameters:
+    """FP8 quantizer constraints (NNCF); FP8 quantization is not supported yet."""
+
+    destination_type: FP8Type | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +289,7 @@ class RangeEstimatorParametersSet:
 class AdvancedSmoothQuantParameters:
     """SmoothQuant migration strength per op family; a negative value turns it off."""
 
-    convolution: float = -1.0
+    convolution: float = -1
     matmul: float = 0.95
 
 
@@ -221,11 +328,78 @@ class AdvancedQuantizationParameters:
 class AdvancedAccuracyRestorerParameters:
     """Options of ``quantize_with_accuracy_control``."""
 
-    max_num_iterations: int = 2**31 - 1
+    max_num_iterations: int = sys.maxsize
     tune_hyperparams: bool = False
     ranking_subset_size: int | None = None
     num_ranking_workers: int | None = None
-    restore_mode: str = "activations_and_weights"
     intermediate_model_dir: str | None = None
+    restore_mode: RestoreMode = RestoreMode.ACTIVATIONS_AND_WEIGHTS
+    # nncompress' own options (after NNCF's fields, so positional construction matches NNCF)
     num_reverted_per_step: int = 1
     rerank_every: int | None = None
+
+
+def convert_to_dict_recursively(params: Any) -> dict[str, Any]:
+    """A dataclass of options as a dict, nested dataclasses included."""
+    if not dataclasses.is_dataclass(params):
+        raise ValidationError(f"expected a parameters dataclass; got {type(params).__name__}")
+    return {f.name: _to_plain(getattr(params, f.name)) for f in dataclasses.fields(params)}
+
+
+def _to_plain(value: Any) -> Any:
+    return convert_to_dict_recursively(value) if dataclasses.is_dataclass(value) else value
+
+
+def changes_asdict(params: Any) -> dict[str, Any]:
+    """The fields of a parameters dataclass whose value differs from the field's default."""
+    if not dataclasses.is_dataclass(params):
+        raise ValidationError(f"expected a parameters dataclass; got {type(params).__name__}")
+    changed = {}
+    for f in dataclasses.fields(params):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        value = getattr(params, f.name)
+        if value != default:
+            changed[f.name] = value
+    return changed
+
+
+_SUPPORTED_RULES = (QuantizerPropagationRule.MERGE_ALL_IN_ONE, QuantizerPropagationRule.DO_NOT_MERGE_BRANCHES)
+_SUPPORTED_SCHEMES = (QuantizationScheme.SYMMETRIC, QuantizationScheme.ASYMMETRIC)
+
+
+def check_advanced_quantization(advanced: AdvancedQuantizationParameters) -> AdvancedQuantizationParameters:
+    """``advanced`` with enum fields coerced; raises for NNCF values ``quantize`` does not implement."""
+    rule = coerce_enum(advanced.quantizer_propagation_rule, QuantizerPropagationRule, "quantizer_propagation_rule")
+    if rule not in _SUPPORTED_RULES:
+        raise UnsupportedBackendError(
+            f"quantizer_propagation_rule={rule.name} is not supported; use "
+            + " or ".join(r.name for r in _SUPPORTED_RULES)
+        )
+    for name in ("activations_quantization_params", "weights_quantization_params"):
+        params = getattr(advanced, name)
+        if isinstance(params, FP8QuantizationParameters):
+            raise UnsupportedBackendError(
+                f"{name}=FP8QuantizationParameters(...): FP8 quantization is not supported yet; "
+                "use QuantizationParameters (INT8)"
+            )
+        if params is not None and not isinstance(params, QuantizationParameters):
+            raise ValidationError(f"{name} must be a QuantizationParameters or None; got {type(params).__name__}")
+        if params is not None and params.mode is not None:
+            scheme = coerce_enum(params.mode, QuantizationScheme, f"{name}.mode")
+            if scheme not in _SUPPORTED_SCHEMES:
+                raise UnsupportedBackendError(
+                    f"{name}.mode={scheme.value!r} (a LoRA fake-quantize format) is not supported by quantize; "
+                    "use 'symmetric' or 'asymmetric'"
+                )
+            advanced = dataclasses.replace(advanced, **{name: dataclasses.replace(params, mode=scheme)})
+    if advanced.backend_params:
+        logger.warning(
+            "advanced_parameters.backend_params %s: quantize does not use backend parameters yet; ignored",
+            sorted(advanced.backend_params),
+        )
+    return dataclasses.replace(advanced, quantizer_propagation_rule=rule)

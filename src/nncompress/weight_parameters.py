@@ -6,7 +6,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from nncompress.parameters import StrEnum
+from nncompress.parameters import CompressionFormat, StrEnum, TensorDataType
+
+__all__ = [
+    "AdvancedAWQParameters",
+    "AdvancedAdaptiveCodebookParameters",
+    "AdvancedCompressionParameters",
+    "AdvancedGPTQParameters",
+    "AdvancedLoraCorrectionParameters",
+    "AdvancedScaleEstimationParameters",
+    "CompressionFormat",
+    "GroupSizeFallbackMode",
+]
 
 
 class GroupSizeFallbackMode(StrEnum):
@@ -21,15 +32,6 @@ class GroupSizeFallbackMode(StrEnum):
     ERROR = "error"
     IGNORE = "ignore"
     ADJUST = "adjust"
-
-
-class CompressionFormat(StrEnum):
-    """How compressed weights are represented; only DQ (stored low-bit + decompression) is supported."""
-
-    DQ = "dequantize"
-    FQ = "fake_quantize"
-    FQ_LORA = "fake_quantize_lora"
-    FQ_LORA_NLS = "fake_quantize_lora_nls"
 
 
 @dataclass
@@ -57,9 +59,10 @@ class AdvancedScaleEstimationParameters:
 @dataclass
 class AdvancedAdaptiveCodebookParameters:
     """ADAPTIVE_CODEBOOK: ``num_elements`` values (at most 16) fitted per weight, rounded to ``value_type``
-    ("f8e4m3" or "f16"); ``across_blocks`` (one codebook shared by several weights) is not supported."""
+    (TensorDataType.f8e4m3 or float16); ``across_blocks`` (one codebook shared by several weights) is not
+    supported."""
 
-    value_type: str = "f8e4m3"
+    value_type: TensorDataType = TensorDataType.f8e4m3
     across_blocks: bool = False
     num_elements: int = 16
 
@@ -98,14 +101,9 @@ class AdvancedCompressionParameters:
     """
 
     statistics_path: str | os.PathLike | None = None
-    codebook: Any = None  # mode='codebook': a sorted 1-D array of 2..16 values (indices stored in 4 bits)
-    adaptive_codebook_params: AdvancedAdaptiveCodebookParameters = field(
-        default_factory=AdvancedAdaptiveCodebookParameters
-    )
+    lora_adapter_rank: int = 256
     group_size_fallback_mode: GroupSizeFallbackMode = GroupSizeFallbackMode.ADJUST
     min_adjusted_group_size: int = 32
-    lora_adapter_rank: int = 256
-    range_search: bool = False
     awq_params: AdvancedAWQParameters = field(default_factory=AdvancedAWQParameters)
     scale_estimation_params: AdvancedScaleEstimationParameters = field(
         default_factory=AdvancedScaleEstimationParameters
@@ -115,3 +113,9 @@ class AdvancedCompressionParameters:
         default_factory=AdvancedLoraCorrectionParameters
     )
     backend_params: dict = field(default_factory=dict)
+    codebook: Any = None  # mode='codebook': a sorted 1-D array of 2..16 values (indices stored in 4 bits)
+    adaptive_codebook_params: AdvancedAdaptiveCodebookParameters = field(
+        default_factory=AdvancedAdaptiveCodebookParameters
+    )
+    # nncompress' own options (after NNCF's fields, so positional construction matches NNCF)
+    range_search: bool = False

@@ -230,3 +230,13 @@ def _weights(model) -> list[bytes]:
     if kind == "Model":
         return [op.get_data().tobytes() for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
     return [t.detach().numpy().tobytes() for t in [*model.parameters(), *model.buffers()]]
+
+
+def test_transform_keyword_of_nncf_3_and_of_nncf_2_both_work():
+    items = [1, 2, 3]
+    assert list(nncf.Dataset(items, transform_func=lambda x: x * 10).get_inference_data()) == [10, 20, 30]
+    assert list(nncf.Dataset(items, transform_fn=lambda x: x + 1).get_inference_data()) == [2, 3, 4]
+    with pytest.raises(nncf.ValidationError, match="transform_func or transform_fn"):
+        nncf.Dataset(items, transform_func=abs, transform_fn=abs)
+    with pytest.raises(nncf.ValidationError, match="must be callable.*got int"):
+        nncf.Dataset(items, transform_func=3)

@@ -31,6 +31,8 @@ from nncompress.weight_parameters import AdvancedCompressionParameters, Compress
 TModel = TypeVar("TModel")
 Mode = CompressWeightsMode
 FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
+NOT_IMPLEMENTED_MODES = (Mode.INT3_SYM, Mode.INT2_SYM)
+NOT_IMPLEMENTED_BACKUPS = (BackupMode.FP8_E4M3, BackupMode.MXFP8_E4M3)
 
 
 def compress_weights(
@@ -155,6 +157,7 @@ def validate_compress_args(
 ) -> WeightCompressionOptions:
     """Check ``compress_weights``' arguments and resolve their defaults."""
     mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
+    _check_implemented(mode, coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True))
     fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
     if fmt is not CompressionFormat.DQ:
         raise UnsupportedBackendError(
@@ -201,6 +204,20 @@ def validate_compress_args(
     return options
 
 
+def _check_implemented(mode: Mode, backup: BackupMode | None) -> None:
+    """NNCF's enum members that nncompress does not implement yet."""
+    if mode in NOT_IMPLEMENTED_MODES:
+        raise UnsupportedBackendError(
+            f"mode={mode.value!r} is not implemented yet; the low-bit integer modes are 'int4_sym' and 'int4_asym' "
+            "(also 'nf4', 'fp4', 'mxfp4', 'nvfp4', 'cb4', 'codebook', 'adaptive_codebook')"
+        )
+    if backup in NOT_IMPLEMENTED_BACKUPS:
+        raise UnsupportedBackendError(
+            f"backup_mode={backup.value!r} is not implemented yet; use 'int8_asym', 'int8_sym' or 'none' (modes 'fp4' "
+            "and 'mxfp4' already back up in 'fp8_e4m3' and 'mxfp8_e4m3' when backup_mode is not given)"
+        )
+
+
 def _default_metric(dataset: Dataset | None) -> SensitivityMetric:
     if dataset is None:
         return SensitivityMetric.WEIGHT_QUANTIZATION_ERROR
@@ -225,10 +242,10 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     if adaptive.across_blocks:
         raise UnsupportedBackendError("adaptive_codebook_params.across_blocks=True (one codebook shared by several "
                                       "weights) is not supported; each weight gets its own codebook")
-    if adaptive.value_type not in ("f8e4m3", "f16") or not 2 <= adaptive.num_elements <= MAX_CODEBOOK_SIZE:
+    if adaptive.value_type not in ("f8e4m3", "f16", "float16") or not 2 <= adaptive.num_elements <= MAX_CODEBOOK_SIZE:
         raise ValidationError(
-            f"adaptive_codebook_params: value_type must be 'f8e4m3' or 'f16' and num_elements 2..{MAX_CODEBOOK_SIZE}; "
-            f"got {adaptive.value_type!r}, {adaptive.num_elements!r}"
+            "adaptive_codebook_params: value_type must be 'f8e4m3' or 'float16' and num_elements "
+            f"2..{MAX_CODEBOOK_SIZE}; got {adaptive.value_type!r}, {adaptive.num_elements!r}"
         )
     if advanced.codebook is not None:
         try:

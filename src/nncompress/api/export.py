@@ -6,20 +6,36 @@ from pathlib import Path
 from typing import Any
 
 from nncompress.backends.registry import get_adapter
-from nncompress.errors import ValidationError, one_of
+from nncompress.errors import UnsupportedBackendError, ValidationError, one_of
+from nncompress.parameters import StripFormat, coerce_enum
 
 EXPORT_FORMATS = ("onnx", "openvino")
 
 
-def strip(model: Any, do_copy: bool = True, keep_activation_quantizers: bool = True) -> Any:
-    """A copy of ``model`` without nncompress' training-time machinery.
+def strip(
+    model: Any,
+    do_copy: bool = True,
+    strip_format: StripFormat = StripFormat.NATIVE,
+    example_input: Any = None,
+    *,
+    keep_activation_quantizers: bool = True,
+) -> Any:
+    """``model`` without nncompress' compression machinery (NNCF's signature).
 
     PyTorch: fake-quantized weights are written into the parameters (activation quantizers stay unless
-    ``keep_activation_quantizers=False``). OpenVINO and ONNX models are already plain: returned as is.
+    ``keep_activation_quantizers=False``), in a copy or, with ``do_copy=False``, in ``model`` itself.
+    OpenVINO and ONNX models are already plain: returned as is. Only ``StripFormat.NATIVE`` is
+    implemented; ``example_input`` is accepted for NNCF compatibility and not needed by NATIVE.
     """
-    if not do_copy:
-        raise ValidationError("strip(do_copy=False) is not supported: nncompress never modifies a model in place")
-    return get_adapter(model).strip(model, keep_activation_quantizers)
+    fmt = coerce_enum(strip_format, StripFormat, "strip_format")
+    if fmt is not StripFormat.NATIVE:
+        raise UnsupportedBackendError(
+            f"strip_format={fmt.value!r} is not implemented yet; use StripFormat.NATIVE ('native'), which bakes "
+            "quantized weights into the parameters (weights from compress_weights are already stored compressed)"
+        )
+    if not isinstance(do_copy, bool):
+        raise ValidationError(f"do_copy must be True or False; got {do_copy!r}")
+    return get_adapter(model).strip(model, keep_activation_quantizers, do_copy)
 
 
 def export(

@@ -14,6 +14,7 @@ from nncompress.parameters import (
     QuantizationMode,
     QuantizationPreset,
     TargetDevice,
+    check_advanced_quantization,
     coerce_enum,
 )
 from nncompress.report import set_last_report
@@ -82,6 +83,7 @@ def validate_quantize_args(
         raise ValidationError(
             f"advanced_parameters must be an AdvancedQuantizationParameters; got {type(advanced).__name__}"
         )
+    advanced = check_advanced_quantization(advanced)
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     batch = dataset.get_batch_size()

@@ -81,7 +81,7 @@ class Graph:
     without an example input): its nodes are not connected, so patterns along edges cannot be found.
     """
 
-    def __init__(self, nodes: list[Node], has_dataflow: bool = True):
+    def __init__(self, nodes: list[Node] | tuple[Node, ...] = (), has_dataflow: bool = True):
         self.has_dataflow = has_dataflow
         self.nodes: dict[str, Node] = {n.name: n for n in nodes}
         self._consumers: dict[TensorRef, list[InputRef]] = {}

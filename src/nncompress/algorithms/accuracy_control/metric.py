@@ -13,6 +13,7 @@ from nncompress.graph.edits import SetConstant
 from nncompress.parameters import DropType
 
 logger = logging.getLogger("nncompress")
+DROP_TOLERANCE = 1e-9  # drops this close (relative) to max_drop count as within it
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class MetricScale:
             return absolute / abs(self.fp32_metric)
         return absolute
 
+    def within(self, drop: float, max_drop: float) -> bool:
+        """``drop <= max_drop`` up to float rounding: 0.9 - 0.89 = 0.010000000000000009 fits max_drop=0.01.
+        The tolerance follows the metric's magnitude (absolute drops) or is relative (relative drops)."""
+        magnitude = 1.0 if self.drop_type is DropType.RELATIVE else max(1.0, abs(self.fp32_metric))
+        return drop <= max_drop + DROP_TOLERANCE * max(magnitude, abs(max_drop))
+
     def score(self, metric: float) -> float:
         """``metric`` oriented so that higher is better."""
         return self.sign * metric
@@ -52,7 +59,7 @@ def metric_scale(
     if drop_type is DropType.RELATIVE and fp32 == 0:
         raise ValidationError("drop_type=RELATIVE divides by the FP32 metric, which is 0; use DropType.ABSOLUTE")
     scale = MetricScale(fp32, drop_type, 1)
-    if abs(scale.drop(int8)) <= max_drop:
+    if scale.within(abs(scale.drop(int8)), max_drop):
         return scale
     degraded = probe()
     if degraded is not None and degraded != fp32:

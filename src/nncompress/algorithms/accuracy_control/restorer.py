@@ -79,7 +79,8 @@ def restore_accuracy(adapter, fp32_model: Any, ptq, evaluator: Evaluator, option
     drop = scale.drop(int8.metric)
     logger.info("accuracy control: FP32 metric %.6g, INT8 metric %.6g, drop %.6g (max_drop %.6g)",
                 fp32.metric, int8.metric, drop, options.max_drop)
-    outcome = RestorerOutcome(ptq.model, drop <= options.max_drop, fp32.metric, int8.metric, int8.metric, drop, scale)
+    success = scale.within(drop, options.max_drop)
+    outcome = RestorerOutcome(ptq.model, success, fp32.metric, int8.metric, int8.metric, drop, scale)
     groups = build_groups(ptq.graph, ptq.setup, ptq.edits, options.restore_mode)
     outcome.num_groups = len(groups)
     outcome.num_operations = len({op for g in groups for op in g.operations})
@@ -141,12 +142,12 @@ def _loop(adapter, ptq, evaluator, ranker: Ranker, groups, state: _State, option
             state = _State(model, metric, drop, candidate, len(outcome.steps))
             best = state if drop < best.drop - 1e-12 else best
             since_rank += 1
-        if state.drop <= options.max_drop or not ranked:
+        if ranker.scale.within(state.drop, options.max_drop) or not ranked:
             break
         if options.rerank_every and since_rank >= options.rerank_every:
             ranked = ranker.rank([g for g, _ in ranked], state.reverted)
             since_rank = 0
-    outcome.success = state.drop <= options.max_drop
+    outcome.success = ranker.scale.within(state.drop, options.max_drop)
     if not outcome.success:  # keep the fewest reverts that reached the best drop
         state = best
         outcome.rejected += [(g, step.drop_after) for step in outcome.steps[state.num_steps :] for g in step.groups]

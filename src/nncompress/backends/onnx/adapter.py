@@ -118,7 +118,7 @@ class OnnxAdapter:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""
         return apply_edits(as_model(model), edits)
 
-    def strip(self, model: Any, keep_activation_quantizers: bool = True) -> onnx.ModelProto:
+    def strip(self, model: Any, keep_activation_quantizers: bool = True, do_copy: bool = True) -> onnx.ModelProto:
         """ONNX models hold no training-time machinery: the model itself."""
         return as_model(model)
 

@@ -58,7 +58,7 @@ class OpenVINOAdapter:
         """A new model with ``edits`` carried out on a clone of ``model``."""
         return apply_edits(model, edits)
 
-    def strip(self, model: ov.Model, keep_activation_quantizers: bool = True) -> ov.Model:
+    def strip(self, model: ov.Model, keep_activation_quantizers: bool = True, do_copy: bool = True) -> ov.Model:
         """OpenVINO models hold no training-time machinery: the model itself."""
         return model
 

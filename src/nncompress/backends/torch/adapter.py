@@ -140,11 +140,11 @@ class TorchAdapter:
         holding compressed weights, see ``weight_storage``)."""
         return apply_edits(model, self.source(model), edits)
 
-    def strip(self, model: nn.Module, keep_activation_quantizers: bool = True) -> nn.Module:
-        """A copy with fake-quantized weights baked into the parameters."""
+    def strip(self, model: nn.Module, keep_activation_quantizers: bool = True, do_copy: bool = True) -> nn.Module:
+        """A copy (or ``model`` itself) with fake-quantized weights baked into the parameters."""
         from nncompress.backends.torch.export import strip
 
-        return strip(model, keep_activation_quantizers)
+        return strip(model, keep_activation_quantizers, do_copy)
 
     def export(self, model: nn.Module, path: Path, format: str, example_input: Any, dynamic_axes=None) -> Path:
         """ONNX with QuantizeLinear/DequantizeLinear, or OpenVINO IR converted from it."""

@@ -20,8 +20,9 @@ from .inputs import eval_mode, named_tensor, split_item
 from .mode import named_leaves
 
 
-def strip(model: nn.Module, keep_activation_quantizers: bool = True) -> nn.Module:
-    """A copy of ``model`` with fake-quantized weights written into its parameters.
+def strip(model: nn.Module, keep_activation_quantizers: bool = True, do_copy: bool = True) -> nn.Module:
+    """A copy of ``model`` (``model`` itself when not ``do_copy``) with fake-quantized weights written into
+    its parameters.
 
     Weight quantizers (and replaced constants) on a parameter no other operation reads are baked in
     and removed; those on shared or computed constants stay as hooks. Activation quantizers stay
@@ -29,7 +30,7 @@ def strip(model: nn.Module, keep_activation_quantizers: bool = True) -> nn.Modul
     computes) or are dropped (weights-only simulation). Multipliers always stay: the baked weights
     depend on them. When no hook is left the copy is a plain model with its class's own forward.
     """
-    result = copy.deepcopy(model)
+    result = copy.deepcopy(model) if do_copy else model
     storage = storage_of(result)
     if storage is None:
         return result

@@ -1,0 +1,1 @@
+"""NNCF's ``nncf.onnx.quantization`` namespace."""

@@ -1,0 +1,92 @@
+"""NNCF's ``nncf.torch`` for post-training users: ``strip``, ``disable_tracing`` and model-wrapping helpers.
+
+Importing this module does not import torch; the functions that need it import it when called. The
+PyTorch backend itself is ``nncompress.backends.torch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from nncompress.api.export import strip
+from nncompress.errors import UnsupportedBackendError
+from nncompress.log import logger
+
+TModel = TypeVar("TModel")
+_warned_tracing = False
+
+__all__ = [
+    "disable_tracing",
+    "force_build_cpu_extensions",
+    "force_build_cuda_extensions",
+    "get_config",
+    "is_wrapped_model",
+    "load_from_config",
+    "strip",
+    "wrap_model",
+]
+
+
+def disable_tracing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Accepted for NNCF compatibility, but a no-op: nncompress' capture traces every torch call.
+
+    NNCF stops tracing inside ``method``. nncompress' capture cannot honour that yet (the outputs of an
+    untraced region would disconnect the graph), so the operations of ``method`` are captured and may be
+    quantized like any other; exclude them with ``IgnoredScope`` if needed. Warns once per process.
+    Returns ``method`` unchanged, so it also works as a decorator.
+    """
+    global _warned_tracing
+    if not _warned_tracing:
+        _warned_tracing = True
+        name = getattr(method, "__qualname__", repr(method))
+        logger.warning(
+            "nncompress.torch.disable_tracing(%s) has no effect: nncompress traces every torch call; use "
+            "IgnoredScope to keep operations out of compression", name,
+        )
+    return method
+
+
+def force_build_cpu_extensions() -> None:
+    """No-op: nncompress has no C++ extensions to build (its PyTorch kernels are pure PyTorch)."""
+
+
+def force_build_cuda_extensions() -> None:
+    """No-op: nncompress has no CUDA extensions to build (its PyTorch kernels are pure PyTorch)."""
+
+
+def is_wrapped_model(model: Any) -> bool:
+    """True for a PyTorch model that carries nncompress hooks (e.g. the result of ``quantize``)."""
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        return False
+    from nncompress.backends.torch.hooks import storage_of
+
+    return storage_of(model) is not None
+
+
+def wrap_model(model: TModel, example_input: Any, trace_parameters: bool = False) -> Any:
+    """Not available: nncompress has no separate wrapping step (training-time API not implemented yet)."""
+    raise UnsupportedBackendError(
+        "nncompress.torch.wrap_model is not implemented: nncompress captures the model inside quantize() and "
+        "compress_weights(); pass the plain torch.nn.Module to them"
+    )
+
+
+def get_config(model: Any) -> dict[str, Any]:
+    """Not available: save a compressed PyTorch model with ``torch.save(model)`` (it pickles) instead."""
+    raise UnsupportedBackendError(
+        "nncompress.torch.get_config is not implemented; a compressed model pickles with torch.save(model), and its "
+        "state_dict loads into a model compressed the same way"
+    )
+
+
+def load_from_config(
+    model: TModel, config: dict[str, Any], *, allowed_modules: tuple[str, ...] = ("nncf.*",)
+) -> TModel:
+    """Not available: see ``get_config``."""
+    raise UnsupportedBackendError(
+        "nncompress.torch.load_from_config is not implemented; load a compressed model saved with "
+        "torch.save(model), or compress the float model again and load its state_dict"
+    )

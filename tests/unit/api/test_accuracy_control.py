@@ -1,0 +1,45 @@
+"""quantize_with_accuracy_control: a drop equal to max_drop (up to float rounding) is within budget."""
+
+from __future__ import annotations
+
+import pytest
+
+import nncompress as nncf
+
+torch = pytest.importorskip("torch")
+
+
+def _setup():
+    from .tiny_models import tiny_mlp_and_items
+
+    model, items = tiny_mlp_and_items()
+    return model, nncf.Dataset(items), nncf.Dataset(items)
+
+
+def _scripted(first: float, then: float):
+    """validation_fn returning ``first`` on the first call (the float model) and ``then`` afterwards."""
+    calls = []
+
+    def validate(model, data):
+        calls.append(model)
+        return first if len(calls) == 1 else then
+
+    return validate, calls
+
+
+def test_drop_equal_to_max_drop_is_within_budget():
+    model, calibration, validation = _setup()
+    validate, calls = _scripted(0.9, 0.89)  # drop 0.9 - 0.89 = 0.010000000000000009 in floating point
+    result = nncf.quantize_with_accuracy_control(model, calibration, validation, validate, max_drop=0.01)
+    assert len(calls) == 2  # FP32 and INT8 only: no revert was needed
+    assert calls[1] is result
+    assert any("drop 0.01 " in note for note in nncf.last_report().notes)
+
+
+def test_drop_above_max_drop_still_raises():
+    model, calibration, validation = _setup()
+    validate, calls = _scripted(0.9, 0.8899)
+    with pytest.raises(nncf.AccuracyDropError, match="the best drop is 0.0101 ") as error:
+        nncf.quantize_with_accuracy_control(model, calibration, validation, validate, max_drop=0.01)
+    assert error.value.best_drop == pytest.approx(0.0101)
+    assert len(calls) > 2  # reverts were tried
