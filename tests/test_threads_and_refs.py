@@ -119,3 +119,31 @@ def test_nothing_keeps_the_model_or_the_example_input_alive(backend, call):
     gc.collect()
     assert all(ref() is None for ref in item_refs)  # the example input (first item) included
     assert get_adapter(result) is not get_adapter(result)  # one adapter per call
+
+
+def test_two_threads_run_one_quantized_pytorch_model():
+    """The hooked forward names ops per thread: concurrent forwards give the single-threaded outputs."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.GELU()) for _ in range(6)], nn.Linear(16, 4)).eval()
+    quantized = nncf.quantize(model, nncf.Dataset([torch.randn(2, 16) for _ in range(4)]), subset_size=4)
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        expected = quantized(x)
+
+    def work():
+        with torch.no_grad():
+            return [quantized(x) for _ in range(20)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: forwards interleave op by op
+    try:
+        results = _in_threads(work, count=3)
+    finally:
+        sys.setswitchinterval(interval)
+    for outputs in results:
+        assert not isinstance(outputs, Exception), repr(outputs)
+        for out in outputs:
+            torch.testing.assert_close(out, expected, rtol=0, atol=0)
