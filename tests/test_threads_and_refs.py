@@ -121,14 +121,29 @@ def test_nothing_keeps_the_model_or_the_example_input_alive(backend, call):
     assert get_adapter(result) is not get_adapter(result)  # one adapter per call
 
 
-def test_two_threads_run_one_quantized_pytorch_model():
-    """The hooked forward names ops per thread: concurrent forwards give the single-threaded outputs."""
+@pytest.mark.parametrize("call", list(CALLS))
+def test_three_threads_run_one_compressed_pytorch_model(call):
+    """Hooked forwards name ops per thread and compressed weights stay decompressed while any thread
+    runs the layer: concurrent forwards give the single-threaded outputs."""
     torch = pytest.importorskip("torch")
     from torch import nn
 
+    class Late(nn.Module):
+        """A layer reading its own weight after some work (a wide window for another thread's forward)."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 16) / 4)
+
+        def forward(self, x):
+            for _ in range(10):
+                x = torch.tanh(x) * 1.5
+            return nn.functional.linear(x, self.weight)
+
     torch.manual_seed(0)
-    model = nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.GELU()) for _ in range(6)], nn.Linear(16, 4)).eval()
-    quantized = nncf.quantize(model, nncf.Dataset([torch.randn(2, 16) for _ in range(4)]), subset_size=4)
+    model = nn.Sequential(*[nn.Sequential(Late(), nn.Linear(16, 16), nn.GELU()) for _ in range(4)],
+                          nn.Linear(16, 4)).eval()
+    quantized = CALLS[call](model, nncf.Dataset([torch.randn(2, 16) for _ in range(4)]))
     x = torch.randn(2, 16)
     with torch.no_grad():
         expected = quantized(x)
