@@ -162,3 +162,26 @@ def test_three_threads_run_one_compressed_pytorch_model(call):
         assert not isinstance(outputs, Exception), repr(outputs)
         for out in outputs:
             torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_each_thread_reads_the_report_of_its_own_call():
+    model = _model("onnx")
+    data = nncf.Dataset([_item("onnx", seed) for seed in range(6)])
+    start = threading.Barrier(2, timeout=60)
+
+    done = threading.Barrier(2, timeout=60)
+
+    def work(call):
+        start.wait()
+        CALLS[call](model, data)
+        done.wait()  # both calls have set a report by now
+        return nncf.last_report().algorithm
+
+    seen = {}
+    threads = [threading.Thread(target=lambda c=c: seen.__setitem__(c, work(c))) for c in CALLS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"quantize": "PostTrainingQuantization", "compress_weights": "WeightCompression"}
+    assert nncf.last_report().algorithm in seen.values()  # this thread made no call: the latest one
