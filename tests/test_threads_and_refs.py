@@ -119,3 +119,69 @@ def test_nothing_keeps_the_model_or_the_example_input_alive(backend, call):
     gc.collect()
     assert all(ref() is None for ref in item_refs)  # the example input (first item) included
     assert get_adapter(result) is not get_adapter(result)  # one adapter per call
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_three_threads_run_one_compressed_pytorch_model(call):
+    """Hooked forwards name ops per thread and compressed weights stay decompressed while any thread
+    runs the layer: concurrent forwards give the single-threaded outputs."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Late(nn.Module):
+        """A layer reading its own weight after some work (a wide window for another thread's forward)."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(16, 16) / 4)
+
+        def forward(self, x):
+            for _ in range(10):
+                x = torch.tanh(x) * 1.5
+            return nn.functional.linear(x, self.weight)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Sequential(Late(), nn.Linear(16, 16), nn.GELU()) for _ in range(4)],
+                          nn.Linear(16, 4)).eval()
+    quantized = CALLS[call](model, nncf.Dataset([torch.randn(2, 16) for _ in range(4)]))
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        expected = quantized(x)
+
+    def work():
+        with torch.no_grad():
+            return [quantized(x) for _ in range(20)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: forwards interleave op by op
+    try:
+        results = _in_threads(work, count=3)
+    finally:
+        sys.setswitchinterval(interval)
+    for outputs in results:
+        assert not isinstance(outputs, Exception), repr(outputs)
+        for out in outputs:
+            torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_each_thread_reads_the_report_of_its_own_call():
+    model = _model("onnx")
+    data = nncf.Dataset([_item("onnx", seed) for seed in range(6)])
+    start = threading.Barrier(2, timeout=60)
+
+    done = threading.Barrier(2, timeout=60)
+
+    def work(call):
+        start.wait()
+        CALLS[call](model, data)
+        done.wait()  # both calls have set a report by now
+        return nncf.last_report().algorithm
+
+    seen = {}
+    threads = [threading.Thread(target=lambda c=c: seen.__setitem__(c, work(c))) for c in CALLS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"quantize": "PostTrainingQuantization", "compress_weights": "WeightCompression"}
+    assert nncf.last_report().algorithm in seen.values()  # this thread made no call: the latest one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 
@@ -87,12 +88,18 @@ class CompressionReport:
 
 
 _LAST: list[CompressionReport] = []
+_THREAD_LAST = threading.local()
 
 
 def set_last_report(report: CompressionReport) -> None:
     _LAST[:] = [report]
+    _THREAD_LAST.report = report
 
 
 def last_report() -> CompressionReport | None:
-    """The report of the most recent compression call in this process."""
+    """The report of this thread's most recent compression call; in a thread that made none, the
+    report of the most recent call in this process."""
+    mine = getattr(_THREAD_LAST, "report", None)
+    if mine is not None:
+        return mine
     return _LAST[0] if _LAST else None

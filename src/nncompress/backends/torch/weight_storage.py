@@ -11,8 +11,8 @@ How a compressed weight is read (the layer's class is never changed):
 - The layer module that runs the op owns the weight (``nn.Linear``, ``Conv1D``, ``nn.Embedding``,
   convolutions; any module reading its own parameter): the parameter is removed, the storage becomes
   a submodule ``{attr}_compressed`` and a forward pre-hook sets ``module.{attr}`` to the decompressed
-  tensor for the duration of the forward (a forward hook puts back the ``meta`` placeholder, so
-  ``module.weight.shape``/``dtype`` still answer outside forward). Tied weights (a head sharing the
+  tensor while a forward (of any thread) runs the module (the last one out puts back the ``meta``
+  placeholder, so ``module.weight.shape``/``dtype`` still answer outside forward). Tied weights (a head sharing the
   embedding) compressed to the same ``CompressedWeight`` share one storage.
 - Otherwise (the op reads another module's parameter, or a weight computed in forward): a
   ``DecompressedConstant`` hook replaces the op's input in the hooked forward (``hooks.py``).
@@ -24,6 +24,8 @@ weight's dtype); scales are stored in float16 where that is exact, else float32.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from functools import lru_cache, partial
 from typing import Any
 
@@ -199,14 +201,28 @@ class LowRankCorrection(nn.Module):
         return y + delta.to(y.dtype)
 
 
+_RUNNING_LOCK = threading.Lock()
+# module -> {attribute: forwards running the module now}: threads running one model share the weight
+_RUNNING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def materialize_weight(module: nn.Module, args: Any, *, attr: str, key: str) -> None:
-    """Forward pre-hook: ``module.<attr>`` becomes the decompressed weight for this forward."""
-    module.__dict__[attr] = module._modules[key]()
+    """Forward pre-hook: ``module.<attr>`` becomes the decompressed weight while a forward runs it."""
+    with _RUNNING_LOCK:
+        counts = _RUNNING.setdefault(module, {})
+        counts[attr] = counts.get(attr, 0) + 1
+        if counts[attr] == 1:
+            module.__dict__[attr] = module._modules[key]()
 
 
 def release_weight(module: nn.Module, args: Any, output: Any, *, attr: str, key: str) -> None:
-    """Forward hook (always called): drop the decompressed weight, put back the placeholder."""
-    module.__dict__[attr] = module._modules[key].placeholder
+    """Forward hook (always called): the last forward out drops the decompressed weight (placeholder back)."""
+    with _RUNNING_LOCK:
+        counts = _RUNNING.get(module, {})
+        counts[attr] = counts.get(attr, 1) - 1
+        if counts[attr] <= 0:
+            counts.pop(attr, None)
+            module.__dict__[attr] = module._modules[key].placeholder
 
 
 def add_correction(module: nn.Module, args: Any, output: Any, *, key: str) -> Any:

@@ -126,6 +126,12 @@ def test_strip_and_export_of_a_quantized_sequential(tmp_path):
     stripped = nncf.strip(quantized)
     with torch.no_grad():
         torch.testing.assert_close(stripped(x), quantized(x), rtol=0, atol=1e-6)
+    plain = nncf.strip(quantized, keep_activation_quantizers=False)  # weights baked in, no hook left
+    assert storage_of(plain) is None and not any(STORAGE_ATTR in key for key in plain.state_dict())
+    assert "forward" not in plain.__dict__ and len(plain) == len(model)
+    with torch.no_grad():
+        _close(plain(x), model(x), 0.05)
+        assert not torch.equal(plain[0].weight, model[0].weight)  # int8 values
     path = nncf.export(quantized, tmp_path / "seq.onnx", example_input=x)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
