@@ -12,6 +12,7 @@ needs whole token vectors, and one rule for all keeps the statistics consistent 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,13 +150,18 @@ class ActivationStats:
         self._flush()
         return 2.0 * self.hessian_sum.astype(np.float64) / max(self.hessian_tokens, 1)
 
-    def scale_inputs(self, inverse_scale: np.ndarray) -> None:
-        """The statistics of ``x * inverse_scale`` (after AWQ moved ``1 / s`` into the input)."""
-        self.means = [m * inverse_scale for m in self.means]
-        self.__dict__.pop("_gptq_factors", None)
-        self._flush()
-        if self.hessian_sum is not None:
-            self.hessian_sum = self.hessian_sum * np.outer(inverse_scale, inverse_scale)
+    def scaled_inputs(self, inverse_scale: np.ndarray) -> ActivationStats:
+        """New statistics of ``x * inverse_scale`` (after AWQ moved ``1 / s`` into the input); ``self``
+        is left unchanged."""
+        scaled = copy.copy(self)
+        scaled.means = [m * inverse_scale for m in self.means]
+        scaled.tokens = list(self.tokens)
+        scaled.metric_values = {metric: list(values) for metric, values in self.metric_values.items()}
+        scaled._pending = list(self._pending)
+        scaled._flush()
+        if scaled.hessian_sum is not None:
+            scaled.hessian_sum = scaled.hessian_sum * np.outer(inverse_scale, inverse_scale)
+        return scaled
 
     # ------------------------------------------------------------------ statistics caching
 

@@ -14,7 +14,7 @@ for ``a`` on a grid, minimising ``mean |Q(W s) (X / s) - W X|``. Without statist
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.errors import ValidationError
-from nncompress.graph.edits import InputRef, InsertMultiply, SetConstant
+from nncompress.graph.edits import InputRef, InsertMultiply
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import ATOMIC_ACTIVATION_KINDS, OpKind
 from nncompress.numerics.lowbit import fake_quantize
@@ -30,32 +30,35 @@ from nncompress.progress import progress_iter
 from nncompress.weight_parameters import AdvancedAWQParameters
 
 
-@dataclass
+@dataclass(frozen=True)
 class AWQPlan:
-    """Per-node scales found by AWQ, applied when each weight is read for compression."""
+    """What AWQ decided: per-node scales to multiply into weights, the multiplies to insert, and the
+    statistics of the scaled inputs (``x / s``) of the targets, as new objects beside the given ones."""
 
-    input_scales: dict[str, np.ndarray] = field(default_factory=dict)  # target -> s (input channels)
-    output_scales: dict[str, np.ndarray] = field(default_factory=dict)  # merge Linear -> 1 / s (outputs)
-    multiplies: list[InsertMultiply] = field(default_factory=list)
+    input_scales: Mapping[str, np.ndarray] = field(default_factory=dict)  # target -> s (input channels)
+    output_scales: Mapping[str, np.ndarray] = field(default_factory=dict)  # merge Linear -> 1 / s (outputs)
+    multiplies: tuple[InsertMultiply, ...] = ()
+    stats: Mapping[str, ActivationStats] = field(default_factory=dict)  # target -> statistics of x / s
     summary: str = ""
 
-    def scaled_weight(self, layer: WeightLayer, weight: np.ndarray) -> np.ndarray:
-        """``weight`` with its pending AWQ scales applied (input and/or output channels)."""
-        for scales, axis in ((self.input_scales, layer.weight.in_axis), (self.output_scales, layer.weight.out_axis)):
-            if layer.node in scales:
-                shape = [1] * weight.ndim
-                shape[axis] = -1
-                weight = weight * scales[layer.node].reshape(shape).astype(np.float32)
-        return weight
+    def scales_of(self, node: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(input-channel, output-channel) scales of ``node``; None where AWQ does not scale it."""
+        return self.input_scales.get(node), self.output_scales.get(node)
 
-    def float_edits(self, layer: WeightLayer, ctx) -> list:
-        """A SetConstant when a layer that stays float carries AWQ scales."""
-        if layer.node not in self.input_scales and layer.node not in self.output_scales:
-            return []
-        return [SetConstant(layer.node, layer.weight.port, self.scaled_weight(layer, ctx.read(layer)))]
+    def statistics(self, collected: Mapping[str, ActivationStats]) -> dict[str, ActivationStats]:
+        """Statistics per node as the compressed layers see their inputs: ``collected``, with AWQ's targets
+        replaced by the statistics of their scaled inputs (``collected`` itself is left as it is)."""
+        return {**collected, **self.stats}
 
-    def multiply_edits(self) -> list[InsertMultiply]:
-        return list(self.multiplies)
+
+def scale_channels(weight: np.ndarray, layer: WeightLayer, input_scale, output_scale) -> np.ndarray:
+    """``weight`` with AWQ scales multiplied into its input and/or output channels (None: not scaled)."""
+    for scales, axis in ((input_scale, layer.weight.in_axis), (output_scale, layer.weight.out_axis)):
+        if scales is not None:
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            weight = weight * scales.reshape(shape).astype(np.float32)
+    return weight
 
 
 def _match(graph: Graph, target: WeightLayer, by_node: dict[str, WeightLayer]) -> tuple[str, WeightLayer | None] | None:
@@ -81,16 +84,12 @@ def _match(graph: Graph, target: WeightLayer, by_node: dict[str, WeightLayer]) -
     return None
 
 
-def _oi(weight: np.ndarray, layer: WeightLayer) -> np.ndarray:
-    return weight.T if layer.weight.in_axis == 0 else weight
-
-
 def search_scale(
     w_oi: np.ndarray, x: np.ndarray, stat: np.ndarray, layer: WeightLayer, params: AdvancedAWQParameters
 ) -> np.ndarray:
     """The per-input-channel scale ``s`` for weight ``[out, in]`` and inputs ``x`` ``[in, n]``."""
     channels = w_oi.shape[1]
-    group = layer.config.group_size if layer.config.group_size != -1 else channels
+    group = layer.config.channels_per_group(channels)
     top = np.argsort(-stat)[: max(int(channels * params.percent_to_apply), 1)]
     scale = np.ones(channels, np.float32)
     alphas = np.linspace(params.alpha_min, params.alpha_max, params.steps, endpoint=False, dtype=np.float32)
@@ -144,39 +143,43 @@ def _require_dataflow(graph: Graph, layers: list[WeightLayer]) -> None:
         )
 
 
-def plan_awq(graph: Graph, layers: list[WeightLayer], ctx) -> AWQPlan:
+def plan_awq(
+    graph: Graph,
+    layers: list[WeightLayer],
+    read: Callable[[WeightLayer], np.ndarray],
+    stats: Mapping[str, ActivationStats],
+    params: AdvancedAWQParameters,
+) -> AWQPlan:
     """Find the AWQ patterns among 4-bit Linear layers and compute their scales.
 
-    Scales are searched on the stacked weights of a pattern's targets (one target per pattern today;
-    scaling other shared inputs through inserted multiplies was tried and raised SmolLM2's perplexity).
+    ``stats`` (input statistics per node) is only read: the statistics of the scaled inputs are new
+    objects in the plan. Scales are searched on the stacked weights of a pattern's targets (one target
+    per pattern today; scaling other shared inputs through inserted multiplies was tried and raised
+    SmolLM2's perplexity).
     """
-    plan = AWQPlan()
-    params = ctx.options.advanced.awq_params
     _require_dataflow(graph, layers)
     groups = _groups(graph, layers)
     patterns: dict[str, int] = {}
+    input_scales, output_scales, multiplies, scaled_stats = {}, {}, [], {}
     for pattern, targets, merge in progress_iter(groups, len(groups), "AWQ"):
-        w_oi = np.concatenate([_oi(ctx.read(t), t) for t in targets], axis=0)
-        stats = ctx.stats_of(targets[0])
-        x, stat = _statistics(targets[0], w_oi, stats, params)
+        w_oi = np.concatenate([t.to_oi(read(t)) for t in targets], axis=0)
+        given = stats.get(targets[0].node)
+        x, stat = _statistics(targets[0], w_oi, given, params)
         scale = search_scale(w_oi, x, stat, targets[0], params)
         del w_oi
         patterns[pattern] = patterns.get(pattern, 0) + len(targets)
         for target in targets:
-            plan.input_scales[target.node] = scale
+            input_scales[target.node] = scale
         if merge is not None:
-            plan.output_scales[merge.node] = plan.output_scales.get(merge.node, 1.0) / scale
+            output_scales[merge.node] = output_scales.get(merge.node, 1.0) / scale
         else:
             consumers = tuple(InputRef(t.node, 0) for t in targets)
-            plan.multiplies.append(InsertMultiply(targets[0].activation, consumers, 1.0 / scale,
-                                                  f"{targets[0].node}/awq_mul"))
-        if stats is not None:
-            scaled = copy.copy(stats)
-            scaled.scale_inputs(1.0 / scale)
-            for target in targets:
-                ctx.stats[target.node] = scaled
-    plan.summary = _summary(layers, patterns)
-    return plan
+            multiplies.append(InsertMultiply(targets[0].activation, consumers, 1.0 / scale,
+                                             f"{targets[0].node}/awq_mul"))
+        if given is not None:
+            scaled = given.scaled_inputs(1.0 / scale)
+            scaled_stats.update((target.node, scaled) for target in targets)
+    return AWQPlan(input_scales, output_scales, tuple(multiplies), scaled_stats, _summary(layers, patterns))
 
 
 def _summary(layers: list[WeightLayer], patterns: dict[str, int]) -> str:

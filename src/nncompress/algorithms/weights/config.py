@@ -36,6 +36,10 @@ class LayerConfig:
     def is_primary_4bit(self) -> bool:
         return self.mode is not None and mode_bits(self.mode) == 4
 
+    def channels_per_group(self, channels: int) -> int:
+        """The group-size rule: ``group_size`` input channels per group, or all ``channels`` when -1."""
+        return channels if self.group_size == -1 else self.group_size
+
     def describe(self) -> str:
         if self.mode is None:
             return "float"

@@ -1,4 +1,5 @@
-"""Statistics collection and the per-layer data-aware steps (scale estimation, GPTQ, LoRA correction).
+"""Statistics collection and the per-layer compression steps (scale estimation / GPTQ, encoding,
+LoRA correction), each a ``LayerJob -> LayerJob`` function.
 
 The data-aware methods work on the weight as ``[out, in]`` grouped to ``[out, groups, group]``;
 results are turned back into the layer's own layout before encoding.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncompress.algorithms.weights import stats_cache
+from nncompress.algorithms.weights import gptq, lora, scale_estimation, stats_cache
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.algorithms.weights.config import WeightCompressionOptions
+from nncompress.algorithms.weights.gptq import GPTQFactors
+from nncompress.algorithms.weights.job import LayerJob
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.errors import CalibrationError
 from nncompress.graph.ir import TensorRef
@@ -98,53 +101,58 @@ def _collect(adapter, model, tensors: list[TensorRef], needs: StatsNeeds, sample
     return stats, count
 
 
-def oi_view(weight: np.ndarray, layer: WeightLayer) -> np.ndarray:
-    """The weight as ``[out, in]`` (a view)."""
-    return weight.T if layer.weight.in_axis == 0 else weight
-
-
-def group_size(layer: WeightLayer) -> int:
-    size = layer.config.group_size
-    return layer.in_channels if size == -1 else size
-
-
 def to_layout(values: np.ndarray | None, layer: WeightLayer) -> np.ndarray | None:
     """Scale/zero point ``[out, groups, 1]`` in the layer's stored layout."""
     if values is None:
         return None
     if layer.config.group_size == -1:
-        values = values.reshape(values.shape[0], 1)
-        return values.T if layer.weight.in_axis == 0 else values
+        return layer.from_oi(values.reshape(values.shape[0], 1))
     return values.transpose(1, 2, 0) if layer.weight.in_axis == 0 else values
 
 
-def compress_layer(layer: WeightLayer, weight: np.ndarray, ctx) -> tuple[CompressedWeight, list]:
-    """The compressed weight of ``layer`` and any extra edits (LoRA correction)."""
-    from nncompress.algorithms.weights import gptq, lora, scale_estimation
+def uses_data(job: LayerJob, options: WeightCompressionOptions) -> bool:
+    """Whether a data-aware method (scale estimation, GPTQ, LoRA correction) applies to ``job``."""
+    stats = job.stats
+    methods = options.scale_estimation or options.gptq or options.lora_correction
+    return job.config.is_primary_4bit and stats is not None and stats.count > 0 and bool(methods)
 
-    options = ctx.options
-    config = layer.config
-    stats = ctx.stats_of(layer)
-    data_aware = options.scale_estimation or options.gptq or options.lora_correction
-    if not config.is_primary_4bit or stats is None or stats.count == 0 or not data_aware:
-        return _rtn(layer, weight, options.advanced), []
-    w_oi = np.ascontiguousarray(oi_view(weight, layer), dtype=np.float32)
+
+def estimate_step(job: LayerJob, options: WeightCompressionOptions, factors: GPTQFactors) -> LayerJob:
+    """GPTQ (the updated weight as ``target``) and/or scale estimation: per-group ``scale``/``zero_point``."""
+    if not uses_data(job, options):
+        return job
+    layer, stats = job.layer, job.stats
+    w_oi = np.ascontiguousarray(layer.to_oi(job.weight), dtype=np.float32)
     scale = zero_point = None
     if options.gptq:
         se_stats = stats if options.scale_estimation else None
-        w_oi, scale, zero_point = gptq.run(w_oi, stats, layer, options.advanced, se_stats)
+        w_oi, scale, zero_point = gptq.run(w_oi, stats, layer, options.advanced, se_stats, factors)
     elif options.scale_estimation:
         x = stats.mean_matrix(options.advanced.scale_estimation_params.subset_size)
         scale, zero_point = scale_estimation.estimate(w_oi, x, stats.channel_max(), layer, options.advanced)
-    final = w_oi.T if layer.weight.in_axis == 0 else w_oi
-    compressed = encode(
-        final, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis,
-        to_layout(scale, layer), to_layout(zero_point, layer),
-    ) if scale is not None else _rtn(layer, final, options.advanced)
-    extra = []
-    if options.lora_correction:
-        extra.append(lora.correction(layer, weight, compressed, stats, options.advanced))
-    return compressed, extra
+    return job.but(target=layer.from_oi(w_oi), scale=scale, zero_point=zero_point)
+
+
+def encode_step(job: LayerJob, options: WeightCompressionOptions) -> LayerJob:
+    """The compressed weight: the estimated scales when a step found them, else round to nearest."""
+    layer, config = job.layer, job.config
+    target = job.weight if job.target is None else job.target
+    if job.scale is None:
+        compressed = _rtn(layer, target, options.advanced)
+    else:
+        compressed = encode(
+            target, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis,
+            to_layout(job.scale, layer), to_layout(job.zero_point, layer),
+        )
+    return job.but(compressed=compressed, target=None)
+
+
+def lora_step(job: LayerJob, options: WeightCompressionOptions) -> LayerJob:
+    """Adds the LoRA-correction edit of the residual ``weight - compressed`` when LoRA correction applies."""
+    if not options.lora_correction or not uses_data(job, options):
+        return job
+    edit = lora.correction(job.layer, job.weight, job.compressed, job.stats, options.advanced)
+    return job.but(edits=(*job.edits, edit))
 
 
 def _rtn(layer: WeightLayer, weight: np.ndarray, advanced) -> CompressedWeight:

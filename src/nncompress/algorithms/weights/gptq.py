@@ -28,16 +28,22 @@ def _inverse_cholesky(hessian: np.ndarray, damp_percent: float) -> np.ndarray:
     return scipy.linalg.cholesky(inverse, lower=False)
 
 
-def _factor(stats: ActivationStats, damp_percent: float) -> tuple[np.ndarray, np.ndarray]:
-    """(upper Cholesky factor of the damped inverse Hessian, dead inputs), cached on ``stats`` so that
-    layers reading the same activation (q, k, v) share one factorization."""
-    cache = stats.__dict__.setdefault("_gptq_factors", {})
-    if damp_percent not in cache:
-        hessian = stats.hessian()
-        dead = np.diag(hessian) == 0
-        hessian[dead, dead] = 1.0
-        cache[damp_percent] = (_inverse_cholesky(hessian, damp_percent).astype(np.float32), dead)
-    return cache[damp_percent]
+class GPTQFactors:
+    """Memo of ``(upper Cholesky factor of the damped inverse Hessian, dead inputs)`` per statistics
+    object and dampening: layers reading the same activation (q, k, v) share one factorization.
+    Owned by one compression run; the statistics themselves are not touched."""
+
+    def __init__(self):
+        self._cache: dict[tuple[int, float], tuple[ActivationStats, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, stats: ActivationStats, damp_percent: float) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(stats), damp_percent)
+        if key not in self._cache:  # the entry holds ``stats``: its id stays unique while cached
+            hessian = stats.hessian()
+            dead = np.diag(hessian) == 0
+            hessian[dead, dead] = 1.0
+            self._cache[key] = (stats, _inverse_cholesky(hessian, damp_percent).astype(np.float32), dead)
+        return self._cache[key][1:]
 
 
 class _GroupQuantizer:
@@ -47,7 +53,7 @@ class _GroupQuantizer:
         self.mode = layer.config.mode
         self.integer = codebook(self.mode) is None
         self.lowest, self.highest = code_range(self.mode)
-        self.size = layer.config.group_size if layer.config.group_size != -1 else channels
+        self.size = layer.config.channels_per_group(channels)
         groups = channels // self.size
         self.scale = np.zeros((out, groups, 1), np.float32)
         self.zero_point = np.zeros((out, groups, 1), np.uint8)
@@ -90,10 +96,12 @@ def run(
     layer: WeightLayer,
     advanced: AdvancedCompressionParameters,
     se_stats: ActivationStats | None = None,
+    factors: GPTQFactors | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(dequantized weight ``[out, in]``, scale ``[out, G, 1]``, zero point or None)."""
+    """(dequantized weight ``[out, in]``, scale ``[out, G, 1]``, zero point or None); ``factors`` shares
+    Hessian factorizations between layers of one run."""
     params = advanced.gptq_params
-    upper, dead = _factor(stats, params.damp_percent)
+    upper, dead = (factors or GPTQFactors())(stats, params.damp_percent)
     weight = w_oi.astype(np.float32)  # float32 updates (the factorization itself runs in float64)
     weight[:, dead] = 0.0
     out, channels = weight.shape

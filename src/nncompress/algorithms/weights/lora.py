@@ -76,9 +76,8 @@ def correction(
     """The LoRA-correction edit of ``layer`` (``weight`` is the float weight that was compressed)."""
     params = advanced.lora_correction_params
     residual = (weight - compressed.decompress()).astype(np.float32)
-    residual = residual if layer.weight.in_axis == 0 else residual.T  # [in, out]
-    channels = residual.shape[0]
-    group = layer.config.group_size if layer.config.group_size != -1 else channels
+    residual = layer.to_oi(residual).T  # [in, out]
+    group = layer.config.channels_per_group(residual.shape[0])
     rank = max(1, min(params.adapter_rank, *residual.shape))
     u, v = low_rank_factors(
         residual, stats.mean_matrix(params.subset_size), stats.channel_max(), group, rank,

@@ -12,6 +12,7 @@ to the backup mode. ``E8`` is the error of INT8_ASYM per-channel quantization of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -54,8 +55,9 @@ def assign_mixed_precision(
     options: WeightCompressionOptions,
     read_weight: Callable[[WeightLayer], np.ndarray],
     stats_of: Callable[[WeightLayer], ActivationStats | None],
-) -> str:
-    """Demote the most sensitive ratio-defining layers to the backup mode; returns a summary line."""
+) -> tuple[list[WeightLayer], str]:
+    """``layers`` with the most sensitive ratio-defining ones demoted to the backup mode (new layer
+    records; the given ones are not changed), and a summary line."""
     defining = [layer for layer in layers if layer.ratio_defining and layer.config.mode is not None]
     metric = options.sensitivity_metric
     scores = {}
@@ -72,11 +74,16 @@ def assign_mixed_precision(
             break
         primary += layer.size
         chosen.add(layer.node)
-    for layer in defining:
-        if layer.node not in chosen:
-            layer.config = options.backup_for(layer.in_channels)
-            layer.notes.append(f"mixed precision ({metric.value}): {layer.config.describe()}")
-    return (
+    demoted = {layer.node for layer in defining if layer.node not in chosen}
+    result = [_demote(layer, options, metric) if layer.node in demoted else layer for layer in layers]
+    summary = (
         f"mixed precision ({metric.value}, ratio {options.ratio:g}): {len(chosen)} of {len(defining)} "
         f"ratio-defining layers, {primary / max(total, 1):.1%} of their weights, use {options.mode.value}"
     )
+    return result, summary
+
+
+def _demote(layer: WeightLayer, options: WeightCompressionOptions, metric: Metric) -> WeightLayer:
+    config = options.backup_for(layer.in_channels)
+    note = f"mixed precision ({metric.value}): {config.describe()}"
+    return dataclasses.replace(layer, config=config, notes=[*layer.notes, note])

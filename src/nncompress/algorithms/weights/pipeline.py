@@ -1,14 +1,17 @@
 """Weight compression: select layers, gather statistics, assign precisions, compress one weight at a time.
 
-Weights are read, transformed and encoded one by one inside a generator; the backend stores each
-compressed weight as soon as it is produced (``EditStream``), so at most one float weight copy
+Each layer is a ``LayerJob`` passed through steps (AWQ scales -> read -> scale -> estimate -> encode ->
+LoRA), each returning a new job: statistics, scales and weights flow as values, never through shared
+state. Weights are read, transformed and encoded one by one inside a generator; the backend stores
+each compressed weight as soon as it is produced (``EditStream``), so at most one float weight copy
 exists at a time besides the input model.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,39 +19,33 @@ import numpy as np
 from nncompress.algorithms.checks import check_finite_weight
 from nncompress.algorithms.weights import data_aware
 from nncompress.algorithms.weights.activations import ActivationStats
-from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
-from nncompress.algorithms.weights.config import WeightCompressionOptions
+from nncompress.algorithms.weights.awq import AWQPlan, plan_awq, scale_channels
+from nncompress.algorithms.weights.config import LayerConfig, WeightCompressionOptions
+from nncompress.algorithms.weights.gptq import GPTQFactors
+from nncompress.algorithms.weights.job import LayerJob, Step, run_steps
 from nncompress.algorithms.weights.mixed_precision import assign_mixed_precision
 from nncompress.algorithms.weights.report import WeightCompressionReport
 from nncompress.algorithms.weights.selection import WeightLayer, select_layers
-from nncompress.graph.edits import CompressWeight, EditStream
+from nncompress.graph.edits import CompressWeight, EditStream, SetConstant
 from nncompress.graph.ops import OpKind
 from nncompress.numerics.lowbit import CompressedWeight
 from nncompress.progress import progress_iter
 
 
-class _Context:
-    """What the per-layer steps share: adapter, model, options, statistics, report."""
+class WeightReader:
+    """Reads a layer's float weight from the model; ValidationError on a weight's first read when it
+    holds NaN or Inf."""
 
-    def __init__(self, adapter, model, options: WeightCompressionOptions, report: WeightCompressionReport):
-        self.adapter = adapter
-        self.model = model
-        self.options = options
-        self.report = report
-        self.stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
-        self.awq = AWQPlan()
+    def __init__(self, adapter, model):
+        self.adapter, self.model = adapter, model
         self._checked: set[str] = set()  # nodes whose weights were checked for NaN/Inf
 
-    def read(self, layer: WeightLayer) -> np.ndarray:
-        """The layer's float weight; ValidationError (on its first read) when it holds NaN or Inf."""
+    def __call__(self, layer: WeightLayer) -> np.ndarray:
         weight = self.adapter.get_constant(self.model, layer.node, layer.weight.port)
         if layer.node not in self._checked:
             check_finite_weight(weight, layer.node)
             self._checked.add(layer.node)
         return weight
-
-    def stats_of(self, layer: WeightLayer) -> ActivationStats | None:
-        return self.stats.get(layer.node)
 
 
 def run_weight_compression(adapter, model, options: WeightCompressionOptions) -> tuple[Any, WeightCompressionReport]:
@@ -60,18 +57,22 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     report.notes += selection.notes
     report.skipped.update(selection.skipped)
     layers = selection.layers
-    ctx = _Context(adapter, model, options, report)
+    read = WeightReader(adapter, model)
+    stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
     if options.needs_statistics:
-        ctx.stats = data_aware.collect_statistics(adapter, model, layers, options, report)
+        stats = data_aware.collect_statistics(adapter, model, layers, options, report)
         report.timings["statistics"] = time.perf_counter() - start
     elif options.advanced.statistics_path is not None:
         report.notes.append("statistics_path is set but no data-aware method runs: no statistics were needed")
     if options.ratio < 1.0 and not options.is_8bit:
-        report.notes.append(assign_mixed_precision(layers, options, ctx.read, ctx.stats_of))
+        layers, note = assign_mixed_precision(layers, options, read, lambda layer: stats.get(layer.node))
+        report.notes.append(note)
+    awq = AWQPlan()
     if options.awq:
-        ctx.awq = plan_awq(graph, layers, ctx)
-        report.notes.append(ctx.awq.summary)
-    stream = EditStream(_edits(ctx, layers), options=options.advanced.backend_params)
+        awq = plan_awq(graph, layers, read, stats, options.advanced.awq_params)
+        report.notes.append(awq.summary)
+    jobs = [LayerJob(layer, stats.get(layer.node)) for layer in layers]
+    stream = EditStream(_edits(jobs, awq, read, options, report), options=options.advanced.backend_params)
     result = adapter.apply(model, stream)
     for name, why in report.skipped.items():
         report.add_layer(name, "float", 32, 0, False)
@@ -80,33 +81,76 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     return result, report
 
 
-def _edits(ctx: _Context, layers: list[WeightLayer]) -> Iterator:
+def read_step(job: LayerJob, read: Callable[[WeightLayer], np.ndarray]) -> LayerJob:
+    """The layer's float weight from the model."""
+    return job.but(weight=read(job.layer))
+
+
+def awq_step(job: LayerJob, plan: AWQPlan) -> LayerJob:
+    """AWQ's scales and the statistics of the scaled input (the plan's, or the job's own when AWQ left
+    the layer alone)."""
+    input_scale, output_scale = plan.scales_of(job.layer.node)
+    return job.but(input_scale=input_scale, output_scale=output_scale, stats=plan.stats.get(job.layer.node, job.stats))
+
+
+def scale_step(job: LayerJob) -> LayerJob:
+    """The weight with the job's AWQ scales multiplied into its channels."""
+    if job.input_scale is None and job.output_scale is None:
+        return job
+    return job.but(weight=scale_channels(job.weight, job.layer, job.input_scale, job.output_scale))
+
+
+def float_step(job: LayerJob, read: Callable[[WeightLayer], np.ndarray]) -> LayerJob:
+    """A layer kept float: a SetConstant edit when AWQ scaled its weight, else nothing."""
+    if job.input_scale is None and job.output_scale is None:
+        return job
+    scaled = scale_step(read_step(job, read))
+    return job.but(edits=(*job.edits, SetConstant(job.layer.node, job.layer.weight.port, scaled.weight)))
+
+
+def layer_steps(
+    config: LayerConfig, awq: AWQPlan, read: Callable[[WeightLayer], np.ndarray], options: WeightCompressionOptions,
+    factors: GPTQFactors,
+) -> list[Step]:
+    """The steps of one layer with ``config``, in order."""
+    plan = partial(awq_step, plan=awq)
+    if config.mode is None:
+        return [plan, partial(float_step, read=read)]
+    return [
+        plan, partial(read_step, read=read), scale_step,
+        partial(data_aware.estimate_step, options=options, factors=factors),
+        partial(data_aware.encode_step, options=options), partial(data_aware.lora_step, options=options),
+    ]
+
+
+def _edits(
+    jobs: list[LayerJob], awq: AWQPlan, read, options: WeightCompressionOptions, report: WeightCompressionReport
+) -> Iterator:
     """Compress each weight in turn; yield its edit (and its LoRA correction, AWQ multiplies)."""
     tied: dict[tuple, CompressedWeight] = {}
-    linear_shapes = {layer.weight.shape for layer in layers if layer.kind is OpKind.LINEAR}
-    total = sum(layer.size for layer in layers)
-    ctx.report.timings.setdefault("compression", 0.0)
+    factors = GPTQFactors()
+    linear_shapes = {job.layer.weight.shape for job in jobs if job.layer.kind is OpKind.LINEAR}
+    total = sum(job.layer.size for job in jobs)
+    report.timings.setdefault("compression", 0.0)
     # largest weights first: while they are processed, few compressed weights exist yet (lower peak memory)
-    ordered = sorted(layers, key=lambda layer: -layer.size)
-    for layer in progress_iter(ordered, len(ordered), "Applying weight compression"):
+    ordered = sorted(jobs, key=lambda job: -job.layer.size)
+    for job in progress_iter(ordered, len(ordered), "Applying weight compression"):
         started = time.perf_counter()
-        config = layer.config
-        bits = config.bits
-        ctx.report.add_layer(layer.node, config.describe(), bits, layer.size, layer.ratio_defining)
-        if config.mode is None:
-            yield from ctx.awq.float_edits(layer, ctx)
-            continue
-        weight = ctx.awq.scaled_weight(layer, ctx.read(layer))
-        compressed, extra = data_aware.compress_layer(layer, weight, ctx)
-        del weight
-        if layer.kind is not OpKind.EMBEDDING or layer.weight.shape in linear_shapes:
-            compressed = _reuse_tied(tied, layer, compressed)
-        ctx.report.timings["compression"] += time.perf_counter() - started
-        yield CompressWeight(layer.node, layer.weight.port, compressed, f"{layer.node}/weight{layer.weight.port}")
-        yield from extra
-        del compressed, extra  # stored by the backend by now: release before reading the next weight
-    yield from ctx.awq.multiply_edits()
-    ctx.report.notes.append(f"{len(layers)} weights with {total / 1e6:.2f}M parameters processed")
+        layer = job.layer
+        report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
+        job = run_steps(job, layer_steps(layer.config, awq, read, options, factors))
+        job = job.but(weight=None, target=None)  # only the results are needed from here on
+        if job.compressed is not None:
+            compressed = job.compressed
+            if layer.kind is not OpKind.EMBEDDING or layer.weight.shape in linear_shapes:
+                compressed = _reuse_tied(tied, layer, compressed)
+            report.timings["compression"] += time.perf_counter() - started
+            yield CompressWeight(layer.node, layer.weight.port, compressed, f"{layer.node}/weight{layer.weight.port}")
+            del compressed
+        yield from job.edits
+        del job  # stored by the backend by now: release before reading the next weight
+    yield from awq.multiplies
+    report.notes.append(f"{len(jobs)} weights with {total / 1e6:.2f}M parameters processed")
 
 
 def _reuse_tied(tied: dict[tuple, CompressedWeight], layer: WeightLayer, weight: CompressedWeight) -> CompressedWeight:

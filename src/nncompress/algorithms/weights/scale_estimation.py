@@ -98,7 +98,7 @@ def estimate(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(scale, zero point) ``[out, G, 1]`` for weight ``[out, in]`` and token means ``x`` ``[n, in]``."""
     out, channels = w_oi.shape
-    size = layer.config.group_size if layer.config.group_size != -1 else channels
+    size = layer.config.channels_per_group(channels)
     groups = channels // size
     return estimate_grouped(
         w_oi.reshape(out, groups, size),

@@ -49,6 +49,19 @@ class WeightLayer:
     def in_channels(self) -> int:
         return int(self.weight.shape[self.weight.in_axis])
 
+    @property
+    def channels_per_group(self) -> int:
+        """Input channels per quantization group under the layer's configuration."""
+        return self.config.channels_per_group(self.in_channels)
+
+    def to_oi(self, weight: np.ndarray) -> np.ndarray:
+        """A 2-D weight in this layer's layout as ``[out, in]`` (a view)."""
+        return weight.T if self.weight.in_axis == 0 else weight
+
+    def from_oi(self, w_oi: np.ndarray) -> np.ndarray:
+        """An ``[out, in]`` matrix back in this layer's layout (a view); ``to_oi``'s inverse."""
+        return w_oi.T if self.weight.in_axis == 0 else w_oi
+
 
 @dataclass
 class Selection:
