@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 logger = logging.getLogger("nncompress")
+_warned: set[str] = set()  # keys of the once-per-process warnings already given
+_warned_lock = threading.Lock()
 
 
 class _DefaultHandler(logging.StreamHandler):
@@ -44,3 +47,13 @@ _install_default_handler()
 def disable_logging() -> None:
     """Silence every ``nncompress`` message (errors are still raised)."""
     logger.setLevel(logging.CRITICAL + 1)
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a warning on the ``nncompress`` logger the first time ``key`` comes up in
+    this process (e.g. an option that is accepted for NNCF compatibility but has no effect)."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    logger.warning(message)

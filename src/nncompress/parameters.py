@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from nncompress.errors import UnsupportedBackendError, ValidationError, one_of
+from nncompress.log import warn_once
 
 E = TypeVar("E", bound=Enum)
 TObj = TypeVar("TObj")
@@ -368,6 +369,25 @@ def changes_asdict(params: Any) -> dict[str, Any]:
     return changed
 
 
+def _warn_no_effect(advanced: AdvancedQuantizationParameters) -> None:
+    """One warning per process for each NNCF option set to a value that changes nothing here."""
+    if advanced.inplace_statistics is not True:
+        warn_once("inplace_statistics", (
+            f"advanced_parameters.inplace_statistics={advanced.inplace_statistics!r} has no effect: nncompress "
+            "always reduces statistics as each calibration item arrives, on every backend"
+        ))
+    if advanced.disable_channel_alignment is not True:
+        warn_once("disable_channel_alignment", (
+            f"advanced_parameters.disable_channel_alignment={advanced.disable_channel_alignment!r} has no effect: "
+            "channel alignment is not implemented, so it never runs"
+        ))
+    if advanced.bias_correction_params.apply_for_all_nodes:
+        warn_once("apply_for_all_nodes", (
+            "advanced_parameters.bias_correction_params.apply_for_all_nodes=True has no effect: bias correction "
+            "corrects the layers that have a bias (adding a bias to the others is not implemented)"
+        ))
+
+
 _SUPPORTED_RULES = (QuantizerPropagationRule.MERGE_ALL_IN_ONE, QuantizerPropagationRule.DO_NOT_MERGE_BRANCHES)
 _SUPPORTED_SCHEMES = (QuantizationScheme.SYMMETRIC, QuantizationScheme.ASYMMETRIC)
 
@@ -397,6 +417,7 @@ def check_advanced_quantization(advanced: AdvancedQuantizationParameters) -> Adv
                     "use 'symmetric' or 'asymmetric'"
                 )
             advanced = dataclasses.replace(advanced, **{name: dataclasses.replace(params, mode=scheme)})
+    _warn_no_effect(advanced)
     if advanced.backend_params:
         logger.warning(
             "advanced_parameters.backend_params %s: quantize does not use backend parameters yet; ignored",

@@ -21,6 +21,7 @@ from nncompress.api.quantize import check_first_item, validate_quantize_args
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import AccuracyDropError, ValidationError, one_of
+from nncompress.log import warn_once
 from nncompress.parameters import (
     AdvancedAccuracyRestorerParameters,
     AdvancedQuantizationParameters,
@@ -64,11 +65,13 @@ def quantize_with_accuracy_control(
     """
     adapter = get_adapter(model)
     options = validate_quantize_args(
-        calibration_dataset, None, preset, target_device, subset_size, fast_bias_correction, model_type,
-        ignored_scope, advanced_quantization_parameters,
+        calibration_dataset, preset=preset, target_device=target_device, subset_size=subset_size,
+        fast_bias_correction=fast_bias_correction, model_type=model_type, ignored_scope=ignored_scope,
+        advanced=advanced_quantization_parameters,
     )
     restorer = _restorer_options(
-        validation_dataset, validation_fn, max_drop, drop_type, subset_size, advanced_accuracy_restorer_parameters
+        validation_dataset, validation_fn, max_drop=max_drop, drop_type=drop_type, subset_size=subset_size,
+        advanced=advanced_accuracy_restorer_parameters,
     )
     adapter = get_adapter(model, example_input=check_first_item(adapter, model, calibration_dataset))
     start = time.perf_counter()
@@ -93,7 +96,15 @@ def _what(options: RestorerOptions) -> str:
     return "" if options.restore_mode == ACTIVATIONS_AND_WEIGHTS else " the input activations of"
 
 
-def _restorer_options(dataset, validation_fn, max_drop, drop_type, subset_size, advanced) -> RestorerOptions:
+def _restorer_options(
+    dataset: Any,
+    validation_fn: Any,
+    *,
+    max_drop: Any = 0.01,
+    drop_type: Any = DropType.ABSOLUTE,
+    subset_size: int = 300,
+    advanced: AdvancedAccuracyRestorerParameters | None = None,
+) -> RestorerOptions:
     """Check the accuracy-control arguments and turn them into restorer options."""
     if not isinstance(dataset, Dataset):
         raise ValidationError(
@@ -145,6 +156,11 @@ def _warn_unsupported(advanced: AdvancedAccuracyRestorerParameters) -> None:
         logger.warning("accuracy control: tune_hyperparams=True is not supported yet; ignored")
     if advanced.intermediate_model_dir is not None:
         logger.warning("accuracy control: intermediate_model_dir is not supported yet; ignored")
+    if advanced.num_ranking_workers is not None:
+        warn_once("num_ranking_workers", (
+            f"advanced_accuracy_restorer_parameters.num_ranking_workers={advanced.num_ranking_workers!r} has no "
+            "effect: candidates are ranked one after another in the calling thread"
+        ))
 
 
 def _report(report: CompressionReport, outcome: RestorerOutcome, evaluator: Evaluator, options) -> CompressionReport:

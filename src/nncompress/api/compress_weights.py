@@ -15,7 +15,7 @@ from nncompress.algorithms.weights.pipeline import run_weight_compression
 from nncompress.backends.registry import backend_name, get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
-from nncompress.log import logger
+from nncompress.log import logger, warn_once
 from nncompress.numerics.lowbit import (
     FIXED_GROUP_SIZES,
     MAX_CODEBOOK_SIZE,
@@ -33,6 +33,7 @@ Mode = CompressWeightsMode
 FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
 NOT_IMPLEMENTED_MODES = (Mode.INT3_SYM, Mode.INT2_SYM)
 NOT_IMPLEMENTED_BACKUPS = (BackupMode.FP8_E4M3, BackupMode.MXFP8_E4M3)
+LORA_ADAPTER_RANK = AdvancedCompressionParameters().lora_adapter_rank  # NNCF's default, read by nothing here
 
 
 def compress_weights(
@@ -69,9 +70,10 @@ def compress_weights(
     """
     adapter = get_adapter(model)
     options = validate_compress_args(
-        backend_name(model), mode, ratio, group_size, ignored_scope, all_layers, dataset, sensitivity_metric,
-        subset_size, awq, scale_estimation, gptq, lora_correction, backup_mode, compression_format,
-        advanced_parameters,
+        backend=backend_name(model), mode=mode, ratio=ratio, group_size=group_size, ignored_scope=ignored_scope,
+        all_layers=all_layers, dataset=dataset, sensitivity_metric=sensitivity_metric, subset_size=subset_size,
+        awq=awq, scale_estimation=scale_estimation, gptq=gptq, lora_correction=lora_correction,
+        backup_mode=backup_mode, compression_format=compression_format, advanced=advanced_parameters,
     )
     if options.dataset is not None:
         adapter = get_adapter(model, example_input=_check_first_item(adapter, model, options.dataset))
@@ -152,10 +154,26 @@ def _data_aware_checks(options: WeightCompressionOptions, mode: Mode, metric_giv
 
 
 def validate_compress_args(
-    backend, mode, ratio, group_size, ignored_scope, all_layers, dataset, sensitivity_metric, subset_size,
-    awq, scale_estimation, gptq, lora_correction, backup_mode, compression_format, advanced,
+    *,
+    backend: str,
+    mode: Any = CompressWeightsMode.INT8_ASYM,
+    ratio: Any = None,
+    group_size: Any = None,
+    ignored_scope: Any = None,
+    all_layers: Any = None,
+    dataset: Any = None,
+    sensitivity_metric: Any = None,
+    subset_size: Any = 128,
+    awq: Any = None,
+    scale_estimation: Any = None,
+    gptq: Any = None,
+    lora_correction: Any = None,
+    backup_mode: Any = None,
+    compression_format: Any = CompressionFormat.DQ,
+    advanced: Any = None,
 ) -> WeightCompressionOptions:
-    """Check ``compress_weights``' arguments and resolve their defaults."""
+    """Check ``compress_weights``' arguments (by keyword, defaults as in ``compress_weights``; ``advanced``
+    is its ``advanced_parameters``) and resolve their defaults."""
     mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
     _check_implemented(mode, coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True))
     fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
@@ -238,6 +256,12 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
         _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
     _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
+    if advanced.lora_adapter_rank != LORA_ADAPTER_RANK:
+        warn_once("lora_adapter_rank", (
+            f"advanced_parameters.lora_adapter_rank={advanced.lora_adapter_rank!r} has no effect: it is the rank of "
+            "the fake-quantize-with-LoRA compression format, which is not supported; the rank of LoRA correction is "
+            "AdvancedCompressionParameters(lora_correction_params=AdvancedLoraCorrectionParameters(adapter_rank=...))"
+        ))
     adaptive = advanced.adaptive_codebook_params
     if adaptive.across_blocks:
         raise UnsupportedBackendError("adaptive_codebook_params.across_blocks=True (one codebook shared by several "

@@ -44,8 +44,9 @@ def quantize(
     """
     adapter = get_adapter(model)
     options = validate_quantize_args(
-        calibration_dataset, mode, preset, target_device, subset_size, fast_bias_correction, model_type,
-        ignored_scope, advanced_parameters,
+        calibration_dataset, mode=mode, preset=preset, target_device=target_device, subset_size=subset_size,
+        fast_bias_correction=fast_bias_correction, model_type=model_type, ignored_scope=ignored_scope,
+        advanced=advanced_parameters,
     )
     adapter = get_adapter(model, example_input=check_first_item(adapter, model, calibration_dataset))
     outcome = run_ptq(adapter, model, calibration_dataset, options)
@@ -62,9 +63,19 @@ def quantize(
 
 
 def validate_quantize_args(
-    dataset, mode, preset, device, subset_size, fast_bc, model_type, ignored_scope, advanced
+    dataset: Any,
+    *,
+    mode: Any = None,
+    preset: Any = None,
+    target_device: Any = TargetDevice.ANY,
+    subset_size: Any = 300,
+    fast_bias_correction: Any = True,
+    model_type: Any = None,
+    ignored_scope: Any = None,
+    advanced: Any = None,
 ) -> PTQOptions:
-    """Check ``quantize``'s arguments and turn them into pipeline options."""
+    """Check ``quantize``'s arguments (the options by keyword, defaults as in ``quantize``; ``advanced`` is
+    its ``advanced_parameters``) and turn them into pipeline options."""
     if not isinstance(dataset, Dataset):
         raise ValidationError(
             f"calibration_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "
@@ -75,8 +86,8 @@ def validate_quantize_args(
     if mode is not None:
         mode = coerce_enum(mode, QuantizationMode, "mode")
         raise UnsupportedBackendError(f"mode={mode.value!r} (FP8) is not supported yet; use mode=None for INT8")
-    if not isinstance(fast_bc, bool):
-        raise ValidationError(f"fast_bias_correction must be True or False; got {fast_bc!r}")
+    if not isinstance(fast_bias_correction, bool):
+        raise ValidationError(f"fast_bias_correction must be True or False; got {fast_bias_correction!r}")
     if advanced is None:
         advanced = AdvancedQuantizationParameters()
     elif not isinstance(advanced, AdvancedQuantizationParameters):
@@ -92,9 +103,9 @@ def validate_quantize_args(
         batchwise = bool(batch and batch > 1)
     return PTQOptions(
         preset=coerce_enum(preset, QuantizationPreset, "preset", allow_none=True),
-        target_device=coerce_enum(device, TargetDevice, "target_device"),
+        target_device=coerce_enum(target_device, TargetDevice, "target_device"),
         subset_size=subset_size,
-        fast_bias_correction=fast_bc,
+        fast_bias_correction=fast_bias_correction,
         transformer=coerce_enum(model_type, ModelType, "model_type", allow_none=True) is ModelType.TRANSFORMER,
         ignored_scope=ignored_scope,
         advanced=advanced,

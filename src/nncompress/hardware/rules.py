@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from nncompress.errors import ValidationError
 from nncompress.graph.ops import OpKind as K
 
 
@@ -76,6 +77,21 @@ def rule_for(kind: K, rules: dict[K, OpRule] = CPU_RULES) -> OpRule:
     return rules.get(kind, _NONE)
 
 
+# 8-bit rules per target device (``TargetDevice`` values). GPU and NPU have their own tables for other
+# bit widths in the reference tool, but with 8-bit weights and activations it uses the CPU table for every
+# device; CPU_SPR differs only by a pass on Add inputs (the quantization pipeline's ``cpu_spr``).
+DEVICE_RULES: dict[str, dict[K, OpRule]] = {
+    "ANY": CPU_RULES,
+    "CPU": CPU_RULES,
+    "CPU_SPR": CPU_RULES,
+    "GPU": CPU_RULES,
+    "NPU": CPU_RULES,
+}
+
+
 def rules_for_device(device) -> dict[K, OpRule]:
-    """8-bit rules per target device. GPU/NPU use the CPU rules for INT8, as the reference tool does."""
-    return CPU_RULES
+    """The 8-bit rules of ``device`` (a ``TargetDevice`` or its value), looked up in ``DEVICE_RULES``."""
+    key = getattr(device, "value", device)
+    if key not in DEVICE_RULES:
+        raise ValidationError(f"target_device={device!r} has no quantization rules; valid: {', '.join(DEVICE_RULES)}")
+    return DEVICE_RULES[key]

@@ -43,3 +43,22 @@ def test_drop_above_max_drop_still_raises():
         nncf.quantize_with_accuracy_control(model, calibration, validation, validate, max_drop=0.01)
     assert error.value.best_drop == pytest.approx(0.0101)
     assert len(calls) > 2  # reverts were tried
+
+
+def test_num_ranking_workers_warns_once_that_it_has_no_effect(caplog):
+    import logging
+
+    from nncompress import log
+    from nncompress.api.accuracy_control import _restorer_options
+
+    log._warned.discard("num_ranking_workers")
+    _, data, _ = _setup()
+    advanced = nncf.AdvancedAccuracyRestorerParameters(num_ranking_workers=4)
+    with caplog.at_level(logging.WARNING, logger="nncompress"):
+        _restorer_options(data, lambda m, d: 0.0, advanced=nncf.AdvancedAccuracyRestorerParameters())
+        plain = _restorer_options(data, lambda m, d: 0.0, max_drop=0.02)
+        first = _restorer_options(data, lambda m, d: 0.0, max_drop=0.02, advanced=advanced)
+        _restorer_options(data, lambda m, d: 0.0, advanced=advanced)
+    (message,) = [r.getMessage() for r in caplog.records if "num_ranking_workers" in r.getMessage()]
+    assert "num_ranking_workers=4 has no effect" in message
+    assert first == plain

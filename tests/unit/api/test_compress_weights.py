@@ -46,3 +46,32 @@ def test_adaptive_codebook_takes_tensor_data_types(model):
     with pytest.raises(ValidationError, match="value_type must be 'f8e4m3' or 'float16'.*got <TensorDataType.bfloat16"):
         nncf.compress_weights(model, mode="adaptive_codebook",
                               advanced_parameters=nncf.AdvancedCompressionParameters(adaptive_codebook_params=params))
+
+
+def test_validate_compress_args_takes_keywords():
+    from nncompress.api.compress_weights import validate_compress_args
+
+    options = validate_compress_args(backend="onnx", mode="int4_asym", group_size=32, ratio=0.5)
+    assert (options.mode, options.group_size, options.ratio) == (nncf.CompressWeightsMode.INT4_ASYM, 32, 0.5)
+    with pytest.raises(TypeError):
+        validate_compress_args("onnx", "int4_asym")
+
+
+def test_lora_adapter_rank_warns_once_that_it_has_no_effect(model, caplog):
+    import logging
+
+    from nncompress import log
+
+    log._warned.discard("lora_adapter_rank")
+    x = torch.randn(4, 8)
+    advanced = nncf.AdvancedCompressionParameters(lora_adapter_rank=16)
+    options = {"mode": "int4_sym", "group_size": 8, "all_layers": True}
+    with caplog.at_level(logging.WARNING, logger="nncompress"):
+        plain = nncf.compress_weights(model, **options)
+        assert not [r for r in caplog.records if "lora_adapter_rank" in r.getMessage()]
+        first = nncf.compress_weights(model, **options, advanced_parameters=advanced)
+        nncf.compress_weights(model, **options, advanced_parameters=advanced)
+    (message,) = [r.getMessage() for r in caplog.records if "lora_adapter_rank" in r.getMessage()]
+    assert "has no effect" in message and "lora_correction_params" in message
+    with torch.no_grad():
+        torch.testing.assert_close(first(x), plain(x), rtol=0, atol=0)
