@@ -86,4 +86,4 @@ def assign_mixed_precision(
 def _demote(layer: WeightLayer, options: WeightCompressionOptions, metric: Metric) -> WeightLayer:
     config = options.backup_for(layer.in_channels)
     note = f"mixed precision ({metric.value}): {config.describe()}"
-    return dataclasses.replace(layer, config=config, notes=[*layer.notes, note])
+    return dataclasses.replace(layer, config=config, notes=(*layer.notes, note))

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +30,10 @@ from nncompress.weight_parameters import GroupSizeFallbackMode
 CANDIDATE_KINDS = frozenset({OpKind.LINEAR, OpKind.EMBEDDING, *CONV_LIKE_KINDS})
 
 
-@dataclass
+@dataclass(frozen=True)
 class WeightLayer:
-    """One weight to compress: where it is, its size, its role and its configuration."""
+    """One weight to compress: where it is, its size, its role and its configuration (immutable: a step
+    that changes a configuration returns a new record, ``dataclasses.replace``)."""
 
     node: str
     kind: OpKind
@@ -39,7 +41,7 @@ class WeightLayer:
     config: LayerConfig
     ratio_defining: bool = False
     activation: TensorRef | None = None  # the input whose statistics data-aware methods use
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -112,22 +114,10 @@ def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
         )
     linears = [n for n in nodes if n.kind is OpKind.LINEAR]
     last = linears[-1].name if linears else None
-    layers = []
-    for node in nodes:
-        layer = WeightLayer(node.name, node.kind, node.weight, options.backup, activation=_activation_input(node))
-        layer.config = options.backup_for(layer.in_channels)
-        if options.is_8bit:
-            layer.config = LayerConfig(canonical_mode(options.mode), -1)
-        elif node.kind is OpKind.LINEAR:
-            layer.ratio_defining = options.all_layers or node.name != last
-        elif node.kind is OpKind.EMBEDDING:
-            layer.ratio_defining = options.all_layers
-        if layer.ratio_defining:
-            layer.config = options.primary
-        layers.append(layer)
+    layers = [_layer(node, options, last) for node in nodes]
     selection = Selection(layers, skipped)
     if not options.is_8bit and options.group_size != -1:
-        _fallback(selection, options)
+        selection.layers = _fallback(selection, options)
     if not options.is_8bit and not any(layer.ratio_defining for layer in selection.layers):
         selection.notes.append(
             f"no weight can take {options.mode.value}: only the last Linear, embeddings or convolutions were "
@@ -136,41 +126,59 @@ def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
     return selection
 
 
+def _layer(node: Node, options: WeightCompressionOptions, last: str | None) -> WeightLayer:
+    """The layer of ``node`` with its role and configuration before the group-size fallback."""
+    ratio_defining = False
+    config = options.backup_for(int(node.weight.shape[node.weight.in_axis]))
+    if options.is_8bit:
+        config = LayerConfig(canonical_mode(options.mode), -1)
+    elif node.kind is OpKind.LINEAR:
+        ratio_defining = options.all_layers or node.name != last
+    elif node.kind is OpKind.EMBEDDING:
+        ratio_defining = options.all_layers
+    if ratio_defining:
+        config = options.primary
+    return WeightLayer(node.name, node.kind, node.weight, config, ratio_defining, _activation_input(node))
+
+
 def valid_group_sizes(channels: int) -> list[int]:
     """Power-of-two group sizes (>= 16) that divide ``channels``, largest first."""
     sizes = [2**k for k in range(4, int(np.log2(max(channels, 1))) + 1) if channels % 2**k == 0]
     return sorted(sizes, reverse=True)
 
 
-def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
-    """Apply the group-size fallback mode to ratio-defining layers the group size does not divide."""
+def _fallback(selection: Selection, options: WeightCompressionOptions) -> list[WeightLayer]:
+    """The layers with the group-size fallback mode applied to ratio-defining layers the group size does
+    not divide (new records for those)."""
     advanced = options.advanced
     mode = advanced.group_size_fallback_mode
     size = options.group_size
     bad = [layer for layer in selection.layers if layer.ratio_defining and layer.in_channels % size]
     if not bad:
-        return
+        return selection.layers
     fixed = canonical_mode(options.mode) in FIXED_GROUP_SIZES
     if mode is GroupSizeFallbackMode.ERROR or fixed:
         raise _group_error(bad, size, mode is GroupSizeFallbackMode.ERROR, options.mode)
     adjusted: dict[str, list[str]] = {}
+    replaced: dict[str, WeightLayer] = {}
     for layer in bad:
-        if mode is GroupSizeFallbackMode.IGNORE:
-            layer.config, layer.ratio_defining = LayerConfig(None), False
-            layer.notes.append(f"group size {size} does not divide {layer.in_channels} input channels: kept float")
-            adjusted.setdefault("float (group_size_fallback_mode='ignore')", []).append(layer.node)
-            continue
         channels = layer.in_channels
-        new = channels & -channels  # the largest power of two dividing the channels ...
-        while new > size:  # ... that is at most the requested group size
-            new //= 2
-        if new >= advanced.min_adjusted_group_size:
-            layer.config = LayerConfig(layer.config.mode, new)
-            key = f"group size {new}"
+        if mode is GroupSizeFallbackMode.IGNORE:
+            config, ratio_defining, key = LayerConfig(None), False, "float (group_size_fallback_mode='ignore')"
+            note = f"group size {size} does not divide {channels} input channels: kept float"
         else:
-            layer.config, layer.ratio_defining = options.backup_for(channels), False
-            key = f"backup precision ({layer.config.describe()})"
-        layer.notes.append(f"group size {size} does not divide {channels} input channels: {key}")
+            new = channels & -channels  # the largest power of two dividing the channels ...
+            while new > size:  # ... that is at most the requested group size
+                new //= 2
+            if new >= advanced.min_adjusted_group_size:
+                config, ratio_defining, key = LayerConfig(layer.config.mode, new), True, f"group size {new}"
+            else:
+                config, ratio_defining = options.backup_for(channels), False
+                key = f"backup precision ({config.describe()})"
+            note = f"group size {size} does not divide {channels} input channels: {key}"
+        replaced[layer.node] = dataclasses.replace(
+            layer, config=config, ratio_defining=ratio_defining, notes=(*layer.notes, note)
+        )
         adjusted.setdefault(key, []).append(layer.node)
     for key, names in adjusted.items():
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -178,6 +186,7 @@ def _fallback(selection: Selection, options: WeightCompressionOptions) -> None:
             f"group size {size} does not divide the input channels of {len(names)} layer(s) ({shown}); "
             f"they use {key}. Set AdvancedCompressionParameters(group_size_fallback_mode='error') to refuse"
         )
+    return [replaced.get(layer.node, layer) for layer in selection.layers]
 
 
 def _group_error(bad: list[WeightLayer], size: int, explicit: bool, mode: Mode) -> InvalidGroupSizeError:

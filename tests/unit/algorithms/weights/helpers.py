@@ -14,13 +14,13 @@ from nncompress.parameters import CompressWeightsMode as M
 IN, OUT = 32, 8
 
 
-def relu_linear_graph() -> Graph:
+def relu_linear_graph(channels: int = IN) -> Graph:
     """x [4, 32] -> Relu -> Linear (weight [32, 8], in axis 0): AWQ's Activation->Linear pattern."""
     return Graph([
-        Node("x", K.INPUT, "Parameter", [], [(4, IN)], ["float"]),
-        Node("relu", K.RELU, "Relu", [TensorRef("x")], [(4, IN)], ["float"]),
-        Node("fc", K.LINEAR, "MatMul", [TensorRef("relu"), None], [(4, OUT)], ["float"], {1: (IN, OUT)},
-             weight=WeightInfo(1, (IN, OUT), 1, 0)),
+        Node("x", K.INPUT, "Parameter", [], [(4, channels)], ["float"]),
+        Node("relu", K.RELU, "Relu", [TensorRef("x")], [(4, channels)], ["float"]),
+        Node("fc", K.LINEAR, "MatMul", [TensorRef("relu"), None], [(4, OUT)], ["float"], {1: (channels, OUT)},
+             weight=WeightInfo(1, (channels, OUT), 1, 0)),
         Node("output/out", K.OUTPUT, "Result", [TensorRef("fc")], [], []),
     ])
 
