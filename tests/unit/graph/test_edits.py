@@ -50,7 +50,8 @@ def lora(node: str = "fc") -> AddLowRankCorrection:
 
 
 def test_every_edit_kind_has_its_stage_and_masks_sit_between_transforms_and_quantizers():
-    assert [stage_of(e) for e in (set_constant(), multiply(), quantize_weight(), compress(), lora(), quantize_act())] == [
+    edits = (set_constant(), multiply(), quantize_weight(), compress(), lora(), quantize_act())
+    assert [stage_of(e) for e in edits] == [
         Stage.SET_CONSTANT, Stage.TRANSFORM, Stage.WEIGHT_QUANTIZER, Stage.WEIGHT_QUANTIZER, Stage.CORRECTION,
         Stage.ACTIVATION_QUANTIZER,
     ]
