@@ -12,7 +12,7 @@ from nncompress.algorithms.weights.config import (
     default_group_size,
 )
 from nncompress.algorithms.weights.pipeline import run_weight_compression
-from nncompress.backends.registry import backend_name, get_adapter
+from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
 from nncompress.log import logger, warn_once
@@ -70,7 +70,7 @@ def compress_weights(
     """
     adapter = get_adapter(model)
     options = validate_compress_args(
-        backend=backend_name(model), mode=mode, ratio=ratio, group_size=group_size, ignored_scope=ignored_scope,
+        capabilities=adapter.capabilities, mode=mode, ratio=ratio, group_size=group_size, ignored_scope=ignored_scope,
         all_layers=all_layers, dataset=dataset, sensitivity_metric=sensitivity_metric, subset_size=subset_size,
         awq=awq, scale_estimation=scale_estimation, gptq=gptq, lora_correction=lora_correction,
         backup_mode=backup_mode, compression_format=compression_format, advanced=advanced_parameters,
@@ -155,7 +155,7 @@ def _data_aware_checks(options: WeightCompressionOptions, mode: Mode, metric_giv
 
 def validate_compress_args(
     *,
-    backend: str,
+    capabilities: Any,
     mode: Any = CompressWeightsMode.INT8_ASYM,
     ratio: Any = None,
     group_size: Any = None,
@@ -198,7 +198,7 @@ def validate_compress_args(
             "group_size": group_size if group_size != -1 else None,
             "all_layers": all_layers, "sensitivity_metric": sensitivity_metric, "awq": awq,
             "scale_estimation": scale_estimation, "gptq": gptq, "lora_correction": lora_correction,
-            "backup_mode": backup_mode, "dataset": dataset if backend != "torch" else None,
+            "backup_mode": backup_mode, "dataset": None if capabilities.graph_from_example_input else dataset,
         })
         dataset = None
     metric = coerce_enum(sensitivity_metric, SensitivityMetric, "sensitivity_metric", allow_none=True)

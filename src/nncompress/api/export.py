@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nncompress.backends.adapter import check_export, check_strip
 from nncompress.backends.registry import get_adapter
 from nncompress.errors import UnsupportedBackendError, ValidationError, one_of
 from nncompress.parameters import StripFormat, coerce_enum
@@ -24,8 +25,10 @@ def strip(
 
     PyTorch: fake-quantized weights are written into the parameters (activation quantizers stay unless
     ``keep_activation_quantizers=False``), in a copy or, with ``do_copy=False``, in ``model`` itself.
-    OpenVINO and ONNX models are already plain: returned as is. Only ``StripFormat.NATIVE`` is
-    implemented; ``example_input`` is accepted for NNCF compatibility and not needed by NATIVE.
+    OpenVINO and ONNX models are already plain: returned as is (they cannot drop their activation
+    quantizers: ``keep_activation_quantizers=False`` raises UnsupportedBackendError). Only
+    ``StripFormat.NATIVE`` is implemented; ``example_input`` is accepted for NNCF compatibility and not
+    needed by NATIVE.
     """
     fmt = coerce_enum(strip_format, StripFormat, "strip_format")
     if fmt is not StripFormat.NATIVE:
@@ -35,7 +38,10 @@ def strip(
         )
     if not isinstance(do_copy, bool):
         raise ValidationError(f"do_copy must be True or False; got {do_copy!r}")
-    return get_adapter(model).strip(model, keep_activation_quantizers, do_copy)
+    adapter = get_adapter(model)
+    if not check_strip(adapter.capabilities, keep_activation_quantizers):
+        return model
+    return adapter.strip(model, keep_activation_quantizers, do_copy)
 
 
 def export(
@@ -44,8 +50,11 @@ def export(
     """Write ``model`` to ``path`` as ONNX (QuantizeLinear/DequantizeLinear) or OpenVINO IR (.xml).
 
     PyTorch models need ``example_input`` (one model input item) to be traced; the batch axis is
-    dynamic unless ``dynamic_axes`` (as for ``torch.onnx.export``) says otherwise.
+    dynamic unless ``dynamic_axes`` (as for ``torch.onnx.export``) says otherwise. OpenVINO models
+    export only as OpenVINO IR (UnsupportedBackendError otherwise).
     """
     if format not in EXPORT_FORMATS:
         raise one_of(format, EXPORT_FORMATS, "format")
-    return Path(get_adapter(model).export(model, Path(path), format, example_input, dynamic_axes))
+    adapter = get_adapter(model)
+    check_export(adapter.capabilities, format, example_input)
+    return Path(adapter.export(model, Path(path), format, example_input, dynamic_axes))

@@ -4,31 +4,72 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from nncompress.graph.edits import Edit
+from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.graph.edits import Edit, EditStream
 from nncompress.graph.ir import Graph, TensorRef
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend supports; checked in one place by the API layer."""
+    """What a backend supports. The API layer and algorithms read these flags, never a backend's name."""
 
-    name: str
+    name: str  # for reports and messages only: no code branches on it
+    # Per-channel activation quantizers are possible (placement may choose them for depthwise convs).
     per_channel_activations: bool = True
-    full_bias_correction: bool = True
     # Keep a residual Add/Mul after a Conv/MatMul inside the fused chain (no quantizer between them).
     # True where the runtime fuses the pair in float-free kernels (OpenVINO); ONNX Runtime instead
     # needs Q/DQ on both Add inputs to run QLinearConv + QLinearAdd.
     fuse_linear_arithmetic: bool = True
+    # The graph is built by running the model on one input item (PyTorch capture). A dataset is then
+    # accepted by every compress_weights mode, 8-bit ones included, because it is also where that item
+    # comes from (NNCF's PyTorch compress_weights asks for one); other backends reject a dataset that
+    # an 8-bit mode would not read.
+    graph_from_example_input: bool = False
+    # Formats ``export`` writes; ``export_needs_example_input``: exporting traces the model on one item.
+    export_formats: tuple[str, ...] = ("onnx", "openvino")
+    export_needs_example_input: bool = False
+    # Compressed models carry machinery (hooks, fake quantizers) that ``strip`` bakes in. False: they are
+    # already plain runtime models (QDQ / FakeQuantize nodes), ``strip`` returns them as they are and
+    # cannot remove activation quantizers.
+    strippable: bool = False
+
+
+def check_export(capabilities: Capabilities, format: str, example_input: Any) -> None:
+    """Raise unless a backend with ``capabilities`` can export in ``format`` with ``example_input``."""
+    if format not in capabilities.export_formats:
+        raise UnsupportedBackendError(
+            f"a {capabilities.name} model cannot be exported with format={format!r}; it can be exported as: "
+            f"{', '.join(repr(f) for f in capabilities.export_formats)}"
+        )
+    if capabilities.export_needs_example_input and example_input is None:
+        raise ValidationError(
+            f"exporting a {capabilities.name} model traces it: pass example_input (one model input item)"
+        )
+
+
+def check_strip(capabilities: Capabilities, keep_activation_quantizers: bool) -> bool:
+    """Whether ``strip`` must call the adapter (False: the model is returned as it is); raises when it cannot."""
+    if capabilities.strippable:
+        return True
+    if not keep_activation_quantizers:
+        raise UnsupportedBackendError(
+            f"a compressed {capabilities.name} model holds its activation quantizers as graph nodes; strip cannot "
+            "remove them (keep_activation_quantizers=False works for PyTorch models): quantize with an "
+            "IgnoredScope instead to keep layers in float"
+        )
+    return False
 
 
 class Adapter(Protocol):
     """Backend operations the algorithms need. Models are never modified in place.
 
-    An adapter serves one API call (``registry.get_adapter`` makes it, ``Adapter(example_input=None)``):
+    These are every method the API layer and the algorithms call. An adapter serves one API call
+    (``registry.get_adapter`` makes it, ``Adapter(example_input=None)``):
     its caches are per call and it keeps nothing after the call. ``example_input`` is one model-input
     item; backends that capture a graph by running the model (PyTorch) build their graphs from it.
     """
@@ -53,8 +94,11 @@ class Adapter(Protocol):
         One compiled model/session serves all items.
         """
 
-    def apply(self, model: Any, edits: Sequence[Edit]) -> Any:
-        """A new model with ``edits`` carried out; ``model`` itself is untouched."""
+    def apply(self, model: Any, edits: Sequence[Edit] | EditStream) -> Any:
+        """A new model with ``edits`` carried out in ``graph.edits.ordered`` order; ``model`` is untouched.
+
+        An ``EditStream`` (weight compression) is consumed one edit at a time, each stored as it arrives.
+        """
 
     def prepare_for_validation(self, model: Any) -> Any:
         """``model`` ready to run in a user's validation function (compiled once where the backend compiles)."""
@@ -64,3 +108,15 @@ class Adapter(Protocol):
 
     def check_inputs(self, model: Any, item: Any) -> None:
         """Raise CalibrationError when ``item`` is not a valid input of ``model`` (no other effect)."""
+
+    def strip(self, model: Any, keep_activation_quantizers: bool, do_copy: bool) -> Any:
+        """``model`` with its compression machinery baked in (a copy unless ``do_copy`` is False).
+
+        Called only when ``capabilities.strippable``; otherwise ``nncompress.strip`` returns the model.
+        """
+
+    def export(self, model: Any, path: Path, format: str, example_input: Any, dynamic_axes: dict | None) -> Path:
+        """Write ``model`` to ``path`` in ``format`` (one of ``capabilities.export_formats``); the path written.
+
+        ``example_input`` is not None where ``capabilities.export_needs_example_input``.
+        """

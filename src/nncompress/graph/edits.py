@@ -1,17 +1,36 @@
-"""Model edits as data: algorithms produce them, backend adapters carry them out."""
+"""Model edits as data: algorithms produce them, backend adapters carry them out.
+
+Every edit kind has a ``stage`` (``Stage``): where several edits act at one place of the model, the
+lower stage acts first (a constant is replaced before it is quantized, an activation is scaled
+before it is masked, masked before it is quantized). Backends carry edits out in ``ordered(edits)``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from enum import IntEnum
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from nncompress.errors import ValidationError
 from nncompress.graph.ir import InputRef, TensorRef
 
 if TYPE_CHECKING:
     from nncompress.numerics.lowbit import CompressedWeight
+
+
+class Stage(IntEnum):
+    """The order in which edits acting at one place of the model take effect (gaps leave room)."""
+
+    SET_CONSTANT = 10  # replace a constant's value: everything after sees the new value
+    TRANSFORM = 20  # scale an activation (InsertMultiply)
+    PRUNING_MASK = 30  # reserved: structured pruning masks
+    SPARSITY_MASK = 40  # reserved: unstructured sparsity masks
+    WEIGHT_QUANTIZER = 50  # QuantizeWeight, CompressWeight: the weight's stored form
+    CORRECTION = 60  # AddLowRankCorrection: added to the output of the (compressed) layer
+    ACTIVATION_QUANTIZER = 70  # QuantizeActivation: last, on what every earlier edit produced
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,8 @@ class QuantizeActivation:
     reported together.
     """
 
+    stage: ClassVar[Stage] = Stage.ACTIVATION_QUANTIZER
+
     tensor: TensorRef
     consumers: tuple[InputRef, ...] | None
     params: FakeQuantParams
@@ -53,6 +74,8 @@ class QuantizeActivation:
 @dataclass(frozen=True)
 class QuantizeWeight:
     """Quantize the constant weight on input ``port`` of ``node`` (per channel on ``params.axis``)."""
+
+    stage: ClassVar[Stage] = Stage.WEIGHT_QUANTIZER
 
     node: str
     port: int
@@ -64,6 +87,8 @@ class QuantizeWeight:
 class SetConstant:
     """Replace the constant on input ``port`` of ``node`` (a bias, a scaled weight) by ``value``."""
 
+    stage: ClassVar[Stage] = Stage.SET_CONSTANT
+
     node: str
     port: int
     value: np.ndarray
@@ -72,6 +97,8 @@ class SetConstant:
 @dataclass(frozen=True)
 class InsertMultiply:
     """Multiply ``tensor`` by the constant ``scale`` (broadcast to the tensor) for ``consumers``."""
+
+    stage: ClassVar[Stage] = Stage.TRANSFORM
 
     tensor: TensorRef
     consumers: tuple[InputRef, ...]
@@ -91,6 +118,8 @@ class CompressWeight:
     decompression that reproduces ``weight.decompress()``.
     """
 
+    stage: ClassVar[Stage] = Stage.WEIGHT_QUANTIZER
+
     node: str
     port: int
     weight: CompressedWeight
@@ -104,6 +133,8 @@ class AddLowRankCorrection:
     ``x`` is the activation on input ``input_port``; ``a`` is ``[rank, in]`` and ``b`` ``[out, rank]``,
     each a float array or a ``CompressedWeight`` (stored compressed, decompressed at run time).
     """
+
+    stage: ClassVar[Stage] = Stage.CORRECTION
 
     node: str
     input_port: int
@@ -119,6 +150,10 @@ class EditStream:
     """Edits produced one at a time, so that large compressed weights need not all exist at once.
 
     Iterable once; backends consume it in order (weights are released as soon as they are stored).
+    The streaming contract: the producer yields the edits of each place (``target``) in stage order
+    (a weight's ``CompressWeight`` before the ``AddLowRankCorrection`` of its layer); edits at different
+    places are independent, so backends carry each out as it arrives. ``ordered`` checks the contract
+    lazily, item by item, instead of sorting (which would hold every compressed weight at once).
     """
 
     def __init__(self, edits: Iterable, options: dict | None = None):
@@ -127,3 +162,53 @@ class EditStream:
 
     def __iter__(self) -> Iterator:
         return iter(self._edits)
+
+
+def stage_of(edit) -> Stage:
+    """The stage of ``edit``; ValidationError for an object that is not an edit."""
+    stage = getattr(type(edit), "stage", None)
+    if not isinstance(stage, Stage):
+        raise ValidationError(f"{edit!r} is not an edit (edit kinds: {', '.join(sorted(_KINDS))})")
+    return stage
+
+
+def target_of(edit) -> tuple:
+    """The place of the model ``edit`` acts on: a constant input, an activation tensor or a layer output."""
+    if isinstance(edit, (SetConstant, QuantizeWeight, CompressWeight)):
+        return ("constant", edit.node, edit.port)
+    if isinstance(edit, AddLowRankCorrection):
+        return ("output", edit.node)
+    if isinstance(edit, (QuantizeActivation, InsertMultiply)):
+        return ("tensor", edit.tensor.node, edit.tensor.port)
+    stage_of(edit)  # raises for non-edits
+    return ("edit", id(edit))
+
+
+def ordered(edits: Sequence | EditStream) -> list | EditStream:
+    """``edits`` in the order backends carry them out.
+
+    A list or tuple: sorted by stage, stable (edits of one stage keep their given order). An
+    ``EditStream``: a new stream over the same items, unsorted and still lazy, that raises
+    ValidationError when an item would act on a place after an edit of a later stage (the contract).
+    """
+    if isinstance(edits, EditStream):
+        return EditStream(_checked(edits), edits.options)
+    return sorted(edits, key=stage_of)
+
+
+def _checked(stream: EditStream) -> Iterator:
+    latest: dict[tuple, Stage] = {}  # per place, the last stage seen (small: no edit is kept)
+    for edit in stream:
+        stage, target = stage_of(edit), target_of(edit)
+        before = latest.get(target)
+        if before is not None and stage < before:
+            raise ValidationError(
+                f"edit stream out of stage order: {type(edit).__name__} (stage {stage.name}) on {target} "
+                f"arrived after a {before.name} edit there; a stream yields each place's edits in stage order"
+            )
+        latest[target] = stage
+        yield edit
+
+
+_KINDS = {cls.__name__: cls for cls in (QuantizeActivation, QuantizeWeight, SetConstant, InsertMultiply,
+                                        CompressWeight, AddLowRankCorrection)}

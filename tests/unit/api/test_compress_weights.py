@@ -50,11 +50,13 @@ def test_adaptive_codebook_takes_tensor_data_types(model):
 
 def test_validate_compress_args_takes_keywords():
     from nncompress.api.compress_weights import validate_compress_args
+    from nncompress.backends.adapter import Capabilities
 
-    options = validate_compress_args(backend="onnx", mode="int4_asym", group_size=32, ratio=0.5)
+    onnx_like = Capabilities(name="onnx")
+    options = validate_compress_args(capabilities=onnx_like, mode="int4_asym", group_size=32, ratio=0.5)
     assert (options.mode, options.group_size, options.ratio) == (nncf.CompressWeightsMode.INT4_ASYM, 32, 0.5)
     with pytest.raises(TypeError):
-        validate_compress_args("onnx", "int4_asym")
+        validate_compress_args(onnx_like, "int4_asym")
 
 
 def test_lora_adapter_rank_warns_once_that_it_has_no_effect(model, caplog):

@@ -74,8 +74,7 @@ class Evaluator:
         self.dataset = dataset
         self.calls = 0
         self.seconds = 0.0
-        prepare = getattr(adapter, "prepare_for_validation", None)
-        self.prepare: Callable[[Any], Any] = prepare if callable(prepare) else (lambda model: model)
+        self.prepare: Callable[[Any], Any] = adapter.prepare_for_validation  # part of the adapter contract
 
     def __call__(self, model: Any, indices: Sequence[int] | None = None) -> Evaluation:
         """Evaluate ``model`` (prepared once here) on all items, or on the sorted ``indices``."""

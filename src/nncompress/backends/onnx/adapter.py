@@ -118,10 +118,6 @@ class OnnxAdapter:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""
         return apply_edits(as_model(model), edits)
 
-    def strip(self, model: Any, keep_activation_quantizers: bool = True, do_copy: bool = True) -> onnx.ModelProto:
-        """ONNX models hold no training-time machinery: the model itself."""
-        return as_model(model)
-
     def export(self, model: Any, path: Any, format: str, example_input: Any = None, dynamic_axes=None) -> Any:
         """Save as ONNX, or convert to OpenVINO IR."""
         if format == "onnx":

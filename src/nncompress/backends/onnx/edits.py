@@ -19,13 +19,12 @@ from nncompress.graph.edits import (
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
+    ordered,
 )
 from nncompress.graph.ir import InputRef
 from nncompress.numerics.qparams import quantize_to_int, scale_zero_point
 
 MIN_OPSET = 13  # per-channel DequantizeLinear
-# Order in which edit types are carried out: constants first, quantizers last.
-_EDIT_ORDER = (SetConstant, InsertMultiply, QuantizeWeight, QuantizeActivation)
 
 Build = Callable[[str, "str | None"], str]
 
@@ -56,7 +55,8 @@ def ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def apply_edits(model: onnx.ModelProto, edits: Sequence[Edit]) -> onnx.ModelProto:
-    """A copy of ``model`` with ``edits`` carried out."""
+    """A copy of ``model`` with ``edits`` carried out in stage order (``graph.edits.ordered``)."""
+    edits = ordered(edits)
     if weight_storage.has_weight_edits(edits):
         return weight_storage.apply_weight_edits(model, edits)
     work = onnx.ModelProto()
@@ -72,10 +72,8 @@ def apply_edits(model: onnx.ModelProto, edits: Sequence[Edit]) -> onnx.ModelProt
     unknown = [e for e in edits if type(e) not in handlers]
     if unknown:
         raise ValidationError(f"the ONNX backend cannot carry out edit {unknown[0]!r}")
-    for edit_type in _EDIT_ORDER:
-        for edit in edits:
-            if type(edit) is edit_type:
-                handlers[edit_type](editor, edit)
+    for edit in edits:
+        handlers[type(edit)](editor, edit)
     return editor.finish()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import openvino as ov
 
 from nncompress.backends.adapter import Capabilities
-from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.errors import ValidationError
 from nncompress.graph.edits import Edit
 from nncompress.graph.ir import Graph, TensorRef
 
@@ -26,7 +26,7 @@ from .naming import NameIndex
 class OpenVINOAdapter:
     """Adapter for ``openvino.Model``; models are never modified in place."""
 
-    capabilities = Capabilities(name="openvino")
+    capabilities = Capabilities(name="openvino", export_formats=("openvino",))
 
     def __init__(self, example_input: Any = None) -> None:
         # example_input is not needed: the graph comes from the ov.Model itself (caches hold models weakly)
@@ -58,14 +58,8 @@ class OpenVINOAdapter:
         """A new model with ``edits`` carried out on a clone of ``model``."""
         return apply_edits(model, edits)
 
-    def strip(self, model: ov.Model, keep_activation_quantizers: bool = True, do_copy: bool = True) -> ov.Model:
-        """OpenVINO models hold no training-time machinery: the model itself."""
-        return model
-
     def export(self, model: ov.Model, path: Any, format: str, example_input: Any = None, dynamic_axes=None) -> Any:
-        """Save as OpenVINO IR; OpenVINO models cannot be exported to ONNX."""
-        if format != "openvino":
-            raise UnsupportedBackendError("an openvino.Model can only be exported with format='openvino'")
+        """Save as OpenVINO IR (the only format in ``capabilities.export_formats``)."""
         ov.save_model(model, str(path), compress_to_fp16=False)
         return path
 

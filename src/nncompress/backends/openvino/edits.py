@@ -18,6 +18,7 @@ from nncompress.graph.edits import (
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
+    ordered,
 )
 from nncompress.graph.ir import InputRef, TensorRef
 from nncompress.numerics.qparams import quantize_to_int
@@ -28,10 +29,11 @@ from .naming import NameIndex
 
 
 def apply_edits(model: ov.Model, edits: Sequence[Edit]) -> ov.Model:
-    """A clone of ``model`` with ``edits`` carried out in order; ``model`` is untouched."""
+    """A clone of ``model`` with ``edits`` carried out in stage order (``graph.edits.ordered``); ``model``
+    is untouched. An ``EditStream`` is consumed one edit at a time."""
     clone = model.clone()
     editor = _Editor(clone)
-    for edit in edits:
+    for edit in ordered(edits):
         editor.apply(edit)
     clone.validate_nodes_and_infer_types()
     return clone

@@ -64,7 +64,14 @@ class TorchAdapter:
     """Adapter for ``torch.nn.Module``; results are hooked deep copies, inputs are never modified."""
 
     # Exported models run in ONNX Runtime and OpenVINO: place quantizers as for ONNX.
-    capabilities = Capabilities(name="torch", fuse_linear_arithmetic=False, per_channel_activations=False)
+    capabilities = Capabilities(
+        name="torch",
+        fuse_linear_arithmetic=False,
+        per_channel_activations=False,
+        graph_from_example_input=True,
+        export_needs_example_input=True,
+        strippable=True,
+    )
 
     def __init__(self, example_input: Any = None) -> None:
         self.example_input = example_input  # one model-input item for capturing graphs (this call only)
@@ -150,8 +157,6 @@ class TorchAdapter:
         """ONNX with QuantizeLinear/DequantizeLinear, or OpenVINO IR converted from it."""
         from nncompress.backends.torch.export import export_onnx
 
-        if example_input is None:
-            raise ValidationError("exporting a PyTorch model needs example_input (one model input item)")
         if format == "onnx":
             return export_onnx(model, path, example_input, dynamic_axes=dynamic_axes)
         import tempfile

@@ -9,13 +9,16 @@ Every edit becomes a hook module at a point of the data flow (see ``hooks``):
 - ``InsertMultiply``: a ``Multiply`` module on each listed consumer input.
 - ``SetConstant``: written into the copy's parameter or buffer when no other operation reads it;
   otherwise (tied weights, constants computed inside ``forward``) a ``Replace`` hook at the start of
-  that input's chain. SetConstant edits run first, so a weight quantizer sees the new weight.
+  that input's chain.
 - ``CompressWeight`` / ``AddLowRankCorrection`` (weight compression, see ``weight_storage``): the
   copy is made without the weights of weighted nodes and the edits (a list or an ``EditStream``)
   are carried out in order, each compressed weight stored as soon as it arrives.
 
-A tensor produced by a hook (a node of the captured graph of a hooked model) is addressed by the
-hook's name; inserting after it or before it places the new hook next to it in its chain.
+Edits are carried out in ``graph.edits.ordered`` order and every hook takes the stage of its edit,
+so hooks sharing a chain run in stage order (a constant's replacement, then masks, then quantizers)
+whatever order they were inserted in. A tensor produced by a hook (a node of the captured graph of a
+hooked model) is addressed by the hook's name; inserting after it or before it places the new hook
+next to it in its chain, within the stage order.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from nncompress.graph.edits import (
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
+    Stage,
+    ordered,
+    stage_of,
 )
 from nncompress.graph.ir import InputRef, TensorRef
 
@@ -54,6 +60,7 @@ class Editor:
         self.graph = capture.graph
         self.weights = weights  # a weight_storage.WeightStore when weights are compressed
         self._storage: HookStorage | None = None if weights is not None else attach_storage(model)
+        self.stage = Stage.ACTIVATION_QUANTIZER  # of the edit being carried out: its hooks take it
 
     @property
     def storage(self) -> HookStorage:
@@ -63,12 +70,8 @@ class Editor:
         return self._storage
 
     def apply(self, edits: Sequence[Edit] | EditStream) -> None:
-        if isinstance(edits, EditStream):
-            ordered = iter(edits)  # in order, one at a time
-        else:
-            constants = [e for e in edits if isinstance(e, SetConstant)]
-            ordered = constants + [e for e in edits if not isinstance(e, SetConstant)]
-        for edit in ordered:
+        for edit in ordered(edits):  # an EditStream: one at a time, as it arrives
+            self.stage = stage_of(edit)
             if isinstance(edit, (CompressWeight, AddLowRankCorrection)):
                 self._weight_edit(edit)
             elif isinstance(edit, QuantizeActivation):
@@ -114,7 +117,7 @@ class Editor:
         node = self.graph.nodes.get(key[1])
         if node is not None and "signature" in node.attrs:
             self.storage.signatures[key[1]] = node.attrs["signature"]
-        return self.storage.insert(key, index, name, module)
+        return self.storage.insert(key, index, name, module, self.stage)
 
     def _after(self, tensor: TensorRef) -> tuple[ChainKey, int]:
         """Where a hook goes to act right after ``tensor`` is produced."""

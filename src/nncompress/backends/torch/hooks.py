@@ -7,7 +7,9 @@ A hooked model is a deep copy of the user's model with two additions, both on th
   It hangs off the root module, except when the root is a container (``nn.Sequential``,
   ``nn.ModuleList``, ``nn.ModuleDict``) whose forward or users iterate its children: then off the
   first non-container module inside it (``storage_host``), so iterating the container never meets it.
-  A chain is an ordered list of hook names at one point of the data flow:
+  A chain is an ordered list of hook names at one point of the data flow, kept in stage order
+  (``graph.edits.Stage`` of the edit each hook was made for: a constant's replacement, then masks, then
+  quantizers), insertion order only within one stage:
   ``("post", op, port)`` runs on output ``port`` of operation ``op`` (or of model input ``op``),
   ``("pre", op, port)`` on input ``port`` of ``op`` (or of model output ``op``) — activation or
   constant (weights are fake-quantized on the fly this way; the float parameter stays).
@@ -25,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from nncompress.errors import UnsupportedModelError
+from nncompress.graph.edits import Stage
 
 STORAGE_ATTR = "_nncompress_hooks"
 
@@ -32,13 +35,14 @@ ChainKey = tuple[str, str, int]  # ("pre" | "post", op name, port)
 
 
 class HookStorage(nn.Module):
-    """Hook modules by name plus the chains (ordered hook names per data-flow point)."""
+    """Hook modules by name plus the chains (hook names per data-flow point, in stage order)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.hooks = nn.ModuleDict()
         self.chains: dict[ChainKey, list[str]] = {}
         self.keys: dict[str, str] = {}  # hook name -> ModuleDict key
+        self.stages: dict[str, int] = {}  # hook name -> stage (graph.edits.Stage) of the edit that made it
         self.pre_ops: set[str] = set()
         self.post_ops: set[str] = set()
         # op name -> op_signature at capture: hooks only run on the op they were made for
@@ -56,8 +60,14 @@ class HookStorage(nn.Module):
                 return key, names.index(name)
         return None
 
-    def insert(self, key: ChainKey, index: int, name: str, module: nn.Module) -> str:
-        """Insert ``module`` at ``index`` of chain ``key``; returns the (unique) hook name used."""
+    def insert(
+        self, key: ChainKey, index: int, name: str, module: nn.Module, stage: int = Stage.ACTIVATION_QUANTIZER
+    ) -> str:
+        """Insert ``module`` near ``index`` of chain ``key``; returns the (unique) hook name used.
+
+        The chain stays in stage order: ``index`` is moved, if needed, to after every hook of a lower
+        stage and before every hook of a higher one (among hooks of ``stage`` it is kept).
+        """
         unique, n = name, 1
         while unique in self.keys:
             unique, n = f"{name}_{n}", n + 1
@@ -67,7 +77,11 @@ class HookStorage(nn.Module):
         self.hooks[module_key] = module
         self.keys[unique] = module_key
         chain = self.chains.setdefault(key, [])
-        chain.insert(min(index, len(chain)), unique)
+        stages = [self.stages.get(n, Stage.ACTIVATION_QUANTIZER) for n in chain]
+        low = sum(1 for s in stages if s < stage)
+        high = sum(1 for s in stages if s <= stage)
+        chain.insert(min(max(index, low), high), unique)
+        self.stages[unique] = int(stage)
         (self.pre_ops if key[0] == "pre" else self.post_ops).add(key[1])
         return unique
 
@@ -84,6 +98,7 @@ class HookStorage(nn.Module):
             ops = {k[1] for k in self.chains if k[0] == key[0]}
             (self.pre_ops if key[0] == "pre" else self.post_ops).intersection_update(ops)
         del self.hooks[self.keys.pop(name)]
+        self.stages.pop(name, None)
 
     def chain(self, kind: str, op: str, port: int) -> list[str]:
         return self.chains.get((kind, op, port), [])

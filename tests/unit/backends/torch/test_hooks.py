@@ -145,3 +145,56 @@ def test_an_empty_sequential_cannot_hold_quantizers():
 
     with pytest.raises(UnsupportedModelError, match="without any layer"):
         attach_storage(nn.Sequential())
+
+
+def test_hooks_at_one_point_follow_their_stage_not_their_insertion_order():
+    from nncompress.graph.edits import Stage
+
+    storage = HookStorage()
+    key = ("post", "relu_0", 0)
+    storage.insert(key, 0, "quantizer", nn.Identity(), Stage.ACTIVATION_QUANTIZER)
+    storage.insert(key, 1, "sparsity", nn.Identity(), Stage.SPARSITY_MASK)  # asked for the end: goes first
+    storage.insert(key, 5, "pruning", nn.Identity(), Stage.PRUNING_MASK)
+    storage.insert(key, 0, "second_quantizer", nn.Identity(), Stage.ACTIVATION_QUANTIZER)  # first among quantizers
+    assert storage.chain(*key) == ["pruning", "sparsity", "second_quantizer", "quantizer"]
+    storage.remove("sparsity")
+    storage.insert(key, 0, "sparsity", nn.Identity(), Stage.SPARSITY_MASK)
+    assert storage.chain(*key) == ["pruning", "sparsity", "second_quantizer", "quantizer"]
+    assert "sparsity" in storage.stages and len(storage.stages) == len(storage)
+
+
+class _ReluLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(x))
+
+
+def test_a_mask_inserted_after_a_quantizer_at_the_same_point_runs_before_it():
+    """A quantized model gets a (mask-like) scaling hook at its activation quantizer's point afterwards."""
+    from torch.nn import functional as F
+
+    from nncompress.backends.torch.fake_quantize import Multiply
+    from nncompress.graph.edits import Stage
+
+    torch.manual_seed(0)
+    model = _ReluLinear().eval()
+    quantized = nncf.quantize(model, nncf.Dataset([torch.randn(8, 4) for _ in range(4)]), subset_size=4)
+    storage = storage_of(quantized)
+    key = ("post", "relu_0", 0)
+    assert storage.chain(*key) == ["relu_0/fq_output_0"]
+    scale = torch.tensor([0.37, 1.0, 0.61, 1.0])
+    storage.insert(key, len(storage.chain(*key)), "mask", Multiply(scale.numpy()), Stage.SPARSITY_MASK)
+    assert storage.chain(*key) == ["mask", "relu_0/fq_output_0"]
+
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+    act_fq = storage.module("relu_0/fq_output_0")
+    weight = storage.module("fc/linear_0/fq_weights_1")(model.fc.weight)
+    with torch.no_grad():
+        result = quantized(x)
+        mask_first = F.linear(act_fq(torch.relu(x) * scale), weight, quantized.fc.bias)
+        quantizer_first = F.linear(act_fq(torch.relu(x)) * scale, weight, quantized.fc.bias)
+    torch.testing.assert_close(result, mask_first, rtol=0, atol=1e-6)
+    assert (result - quantizer_first).abs().max() > 1e-3  # the two orders really differ here
