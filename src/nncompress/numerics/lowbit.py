@@ -290,14 +290,13 @@ def dequantize_codes(
 ) -> np.ndarray:
     """Float32 values of ``codes`` (in the stored, grouped shape): ``(value - zp) * (scale [* global])``;
     ``book``: the values of a user codebook (Mode.CODEBOOK)."""
+    from nncompress.numerics.decode import dequantize
+
     mode = canonical_mode(mode)
     book = codebook(mode) if book is None else book
     values = book[codes] if book is not None else codes.astype(np.float32)
-    if zero_point is not None:
-        values = values - zero_point.astype(np.float32)
-    if global_scale is not None:  # the per-group product first: runtimes fold it into one scale constant
-        scale = (scale * np.float32(global_scale)).astype(np.float32)
-    return (values * scale).astype(np.float32)
+    global_scale = None if global_scale is None else np.float32(global_scale)
+    return dequantize(values, scale, zero_point, global_scale).astype(np.float32, copy=False)
 
 
 def code_values(codes: np.ndarray, mode: Mode, zero_point: np.ndarray | None = None) -> np.ndarray:
@@ -373,8 +372,11 @@ class CompressedWeight:
 
     def decompress(self) -> np.ndarray:
         """The float32 weight in its original shape (the reference every backend must match)."""
-        values = dequantize_codes(self.codes(), self.mode, self.scale, self.zero_point, self.global_scale, self.book)
-        return values.reshape(self.shape)
+        from nncompress.numerics.decode import decode
+
+        global_scale = None if self.global_scale is None else np.float32(self.global_scale)
+        return decode(self.data, self.mode, self.shape, self.stored_shape, self.scale, self.zero_point, global_scale,
+                      self.book)
 
     @property
     def nbytes(self) -> int:

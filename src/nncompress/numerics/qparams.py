@@ -1,4 +1,4 @@
-"""Quantizer ranges and integer parameters (pure numpy).
+"""Quantizer ranges and integer parameters (numpy; the grid formula itself is in ``fake_quant``).
 
 Ranges follow FakeQuantize semantics: ``levels`` evenly spaced values from ``low`` to ``high``.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from nncompress.graph.edits import FakeQuantParams
+from nncompress.numerics.fake_quant import fake_quantize as grid_fake_quantize
+from nncompress.numerics.fake_quant import quantize_levels
 
 ZERO_FILTER_EPS = 8e-5
 ASYM_MIN_WIDTH = 8e-4
@@ -84,19 +86,19 @@ def quantize_to_int(values: np.ndarray, params: FakeQuantParams) -> tuple[np.nda
     """(integers, scale, zero_point): ``values`` on the grid of ``params`` (int8 or uint8)."""
     scale, zero_point, level_low, level_high = scale_zero_point(params)
     shape = _channel_shape(values.ndim, params.axis)
-    q = np.round(values / scale.reshape(shape)) + zero_point.reshape(shape)
+    zero = zero_point.reshape(shape).astype(np.float32)
+    q = quantize_levels(values, scale.reshape(shape), zero, level_low, level_high)
     dtype = np.int8 if level_low < 0 else np.uint8
-    return np.clip(q, level_low, level_high).astype(dtype), scale, zero_point.astype(dtype)
+    return q.astype(dtype), scale, zero_point.astype(dtype)
 
 
 def fake_quantize(values: np.ndarray, params: FakeQuantParams) -> np.ndarray:
     """Quantize-dequantize ``values``: the integer-grid form of FakeQuantize (as QuantizeLinear ->
-    DequantizeLinear computes it, so 0.0 stays exact)."""
+    DequantizeLinear computes it, so 0.0 stays exact; the formula is ``numerics.fake_quant``'s)."""
     scale, zero_point, level_low, level_high = scale_zero_point(params)
     shape = _channel_shape(values.ndim, params.axis)
     scale, zero_point = scale.reshape(shape), zero_point.reshape(shape).astype(np.float32)
-    q = np.clip(np.round(values / scale) + zero_point, level_low, level_high)
-    return ((q - zero_point) * scale).astype(np.float32)
+    return np.asarray(grid_fake_quantize(values, scale, zero_point, level_low, level_high), dtype=np.float32)
 
 
 def _channel_shape(ndim: int, axis: int | None) -> tuple[int, ...]:

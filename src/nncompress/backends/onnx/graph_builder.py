@@ -8,8 +8,9 @@ from nncompress.backends.onnx.constants import ModelIndex, evaluate_tensor
 from nncompress.backends.onnx.naming import output_node_name
 from nncompress.backends.onnx.op_map import base_kind, dtype_kind, node_attrs
 from nncompress.backends.onnx.shapes import TensorType
-from nncompress.backends.onnx.weights import attach_add_biases, classify
+from nncompress.backends.onnx.weights import classify
 from nncompress.errors import NNCompressError
+from nncompress.graph.bias import attach_following_add_biases
 from nncompress.graph.ir import Graph, Node, TensorRef
 from nncompress.graph.ops import OpKind
 
@@ -79,5 +80,5 @@ def build_graph(index: ModelIndex, types: Mapping[str, TensorType]) -> Graph:
     inputs, outputs = _io_nodes(index, types)
     ops = [_op_node(index, i, types) for i in index.order if i not in index.folded]
     graph = Graph(inputs + ops + outputs)
-    attach_add_biases(graph)
+    attach_following_add_biases(graph)
     return graph

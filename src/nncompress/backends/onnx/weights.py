@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from nncompress.graph.ir import BiasInfo, Graph, Node, TensorRef, WeightInfo
+from nncompress.graph.ir import BiasInfo, TensorRef, WeightInfo
 from nncompress.graph.ops import OpKind
 
 Inputs = list[TensorRef | None]
@@ -90,49 +90,3 @@ def classify(name: str, node: onnx.NodeProto, inputs: Inputs, const_ports: Const
     if kind is OpKind.GATHER:
         return _gather(node, inputs, const_ports)
     return kind, None, None
-
-
-def _output_channels(node: Node) -> tuple[int, int, int | None] | None:
-    """(channel count, channel axis of the output, default output rank) of a weighted node."""
-    w = node.weight
-    if w is None:
-        return None
-    if node.kind in (OpKind.CONV, OpKind.DEPTHWISE_CONV):
-        return w.shape[0], 1, len(w.shape)
-    if node.kind is OpKind.CONV_TRANSPOSE:
-        return w.shape[1] * w.groups, 1, len(w.shape)
-    if node.kind is OpKind.LINEAR and w.port == 1:
-        return w.shape[w.out_axis], -1, None
-    return None
-
-
-def _per_channel(shape: tuple[int, ...], channels: int, axis: int, rank: int | None) -> bool:
-    rank = len(shape) if rank is None else rank
-    if len(shape) > rank or rank == 0:
-        return False
-    full = (1,) * (rank - len(shape)) + tuple(shape)
-    axis %= rank
-    return all(d == (channels if i == axis else 1) for i, d in enumerate(full))
-
-
-def attach_add_biases(graph: Graph) -> None:
-    """Give weighted nodes without their own bias the constant of a following single-consumer Add."""
-    for node in graph:
-        channels = _output_channels(node) if node.bias is None else None
-        if channels is None:
-            continue
-        consumers = graph.consumers(TensorRef(node.name, 0))
-        if len(consumers) != 1:
-            continue
-        add = graph.node(consumers[0].node)
-        if add.op_type != "Add" or add.kind is not OpKind.ADD or len(add.inputs) != 2:
-            continue
-        const_port = 1 - consumers[0].port
-        shape = add.const_ports.get(const_port)
-        if shape is None or add.inputs[const_port] is not None:
-            continue
-        count, axis, rank = channels
-        out_shape = node.output_shapes[0] if node.output_shapes else None
-        rank = len(out_shape) if out_shape is not None else rank
-        if _per_channel(tuple(shape), count, axis, rank):
-            node.bias = BiasInfo(add.name, const_port, tuple(shape), TensorRef(add.name, 0))

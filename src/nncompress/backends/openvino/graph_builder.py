@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 
-from nncompress.graph.ir import BiasInfo, Graph, Node, TensorRef
-from nncompress.graph.ops import WEIGHTED_KINDS, OpKind
+from nncompress.graph.bias import attach_following_add_biases
+from nncompress.graph.ir import Graph, Node, TensorRef
+from nncompress.graph.ops import WEIGHTED_KINDS
 
 from .folding import ConstantEvaluator, folded_ops
 from .naming import node_names
 from .op_map import op_kind, weight_info
-
-# weighted op type -> axis of output channels in its output tensor (None: the last axis)
-CHANNEL_AXIS = {
-    "Convolution": 1,
-    "GroupConvolution": 1,
-    "ConvolutionBackpropData": 1,
-    "GroupConvolutionBackpropData": 1,
-    "MatMul": None,
-}
 
 
 def shape_tuple(shape: ov.PartialShape) -> tuple | None:
@@ -36,7 +28,7 @@ def dtype_class(element_type: ov.Type) -> str:
 
 
 class GraphBuilder:
-    """One pass over ``model.get_ordered_ops()`` producing nodes, then bias detection."""
+    """One pass over ``model.get_ordered_ops()`` producing nodes, then bias detection (``graph.bias``)."""
 
     def __init__(self, model: ov.Model):
         self.model = model
@@ -47,9 +39,7 @@ class GraphBuilder:
     def build(self) -> Graph:
         nodes = [self._node(op) for op in self.model.get_ordered_ops() if op not in self.folded]
         graph = Graph(nodes)
-        for node in nodes:
-            if node.kind in WEIGHTED_KINDS and node.op_type in CHANNEL_AXIS:
-                node.bias = find_bias(graph, node)
+        attach_following_add_biases(graph)
         return graph
 
     def _node(self, op: ov.Node) -> Node:
@@ -96,50 +86,3 @@ class GraphBuilder:
             return 0
         rank = op.get_input_partial_shape(0).rank
         return axis + rank.get_length() if axis < 0 and rank.is_static else axis
-
-
-def find_bias(graph: Graph, node: Node) -> BiasInfo | None:
-    """The Add of a per-output-channel constant that is the sole consumer of ``node``'s output."""
-    consumers = graph.consumers(TensorRef(node.name, 0))
-    if len(consumers) != 1:
-        return None
-    add = graph.node(consumers[0].node)
-    if add.kind is not OpKind.ADD or len(add.inputs) != 2 or len(add.const_ports) != 1:
-        return None
-    port = next(iter(add.const_ports))
-    shape = add.const_ports[port]
-    out_shape = node.output_shapes[0] if node.output_shapes else None
-    channels = _out_channels(node, out_shape)
-    if channels is None or not _is_channel_vector(shape, out_shape, node.op_type, channels):
-        return None
-    return BiasInfo(add.name, port, tuple(shape), TensorRef(add.name, 0))
-
-
-def _out_channels(node: Node, out_shape: tuple | None) -> int | None:
-    axis = CHANNEL_AXIS[node.op_type]
-    if out_shape:
-        dim = out_shape[-1 if axis is None else axis]
-        if dim > 0:
-            return dim
-    if node.weight is None:
-        return None
-    shape = node.weight.shape
-    if node.op_type == "GroupConvolution":
-        return shape[0] * shape[1]
-    if node.op_type == "GroupConvolutionBackpropData":
-        return shape[0] * shape[2]
-    return shape[node.weight.out_axis]
-
-
-def _is_channel_vector(shape: tuple, out_shape: tuple | None, op_type: str, channels: int) -> bool:
-    """Whether a constant of ``shape`` adds one value per output channel."""
-    if not shape or int(np.prod(shape)) != channels:
-        return False
-    rank = len(out_shape) if out_shape is not None else None
-    if rank is not None and len(shape) > rank:
-        return False
-    if CHANNEL_AXIS[op_type] is None:  # MatMul: [N] or [1, .., N]
-        return shape[-1] == channels
-    if rank is None:
-        return False
-    return len(shape) >= rank - 1 and shape[1 - (rank - len(shape))] == channels

@@ -26,9 +26,9 @@ Design
    works with ``generate``, deep-copies, pickles, and its ``state_dict`` loads into another copy
    quantized the same way.
 3. **Quantizers** (``fake_quantize.py``): pure PyTorch, the integer-grid form of FakeQuantize
-   (``clamp(round(x/scale) + zp, lo, hi)``, dequantized), bit-exact with
-   ``numerics.qparams.fake_quantize`` and with ONNX QuantizeLinear/DequantizeLinear. Straight-through
-   rounding for gradients; ranges in ``nn.Parameter``s (``scale`` for zero-point-0 grids,
+   (``clamp(round(x/scale) + zp, lo, hi)``, dequantized) computed by ``numerics.fake_quant`` (the
+   formula behind ``numerics.qparams.fake_quantize``), bit-exact with ONNX QuantizeLinear/DequantizeLinear.
+   Straight-through rounding for gradients; ranges in ``nn.Parameter``s (``scale`` for zero-point-0 grids,
    ``scale``/``zero_point`` otherwise) ready for QAT. Without autograd, weight quantizers cache their
    result until the weight or range changes.
 4. **Strip and export** (``export.py``): ``strip`` bakes weight quantizers (and replaced constants)

@@ -16,13 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from nncompress.errors import GraphCaptureError
+from nncompress.graph.bias import attach_following_add_biases
 from nncompress.graph.ir import BiasInfo, Graph, Node, TensorRef
-from nncompress.graph.ops import WEIGHTED_KINDS
 from nncompress.graph.ops import OpKind as K
 
 from .fake_quantize import FakeQuantizer, Multiply
@@ -145,31 +144,9 @@ class Recorder(Observer):
 
     def finish(self) -> Capture:
         graph = Graph(self.nodes)
-        for node in self.nodes:
-            if node.kind in WEIGHTED_KINDS and node.bias is None and node.kind is not K.EMBEDDING:
-                node.bias = find_bias_add(graph, node)
+        attach_following_add_biases(graph)
         self.capture.graph = graph
         return self.capture
-
-
-def find_bias_add(graph: Graph, node: Node) -> BiasInfo | None:
-    """A following Add of a per-output-channel constant (``x @ W + b`` written by hand)."""
-    consumers = graph.consumers(TensorRef(node.name, 0))
-    if len(consumers) != 1 or not node.output_shapes or not node.output_shapes[0]:
-        return None
-    add = graph.node(consumers[0].node)
-    if add.kind is not K.ADD or len(add.inputs) != 2 or len(add.const_ports) != 1:
-        return None
-    port = next(iter(add.const_ports))
-    shape = add.const_ports[port]
-    out_shape = node.output_shapes[0]
-    axis = 1 if node.kind in (K.CONV, K.DEPTHWISE_CONV, K.CONV_TRANSPOSE) else len(out_shape) - 1
-    channels = out_shape[axis]
-    if not shape or int(np.prod(shape)) != channels or len(shape) > len(out_shape):
-        return None
-    if shape[axis - (len(out_shape) - len(shape))] != channels:
-        return None
-    return BiasInfo(add.name, port, tuple(shape), TensorRef(add.name, 0))
 
 
 def capture_graph(model: nn.Module, item: Any) -> Capture:

@@ -1,7 +1,7 @@
 """Fake-quantizer modules in pure PyTorch (no compiled extension).
 
-Forward: the integer-grid form of FakeQuantize, float32 operation for operation the same as
-``nncompress.numerics.qparams.fake_quantize`` (and as ONNX QuantizeLinear→DequantizeLinear):
+Forward: the integer-grid form of FakeQuantize, computed by ``nncompress.numerics.fake_quant`` (the
+function behind ``numerics.qparams.fake_quantize``, as ONNX QuantizeLinear→DequantizeLinear computes it):
 ``q = clamp(round(x / scale) + zero_point, level_low, level_high)``, ``y = (q - zero_point) * scale``,
 with ``scale``/``zero_point`` from ``numerics.qparams.scale_zero_point``.
 
@@ -33,23 +33,20 @@ from torch import nn
 
 from nncompress.errors import UnsupportedBackendError
 from nncompress.graph.edits import FakeQuantParams
+from nncompress.numerics.fake_quant import fake_quantize as grid_fake_quantize
+from nncompress.numerics.fake_quant import quantize_levels
 from nncompress.numerics.qparams import scale_zero_point
+from nncompress.numerics.xp import round_ste
 
 TINY = float(np.finfo(np.float32).tiny)
 # quantized weights for inference (no autograd), per weight quantizer; not part of state_dict or copies
 _WEIGHT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _round_ste(value: torch.Tensor) -> torch.Tensor:
-    """``round`` in the forward pass (exactly), identity in the backward pass."""
-    return value + (torch.round(value) - value).detach()
-
-
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, level_low: int,
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, level_low: int,
                   level_high: int) -> torch.Tensor:
     """Quantize-dequantize float32 ``x`` on the integer grid with a straight-through gradient."""
-    q = torch.clamp(_round_ste(x / scale) + zero_point, level_low, level_high)
-    return (q - zero_point) * scale
+    return grid_fake_quantize(x, scale, zero_point, level_low, level_high, ste=True)
 
 
 def _channel_shape(ndim: int, axis: int | None) -> tuple[int, ...]:
@@ -85,25 +82,16 @@ class FakeQuantizer(nn.Module):
         scale, zero_point = self.grid()
         shape = _channel_shape(x.ndim, self.axis)
         scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+        if not isinstance(self, AsymmetricQuantizer):
+            zero_point = None  # a symmetric grid adds no zero point
         value = x if x.dtype is torch.float32 else x.float()
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             y = fake_quantize(value, scale, zero_point, self.level_low, self.level_high)
         elif self.on_constant:
             y = self._cached(x, value, scale, zero_point)
         else:
-            y = self._quantize_inplace(value, scale, zero_point)
+            y = grid_fake_quantize(value, scale, zero_point, self.level_low, self.level_high)
         return y if y.dtype is x.dtype else y.to(x.dtype)
-
-    def _quantize_inplace(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
-        """``fake_quantize`` without autograd bookkeeping, in one temporary (same float32 results)."""
-        t = (x / scale).round_()
-        asymmetric = isinstance(self, AsymmetricQuantizer)
-        if asymmetric:
-            t.add_(zero_point)
-        t.clamp_(self.level_low, self.level_high)
-        if asymmetric:
-            t.sub_(zero_point)
-        return t.mul_(scale)
 
     def _cached(self, x: torch.Tensor, value, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
         """The quantized weight, recomputed only when the weight or the range changed (inference).
@@ -115,7 +103,7 @@ class FakeQuantizer(nn.Module):
         cached = _WEIGHT_CACHE.get(self)
         if cached is not None and cached[0]() is x and cached[1] == versions:
             return cached[2]
-        y = self._quantize_inplace(value, scale, zero_point)
+        y = grid_fake_quantize(value, scale, zero_point, self.level_low, self.level_high)
         _WEIGHT_CACHE[self] = (weakref.ref(x), versions, y)
         return y
 
@@ -130,8 +118,7 @@ class FakeQuantizer(nn.Module):
         """(int8/uint8 levels, scale, zero point) of ``values``: what ``forward`` dequantizes."""
         scale, zero_point = (t.detach().cpu().numpy().astype(np.float32) for t in self.grid())
         shape = _channel_shape(values.ndim, self.axis)
-        q = np.round(values / scale.reshape(shape)) + zero_point.reshape(shape)
-        q = np.clip(q, self.level_low, self.level_high)
+        q = quantize_levels(values, scale.reshape(shape), zero_point.reshape(shape), self.level_low, self.level_high)
         dtype = np.int8 if self.level_low < 0 else np.uint8
         return q.astype(dtype), scale, zero_point.astype(dtype)
 
@@ -192,7 +179,7 @@ class AsymmetricQuantizer(FakeQuantizer):
 
     def grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         scale = torch.clamp_min(self.scale.abs(), TINY)
-        zero_point = torch.clamp(_round_ste(self.zero_point), self.level_low, self.level_high)
+        zero_point = torch.clamp(round_ste(self.zero_point), self.level_low, self.level_high)
         return scale, zero_point
 
     @property

@@ -18,15 +18,16 @@ How a compressed weight is read (the layer's class is never changed):
   ``DecompressedConstant`` hook replaces the op's input in the hooked forward (``hooks.py``).
 
 ``AddLowRankCorrection`` on a Linear/Conv1D module is a forward hook adding ``x @ A.T @ B.T``.
-Decompression reproduces ``CompressedWeight.decompress()`` exactly (float32 arithmetic, then the
-weight's dtype); scales are stored in float16 where that is exact, else float32.
+Decompression is ``numerics.decode.decode`` on the layer's device, the function behind
+``CompressedWeight.decompress()`` (float32 arithmetic, then the weight's dtype); scales are stored in
+float16 where that is exact, else float32.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,47 +36,15 @@ from torch import nn
 
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
+from nncompress.numerics.decode import decode
 from nncompress.numerics.grids import nearest_e4m3
-from nncompress.numerics.lowbit import CompressedWeight, code_range, codebook, mode_bits
-from nncompress.parameters import CompressWeightsMode as Mode
+from nncompress.numerics.lowbit import CompressedWeight
 
 from .capture import Capture
 from .inputs import copy_model, named_tensor
 from .module_graph import is_linear_like
 
 Slot = tuple[nn.Module, str, str]  # (module, "_parameters" | "_buffers", attribute)
-
-
-def _nibble_values(mode: Mode, book: np.ndarray | None) -> tuple[float, ...]:
-    """The values of the 16 nibble codes of a 4-bit mode (a user codebook: its values, padded)."""
-    nibbles = np.arange(16)
-    book = codebook(mode) if book is None else book
-    if book is not None:
-        values = book[np.minimum(nibbles, len(book) - 1)]  # nibbles past a short codebook never occur
-    elif code_range(mode)[0] < 0:
-        values = (nibbles ^ 8) - 8
-    else:
-        values = nibbles
-    return tuple(float(v) for v in values)
-
-
-@lru_cache(maxsize=32)
-def _mode_nibble_values(mode: Mode) -> tuple[float, ...]:
-    return _nibble_values(mode, None)
-
-
-@lru_cache(maxsize=64)
-def _pair_table(values: tuple[float, ...], device: str) -> torch.Tensor:
-    """``[256, 2]`` float32: the values of the low and high nibble of every byte (4-bit modes)."""
-    values = np.asarray(values, np.float32)
-    table = np.stack([np.tile(values, 16), np.repeat(values, 16)], axis=1).astype(np.float32)
-    return torch.from_numpy(table).to(device)
-
-
-@lru_cache(maxsize=16)
-def _code_table(mode: Mode, device: str) -> torch.Tensor:
-    """The float32 values of all 256 codes of an 8-bit float-grid mode."""
-    return torch.from_numpy(codebook(mode).astype(np.float32)).to(device)
 
 
 def _tensor(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -117,32 +86,11 @@ class CompressedStorage(nn.Module):
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    @property
-    def _nibble_values(self) -> tuple[float, ...]:
-        if self.codebook is None:
-            return _mode_nibble_values(self.mode)
-        return _nibble_values(self.mode, np.asarray(self.codebook.tolist(), np.float32))
-
-    def codes_as_float(self) -> torch.Tensor:
-        """The codes' unscaled values (integer codes or grid values) in float32, stored shape."""
-        if mode_bits(self.mode) == 4:
-            table = _pair_table(self._nibble_values, str(self.data.device))
-            values = torch.index_select(table, 0, self.data.to(torch.int32)).reshape(-1)
-            return values[: self.size].reshape(self.stored_shape)
-        book = codebook(self.mode)
-        if book is not None:  # 8-bit float codes (f8e4m3 bit patterns)
-            return _code_table(self.mode, str(self.data.device))[self.data.to(torch.int64)]
-        return self.data.to(torch.float32)
-
     def forward(self) -> torch.Tensor:
-        values = self.codes_as_float()  # a fresh tensor: updated in place (no second full-size buffer)
-        if self.zero_point is not None:
-            values.sub_(self.zero_point.to(torch.float32))
-        scale = self.scale.to(torch.float32)
-        if self.tensor_scale is not None:
-            scale = scale * self.tensor_scale
-        values.mul_(scale)
-        return values.reshape(self.shape).to(self.dtype_ref.dtype)
+        book = None if self.codebook is None else self.codebook.tolist()
+        values = decode(self.data, self.mode, self.shape, self.stored_shape, self.scale, self.zero_point,
+                        self.tensor_scale, book)
+        return values.to(self.dtype_ref.dtype)
 
     def matches(self, weight: CompressedWeight) -> bool:
         """Whether ``weight`` is stored here already (same format and values)."""

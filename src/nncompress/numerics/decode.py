@@ -1,0 +1,82 @@
+"""Low-bit weight decode, once, for numpy arrays and torch tensors (see ``lowbit`` for the formats).
+
+``decode`` turns stored codes (``pack_4bit`` bytes for 4-bit modes, int8/uint8 codes or f8e4m3 bit
+patterns for 8-bit modes) into the float32 weight: ``(value(code) - zero_point) * scale [* global]``,
+where ``value`` is the integer code or the grid value (NF4, E2M1, E4M3, CB4, a user codebook).
+4-bit bytes are decoded through a 256-row table of (low nibble, high nibble) values, so the codes are
+never unpacked into a separate array. On torch every step runs on the data's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from nncompress.numerics import xp
+from nncompress.numerics.lowbit import code_range, codebook, mode_bits
+from nncompress.numerics.xp import Array
+from nncompress.parameters import CompressWeightsMode as Mode
+
+
+@lru_cache(maxsize=64)
+def nibble_values(mode: Mode, book: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    """The float32 values of the 16 nibble codes of a 4-bit mode (a user ``book``: its values, padded)."""
+    nibbles = np.arange(16)
+    book = codebook(mode) if book is None else np.asarray(book, np.float32)
+    if book is not None:
+        values = book[np.minimum(nibbles, len(book) - 1)]  # nibbles past a short codebook never occur
+    elif code_range(mode)[0] < 0:
+        values = (nibbles ^ 8) - 8
+    else:
+        values = nibbles
+    return tuple(float(v) for v in np.asarray(values, np.float32))
+
+
+@lru_cache(maxsize=64)
+def pair_table(values: tuple[float, ...]) -> np.ndarray:
+    """``[256, 2]`` float32: the values of the low and high nibble of every byte."""
+    table = np.asarray(values, np.float32)
+    return np.stack([np.tile(table, 16), np.repeat(table, 16)], axis=1).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def code_table(mode: Mode) -> np.ndarray:
+    """The float32 values of all 256 codes of an 8-bit float-grid mode."""
+    return np.ascontiguousarray(codebook(mode), dtype=np.float32)
+
+
+def code_values(data: Array, mode: Mode, stored_shape: tuple[int, ...], book: Sequence[float] | None = None) -> Array:
+    """The codes' unscaled values (integer codes or grid values) in float32, in ``stored_shape``; a
+    fresh array the caller may write into."""
+    count = int(np.prod(stored_shape, dtype=np.int64))
+    if mode_bits(mode) == 4:
+        values = nibble_values(mode, None if book is None else tuple(book))
+        table = xp.constant(pair_table, values, like=data)
+        return xp.take_rows(table, data.reshape(-1)).reshape(-1)[:count].reshape(stored_shape)
+    if codebook(mode) is not None:  # 8-bit float codes (f8e4m3 bit patterns)
+        return xp.take_rows(xp.constant(code_table, mode, like=data), data.reshape(stored_shape))
+    return xp.float32(data.reshape(stored_shape))
+
+
+def dequantize(values: Array, scale: Array, zero_point: Array | None = None,
+               global_scale: Array | None = None) -> Array:
+    """``(values - zero_point) * (scale [* global_scale])``, written into ``values`` (fresh float32);
+    ``scale`` is used as given (a float32 product with ``global_scale``).
+
+    The per-group product ``scale * global_scale`` comes first: runtimes fold it into one scale constant.
+    """
+    if zero_point is not None:
+        values = xp.isub(values, xp.float32(zero_point))
+    if global_scale is not None:
+        scale = xp.float32(scale * global_scale)
+    return xp.imul(values, scale)
+
+
+def decode(data: Array, mode: Mode, shape: tuple[int, ...], stored_shape: tuple[int, ...], scale: Array,
+           zero_point: Array | None = None, global_scale: Array | None = None,
+           book: Sequence[float] | None = None) -> Array:
+    """The float32 weight (in ``shape``) of stored codes ``data`` (see the module docstring)."""
+    values = code_values(data, mode, stored_shape, book)
+    return dequantize(values, xp.float32(scale), zero_point, global_scale).reshape(shape)
