@@ -6,7 +6,9 @@ build their model with ``as_backend``; ``record_edits`` captures what an algorit
 
 from __future__ import annotations
 
-import re
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +80,6 @@ def items(shape: tuple[int, ...], count: int = 16, seed: int = 0) -> list[np.nda
     return [rng.normal(size=shape).astype(np.float32) for _ in range(count)]
 
 
-def layer_name(node: str) -> str:
-    """The torch module path a node comes from: "fc1/linear_0" (torch), "/fc1/MatMul" (ONNX, OpenVINO) -> "fc1"."""
-    return re.sub(r"^/", "", node).split("/")[0]
-
-
 @dataclass
 class Tiny:
     """The MLP in one backend, with its adapter and neutral graph."""
@@ -93,6 +90,13 @@ class Tiny:
     adapter: Any
     graph: Graph
     layers: dict[str, Node] = field(default_factory=dict)  # "fc1" -> its weighted node
+
+    def layer_of(self, node: str) -> str:
+        """The torch module ("fc1") of a weighted node or of its bias node, whatever the backend names it."""
+        for name, layer in self.layers.items():
+            if node == layer.name or (layer.bias is not None and node == layer.bias.node):
+                return name
+        raise KeyError(f"{node!r} is no weighted node or bias of {sorted(self.layers)}")
 
     def weight(self, layer: str) -> np.ndarray:
         """The layer's weight in torch layout [out, in], read through the adapter."""
@@ -117,7 +121,9 @@ def tiny(backend: str, tmp_path) -> Tiny:
     model = as_backend(module, example, backend, tmp_path)
     adapter = registry.get_adapter(model, example_input=example if backend == "torch" else example.numpy())
     graph = adapter.build_graph(model)
-    layers = {layer_name(n.name): n for n in graph if n.weight is not None}
+    # weighted nodes in graph (topological) order are the Linear modules in definition order
+    modules = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    layers = dict(zip(modules, [n for n in graph if n.weight is not None], strict=True))
     return Tiny(backend, module, model, adapter, graph, layers)
 
 
@@ -135,10 +141,11 @@ class EditRecorder:
         return [edit for edit in self.edits if isinstance(edit, kind)]
 
 
-def record_edits(monkeypatch, backend: str) -> EditRecorder:
-    """Wrap ``apply`` of ``backend``'s adapter class so that every edit it receives is recorded."""
+@contextmanager
+def record_edits(backend: str) -> Iterator[EditRecorder]:
+    """Within the block, every edit that ``backend``'s adapter class receives in ``apply`` is recorded."""
     module_name, class_name, _ = registry._ADAPTERS[backend]
-    cls = getattr(__import__(module_name, fromlist=[class_name]), class_name)
+    cls = getattr(importlib.import_module(module_name), class_name)
     original = cls.apply
     recorder = EditRecorder()
 
@@ -148,5 +155,8 @@ def record_edits(monkeypatch, backend: str) -> EditRecorder:
         recorder.calls.append(edits)
         return original(self, model, EditStream(edits, options) if options is not None else edits)
 
-    monkeypatch.setattr(cls, "apply", apply)
-    return recorder
+    cls.apply = apply
+    try:
+        yield recorder
+    finally:
+        cls.apply = original
