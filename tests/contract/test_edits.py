@@ -106,10 +106,14 @@ def test_compress_weight_decompresses_to_the_numerics_decode(mlp, mode):
     check(mlp, [edit], expected(mlp, weights={"fc2": np.ascontiguousarray(decoded)}))
 
 
-def test_add_low_rank_correction_adds_b_at_a(mlp):
+@pytest.mark.parametrize("compressed", [False, True], ids=["float", "int8-factors"])
+def test_add_low_rank_correction_adds_b_at_a(mlp, compressed):
     rng = np.random.default_rng(3)
     a = rng.normal(scale=0.1, size=(4, 128)).astype(np.float32)
     b = rng.normal(scale=0.1, size=(128, 4)).astype(np.float32)
+    if compressed:  # factors stored low-bit and decompressed at run time: the decode is what gets added
+        a, b = encode(a, M.INT8_ASYM, 1, -1, 0), encode(b, M.INT8_ASYM, 1, -1, 0)
     node = mlp.layers["fc2"]
     edit = AddLowRankCorrection(node.name, 0, a, b, "fc2/lora")
-    check(mlp, [edit], expected(mlp, weights={"fc2": mlp.weight("fc2") + b @ a}))
+    a_value, b_value = (a.decompress(), b.decompress()) if compressed else (a, b)
+    check(mlp, [edit], expected(mlp, weights={"fc2": mlp.weight("fc2") + b_value @ a_value}))
