@@ -6,53 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-import nncompress as nncf
-from tests.contract.models import build, export_onnx
+from tests.contract.backends import BACKENDS, MLP, as_backend, dataset, run
+from tests.contract.models import build
 
-__all__ = ["build"]
+__all__ = ["BACKENDS", "MLP", "as_backend", "build", "dataset", "run"]
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 
-BACKENDS = ["openvino", "onnx", "torch"]
 ITEMS, BAD_ITEM = 32, 5
-
-
-class MLP(nn.Module):
-    """x [batch, tokens, 64] -> Linear -> ReLU -> Linear -> ReLU -> Linear: AWQ's Activation->Linear pattern."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 128), nn.Linear(128, 128), nn.Linear(128, 32)
-
-    def forward(self, x):
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-def as_backend(module: nn.Module, example: torch.Tensor, backend: str, tmp_path):
-    if backend == "torch":
-        return module
-    path = export_onnx(module, example, tmp_path / "model.onnx")
-    return onnx.load(path) if backend == "onnx" else ov.convert_model(path)
-
-
-def run(model, x: np.ndarray) -> np.ndarray:
-    if isinstance(model, nn.Module):
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
-    if isinstance(model, onnx.ModelProto):
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run(None, {"x": x})[0]
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
-
-
-def dataset(items: list[np.ndarray], backend: str) -> nncf.Dataset:
-    return nncf.Dataset(items, torch.from_numpy if backend == "torch" else None)
 
 
 def items(shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """Bad inputs to ``quantize_with_accuracy_control`` on every backend: each gets a named error that names the bad
 value before any work is done (issue 11's matrix). The double-reading validation_fn that must work is
-``tests/test_accuracy_control.py::test_validation_fn_may_iterate_its_data_twice``."""
+``tests/api/test_accuracy_control.py::test_validation_fn_may_iterate_its_data_twice``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Bad inputs to ``compress_weights`` on every backend: each gets a named error that names the bad value, or a
 documented, correct result (issue 11's matrix). Option validation, which does not depend on the backend, is
-in tests/weights/test_api.py."""
+in tests/api/test_compress_weights.py."""
 
 from __future__ import annotations
 

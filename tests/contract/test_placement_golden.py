@@ -1,4 +1,5 @@
-"""Golden placement: the same network gets the same quantizers in ONNX and OpenVINO."""
+"""Golden placement (the MinMax placement template): the same network gets the same quantizers in OpenVINO,
+ONNX and PyTorch (PyTorch and ONNX keep Q/DQ on both inputs of a residual Add, as ONNX Runtime needs)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import re
 import pytest
 
 from nncompress.algorithms.quantization.placement import PlacementOptions, find_quantization_setup
+from nncompress.backends import registry
 from nncompress.hardware.rules import CPU_RULES
-
-from .models import build, export_onnx
-
-onnx = pytest.importorskip("onnx")
-ov = pytest.importorskip("openvino")
-
-from nncompress.backends.onnx.adapter import OnnxAdapter  # noqa: E402
-from nncompress.backends.openvino.adapter import OpenVINOAdapter  # noqa: E402
+from tests.contract.backends import as_backend
+from tests.contract.models import build
 
 # OpenVINO's ONNX import fuses q·kᵀ → Softmax → ·v into one ScaledDotProductAttention named after the
 # last MatMul; its Q and K inputs are the inputs of the ONNX scores MatMul.
@@ -97,49 +93,34 @@ TRANSFORMER_GOLDEN = {
 }
 
 
-def _graphs(name: str, tmp_path):
-    model, example = build(name)
-    path = export_onnx(model, example, tmp_path / f"{name}.onnx")
-    onnx_graph = OnnxAdapter().build_graph(onnx.load(path))
-    ov_graph = OpenVINOAdapter().build_graph(ov.convert_model(path))
-    assert OpenVINOAdapter.capabilities.fuse_linear_arithmetic is True
-    assert OnnxAdapter.capabilities.fuse_linear_arithmetic is False
-    return onnx_graph, ov_graph
+# Whether a backend fuses a residual Add into the preceding Conv/MatMul decides which golden applies.
+FUSES_ARITHMETIC = {"openvino": True, "onnx": False, "torch": False}  # torch: exports run in ONNX Runtime
+
+
+def _graph(name: str, backend: str, tmp_path):
+    module, example = build(name)
+    model = as_backend(module, example, backend, tmp_path)
+    item = example if backend == "torch" else example.numpy()
+    adapter = registry.get_adapter(model, example_input=item)
+    adapter.check_inputs(model, item)
+    assert adapter.capabilities.fuse_linear_arithmetic is FUSES_ARITHMETIC[backend]
+    return adapter.build_graph(model)
+
+
+def _aliases(backend: str, linear_op: str) -> dict | None:
+    return {"openvino": OPENVINO_ALIASES, "torch": torch_aliases(linear_op)}.get(backend)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_cnn_placement_matches_golden_on_onnx_and_openvino(name, tmp_path):
-    onnx_graph, ov_graph = _graphs(name, tmp_path)
-    assert describe(onnx_graph, arithmetic=False) == ONNX_GOLDEN[name]
-    assert describe(ov_graph) == GOLDEN[name]
+def test_cnn_placement_matches_golden(name, backend, tmp_path):
+    arithmetic = FUSES_ARITHMETIC[backend]
+    described = describe(_graph(name, backend, tmp_path), arithmetic=arithmetic, aliases=_aliases(backend, "Gemm"))
+    assert described == (GOLDEN if arithmetic else ONNX_GOLDEN)[name]
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMER_GOLDEN))
-def test_transformer_placement_matches_golden_on_onnx_and_openvino(name, tmp_path):
-    onnx_graph, ov_graph = _graphs(name, tmp_path)
-    assert describe(onnx_graph, transformer=True, arithmetic=False) == TRANSFORMER_GOLDEN[name]
-    assert describe(ov_graph, transformer=True, aliases=OPENVINO_ALIASES) == TRANSFORMER_GOLDEN[name]
-
-
-def _torch_graph(name: str):
-    pytest.importorskip("nncompress.backends.torch.adapter")
-    from nncompress.backends.torch.adapter import TorchAdapter
-
-    model, example = build(name)
-    adapter = TorchAdapter(example_input=example)
-    adapter.check_inputs(model, example)
-    return adapter.build_graph(model), adapter.capabilities
-
-
-@pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_cnn_placement_on_torch_matches_onnx(name):
-    graph, capabilities = _torch_graph(name)
-    assert capabilities.fuse_linear_arithmetic is False  # exported models run in ONNX Runtime
-    assert describe(graph, arithmetic=False, aliases=torch_aliases("Gemm")) == ONNX_GOLDEN[name]
-
-
-@pytest.mark.parametrize("name", sorted(TRANSFORMER_GOLDEN))
-def test_transformer_placement_on_torch_matches_onnx(name):
-    graph, _ = _torch_graph(name)
-    described = describe(graph, transformer=True, arithmetic=False, aliases=torch_aliases("MatMul"))
+def test_transformer_placement_matches_golden(name, backend, tmp_path):
+    graph = _graph(name, backend, tmp_path)
+    aliases = _aliases(backend, "MatMul")
+    described = describe(graph, transformer=True, arithmetic=FUSES_ARITHMETIC[backend], aliases=aliases)
     assert described == TRANSFORMER_GOLDEN[name]

@@ -7,6 +7,8 @@ import pytest
 
 import nncompress as nncf
 
+pytestmark = pytest.mark.slow  # real models (MiniLM, EfficientNet-Lite0)
+
 pytest.importorskip("onnx")
 ov = pytest.importorskip("openvino")
 pytest.importorskip("transformers")

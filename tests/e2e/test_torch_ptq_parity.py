@@ -9,6 +9,8 @@ import pytest
 
 import nncompress as nncf
 
+pytestmark = pytest.mark.slow  # end to end on the trained digits CNN
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("nncompress.backends.torch.adapter")
 ort = pytest.importorskip("onnxruntime")

@@ -168,7 +168,7 @@ def _counting(images, pulled):
         yield image
 
 
-@pytest.mark.parametrize("backend", ["onnx", "openvino", "torch"])
+@pytest.mark.parametrize("backend", ["onnx", "openvino", pytest.param("torch", marks=pytest.mark.slow)])
 def test_quantize_with_a_one_shot_generator_equals_the_list_source(backend, request, digits_data):
     model, to_input = _digits_case(backend, request, digits_data)
     images = list(digits_data.x_train[:20])

@@ -24,6 +24,13 @@ STORED_TYPE = {M.INT8_ASYM: "u8", M.INT8_SYM: "i8", M.INT4_ASYM: "u4", M.INT4_SY
                M.MXFP8_E4M3: "f8e4m3", M.CB4_F8E4M3: "u4"}
 
 
+def _slow_except(params: list, *fast) -> list:
+    """``params`` with all but ``fast`` marked slow (the full matrix runs in the whole suite)."""
+    first = [p[0] if isinstance(p, tuple) else p for p in params]
+    return [p if f in fast else pytest.param(*(p if isinstance(p, tuple) else (p,)), marks=pytest.mark.slow)
+            for p, f in zip(params, first)]
+
+
 def _group(mode, kind: str) -> int:
     if mode in (M.INT8_ASYM, M.INT8_SYM, M.CB4_F8E4M3) or kind == "conv":
         return -1
@@ -131,7 +138,7 @@ def _ir_bytes(model) -> int:
         return os.path.getsize(os.path.join(folder, "m.bin"))
 
 
-@pytest.mark.parametrize("mode,factor", [(M.INT8_ASYM, 3.5), (M.INT4_SYM, 6.0), (M.NF4, 6.0)])
+@pytest.mark.parametrize("mode,factor", _slow_except([(M.INT8_ASYM, 3.5), (M.INT4_SYM, 6.0), (M.NF4, 6.0)], M.INT4_SYM))
 def test_openvino_saved_bin_shrinks(mode, factor):
     import nncompress as nncf
 
@@ -142,7 +149,7 @@ def test_openvino_saved_bin_shrinks(mode, factor):
     assert _ir_bytes(compressed) < _ir_bytes(model) / factor
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", _slow_except(MODES, M.INT4_ASYM, M.NF4))
 def test_onnx_runtime_and_openvino_agree(mode):
     """The same compressed weights give the same outputs in ONNX Runtime and OpenVINO."""
     import nncompress as nncf
@@ -158,8 +165,8 @@ def test_onnx_runtime_and_openvino_agree(mode):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode,stored", [(M.INT4_SYM, "i4"), (M.INT4_ASYM, "u4"), (M.INT8_ASYM, "u8"),
-                                         (M.FP4, "f4e2m1"), (M.NVFP4, "f4e2m1"), (M.FP8_E4M3, "f8e4m3")])
+@pytest.mark.parametrize("mode,stored", _slow_except([(M.INT4_SYM, "i4"), (M.INT4_ASYM, "u4"), (M.INT8_ASYM, "u8"),
+                                         (M.FP4, "f4e2m1"), (M.NVFP4, "f4e2m1"), (M.FP8_E4M3, "f8e4m3")], M.INT4_SYM))
 def test_openvino_compiled_model_keeps_compressed_weights(mode, stored):
     """The CPU plugin folds the decompression into FullyConnected: low-bit constants reach the kernels."""
     import nncompress as nncf

@@ -208,7 +208,7 @@ def _outputs(model):
     return _run_onnx(model, inputs(seed=50, batch=1, seq=8))
 
 
-@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+@pytest.mark.parametrize("backend", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_statistics_cache_reproduces_a_fresh_run_without_running_the_model(backend, tmp_path):
     make = onnx_model if backend == "onnx" else openvino_model
     kwargs = {"mode": "int4_asym", "group_size": 16, "ratio": 0.5, "all_layers": True, "awq": True,

@@ -62,7 +62,7 @@ def _outlier_model(backend, request, tmp_path_factory):
     return request.getfixturevalue("outlier_torch")
 
 
-@pytest.mark.parametrize("backend", ["onnx", "openvino", "torch"])
+@pytest.mark.parametrize("backend", ["onnx", *(pytest.param(b, marks=pytest.mark.slow) for b in ("openvino", "torch"))])
 def test_ranking_reverts_the_harmful_layer_in_every_backend(backend, digits_data, request, tmp_path_factory):
     model = _outlier_model(backend, request, tmp_path_factory)
     calib, validation = _datasets(digits_data, backend, 30 if backend == "torch" else 50)
@@ -103,7 +103,7 @@ def _two_pass_accuracy(metrics: list, totals: list):
     return validate
 
 
-@pytest.mark.parametrize("backend", ["onnx", "openvino", pytest.param("torch", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", ["onnx", *(pytest.param(b, marks=pytest.mark.slow) for b in ("openvino", "torch"))])
 def test_validation_fn_may_iterate_its_data_twice(backend, digits_data, request, tmp_path_factory):
     """NNCF's validation data is re-iterable: a second pass must see the items again, not nothing (which
     made both metrics 0, the drop 0 and returned plain INT8 without reverting anything)."""
@@ -133,6 +133,7 @@ def _ready(model):
     return model
 
 
+@pytest.mark.slow
 def test_scalar_validation_fn_ranks_by_outputs(outlier_onnx, onnx_data, caplog):
     before = outlier_onnx.SerializeToString()
     with caplog.at_level(logging.INFO, logger="nncompress"):
@@ -144,6 +145,7 @@ def test_scalar_validation_fn_ranks_by_outputs(outlier_onnx, onnx_data, caplog):
     assert "iteration 1: reverted /conv3/conv3.0/Conv" in caplog.text
 
 
+@pytest.mark.slow
 def test_lower_is_better_metric(outlier_onnx, onnx_data):
     nncf.quantize_with_accuracy_control(outlier_onnx, *onnx_data, acm.error_rate, max_drop=0.01)
     report = nncf.last_report()
@@ -151,6 +153,7 @@ def test_lower_is_better_metric(outlier_onnx, onnx_data):
     assert any("lower is better" in note for note in report.notes)
 
 
+@pytest.mark.slow
 def test_relative_vs_absolute_drop(outlier_onnx, onnx_data):
     """A 0-100 metric with weights kept INT8: RELATIVE 1% is met by one revert, ABSOLUTE 0.01 points is not."""
 
@@ -183,6 +186,7 @@ def test_metric_scale_drops():
     assert MetricScale(2.0, nncf.DropType.ABSOLUTE, sign=-1).drop(2.5) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_unreachable_budget_raises_with_best_model(outlier_onnx, onnx_data):
     params = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=1, restore_mode="only_activations")
     message = r"best drop is .* with the input activations of 1 of \d+ operations reverted"
@@ -198,6 +202,7 @@ def test_unreachable_budget_raises_with_best_model(outlier_onnx, onnx_data):
     assert HARMFUL["onnx"] in nncf.last_report().skipped
 
 
+@pytest.mark.slow
 def test_budget_no_revert_can_reach(outlier_onnx, onnx_data):
     def only_the_original(model, items):
         return 1.0 if model is outlier_onnx else 0.0
@@ -220,6 +225,7 @@ def test_within_budget_returns_int8_after_two_validations(digits_onnx, onnx_data
     assert not [v for v in nncf.last_report().skipped.values() if "accuracy control" in v]
 
 
+@pytest.mark.slow
 def test_several_groups_per_step_and_reranking(outlier_onnx, onnx_data):
     params = nncf.AdvancedAccuracyRestorerParameters(
         num_reverted_per_step=2, rerank_every=1, max_num_iterations=2, restore_mode="only_activations"

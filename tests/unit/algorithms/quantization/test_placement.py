@@ -2,8 +2,7 @@ from nncompress.algorithms.quantization.placement import PlacementOptions, find_
 from nncompress.graph.ir import InputRef, TensorRef
 from nncompress.graph.ops import OpKind as K
 from nncompress.hardware.rules import ASYM, CPU_RULES, SYM
-
-from .graph_builder import G
+from tests.unit.graph_builder import G
 
 
 def place(graph, ignored=None, **kw):

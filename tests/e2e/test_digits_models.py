@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the trained digits CNN in three runtimes
+
 MIN_ACCURACY = 0.98
 MIN_AGREEMENT = 0.995
 

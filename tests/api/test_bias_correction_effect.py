@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 import nncompress as nncf
-
-from .contract.models import export_onnx
+from tests.contract.models import export_onnx
 
 onnx = pytest.importorskip("onnx")
 
