@@ -91,6 +91,7 @@ def run_case(name: str) -> dict:
         runs = []
 
         def control() -> None:
+            runs.clear()  # the previous run's model is freed before this one: peak RSS is one run's
             validate = CountingValidation(per_sample=task != "outlier-scalar")
             try:
                 result, error = nncf.quantize_with_accuracy_control(

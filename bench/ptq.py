@@ -36,10 +36,14 @@ def run_case(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         setup = getattr(cases, f"{task}_setup")(backend, Path(tmp))
         rss_before = common.peak_rss_mb()
-        results = []
-        timing = harness.repeat(lambda: results.append(nncf.quantize(setup.model, setup.calibration, **setup.options)))
-        int8 = results[-1]
-        del results[:-1]
+        last = []  # only the latest result is kept: peak RSS is one call's, not that of every repeat
+
+        def call() -> None:
+            last[:] = []
+            last.append(nncf.quantize(setup.model, setup.calibration, **setup.options))
+
+        timing = harness.repeat(call)
+        int8 = last[0]
         rss_after = common.peak_rss_mb()
         result = {
             "case": name, "quantize_s": timing.spread.as_dict(), "quantize_load": timing.load.describe(),
