@@ -12,9 +12,10 @@ from nncompress.algorithms.weights.config import (
     default_group_size,
 )
 from nncompress.algorithms.weights.pipeline import run_weight_compression
+from nncompress.api.quantize import check_first_item
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
-from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.errors import UnsupportedBackendError, ValidationError
 from nncompress.log import logger, warn_once
 from nncompress.numerics.lowbit import (
     FIXED_GROUP_SIZES,
@@ -34,6 +35,7 @@ FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
 NOT_IMPLEMENTED_MODES = (Mode.INT3_SYM, Mode.INT2_SYM)
 NOT_IMPLEMENTED_BACKUPS = (BackupMode.FP8_E4M3, BackupMode.MXFP8_E4M3)
 LORA_ADAPTER_RANK = AdvancedCompressionParameters().lora_adapter_rank  # NNCF's default, read by nothing here
+_EMPTY_DATASET = "the dataset is empty; give at least one model input (128 are recommended)"
 
 
 def compress_weights(
@@ -76,7 +78,7 @@ def compress_weights(
         backup_mode=backup_mode, compression_format=compression_format, advanced=advanced_parameters,
     )
     if options.dataset is not None:
-        adapter = get_adapter(model, example_input=_check_first_item(adapter, model, options.dataset))
+        adapter = get_adapter(model, example_input=check_first_item(adapter, model, options.dataset, _EMPTY_DATASET))
     result, report = run_weight_compression(adapter, model, options)
     set_last_report(report)
     if verbose:
@@ -283,9 +285,3 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     return advanced
 
 
-def _check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
-    first = dataset.peek_inference_data()  # a one-shot source replays this item in its pass
-    if not first:
-        raise CalibrationError("the dataset is empty; give at least one model input (128 are recommended)")
-    adapter.check_inputs(model, first[0])
-    return first[0]

@@ -21,6 +21,7 @@ from nncompress.report import set_last_report
 from nncompress.scopes import IgnoredScope
 
 TModel = TypeVar("TModel")
+_EMPTY_CALIBRATION = "the calibration dataset is empty; give at least one item (300 are recommended)"
 
 
 def quantize(
@@ -113,10 +114,10 @@ def validate_quantize_args(
     )
 
 
-def check_first_item(adapter, model: Any, dataset: Dataset) -> Any:
+def check_first_item(adapter, model: Any, dataset: Dataset, empty_message: str = _EMPTY_CALIBRATION) -> Any:
     """The first item of ``dataset``, checked as an input of ``model`` (the call's example input)."""
     first = dataset.peek_inference_data()  # a one-shot source replays this item in its pass
     if not first:
-        raise CalibrationError("the calibration dataset is empty; give at least one item (300 are recommended)")
+        raise CalibrationError(empty_message)
     adapter.check_inputs(model, first[0])
     return first[0]
