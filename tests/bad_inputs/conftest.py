@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from tests.contract.models import export_onnx  # noqa: E402
+from tests.contract import backends  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "torch")
 
@@ -43,17 +43,7 @@ class Case:
 
     def run(self, model: Any, array: np.ndarray) -> np.ndarray:
         """The first output of ``model`` (a result of this backend) on ``array``."""
-        if self.backend == "torch":
-            with torch.no_grad():
-                return model(torch.from_numpy(array)).numpy()
-        if self.backend == "onnx":
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-            return session.run(None, {"x": array})[0]
-        import openvino as ov
-
-        return ov.Core().compile_model(model, "CPU")(array)[0]
+        return backends.run(model, array)
 
 
 def make_case(backend: str, tmp_path, mutate=None) -> Case:
@@ -62,15 +52,7 @@ def make_case(backend: str, tmp_path, mutate=None) -> Case:
     if mutate is not None:
         with torch.no_grad():
             mutate(module)
-    if backend == "torch":
-        return Case(backend, module, module)
-    onnx = pytest.importorskip("onnx")
-    path = export_onnx(module, torch.zeros(1, 3, 8, 8), tmp_path / "two_convs.onnx")
-    if backend == "onnx":
-        pytest.importorskip("onnxruntime")
-        return Case(backend, onnx.load(path), module)
-    ov = pytest.importorskip("openvino")
-    return Case(backend, ov.convert_model(path), module)
+    return Case(backend, backends.as_backend(module, torch.zeros(1, 3, 8, 8), backend, tmp_path), module)
 
 
 @pytest.fixture(params=BACKENDS)

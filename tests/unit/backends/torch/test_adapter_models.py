@@ -23,6 +23,8 @@ from nncompress.graph.edits import (  # noqa: E402
 from nncompress.graph.ir import InputRef, TensorRef  # noqa: E402
 from nncompress.numerics.qparams import asymmetric_range, fake_quantize, symmetric_range  # noqa: E402
 
+from .tiny_transformers import tiny_gpt2  # noqa: E402
+
 
 class MLP(nn.Module):
     def __init__(self):
@@ -169,16 +171,8 @@ def test_set_constant_multiply_and_edits_on_a_hooked_model(mlp):
     assert "x/smooth/fq_output_0" not in smoothed._nncompress_hooks.keys  # the input of apply is untouched
 
 
-def _tiny_gpt2():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=2, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
 def test_gpt2_quantize_then_generate_and_tied_weights_stay_separate():
-    model = _tiny_gpt2()
+    model = tiny_gpt2()
     ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
     data = [{"input_ids": torch.randint(0, 100, (1, 8))} for _ in range(3)]
     quantized = nncompress.quantize(model, nncompress.Dataset(data), model_type=nncompress.ModelType.TRANSFORMER)

@@ -13,6 +13,8 @@ from nncompress.errors import CalibrationError, GraphCaptureError  # noqa: E402
 from nncompress.graph.ir import BiasInfo, TensorRef  # noqa: E402
 from nncompress.graph.ops import OpKind  # noqa: E402
 
+from .tiny_transformers import tiny_bert, tiny_gpt2  # noqa: E402
+
 
 class Block(nn.Module):
     def __init__(self):
@@ -100,26 +102,8 @@ def test_capture_is_deterministic_and_leaves_the_model_untouched(cnn):
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())  # BN stats not updated
 
 
-def _tiny_bert():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    return transformers.BertModel(config).eval()
-
-
-def _tiny_gpt2():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=2, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
 def test_tiny_bert_capture_with_dict_inputs_and_outputs():
-    bert = _tiny_bert()
+    bert = tiny_bert()
     item = {"input_ids": torch.randint(0, 100, (1, 8)), "attention_mask": torch.ones(1, 8, dtype=torch.long)}
     graph = TorchAdapter(example_input=item).build_graph(bert)
     assert [n.name for n in graph.inputs()] == ["input_ids", "attention_mask"]
@@ -136,7 +120,7 @@ def test_tiny_bert_capture_with_dict_inputs_and_outputs():
 
 
 def test_tiny_gpt2_capture_conv1d_addmm_and_tied_weights():
-    gpt2 = _tiny_gpt2()
+    gpt2 = tiny_gpt2()
     adapter = TorchAdapter(example_input={"input_ids": torch.randint(0, 100, (1, 8))})
     graph = adapter.build_graph(gpt2)
     c_attn = graph.node("transformer.h.0.attn.c_attn/addmm_0")

@@ -1,0 +1,24 @@
+"""Tiny random-initialised Hugging Face models for the PyTorch backend tests (skipped without transformers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def tiny_bert():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config).eval()
+
+
+def tiny_gpt2():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=2, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config).eval()
