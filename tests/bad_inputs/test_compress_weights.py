@@ -77,8 +77,13 @@ def test_nan_weight_is_a_validation_error_naming_it(backend, tmp_path):
         module.fc2.weight[3, 5] = float("inf")
     model = nf.as_backend(module, torch.zeros(1, 8, 64), backend, tmp_path)
     items = nf.items((1, 8, 64))[:4]
-    with pytest.raises(nncf.ValidationError, match=r"weight of '.*fc2.*' .* 1 non-finite values"):
-        nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32)
+    found_when_encoding = [{}, dict(mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=32),
+                           dict(mode=nncf.CompressWeightsMode.NF4, group_size=32, all_layers=True)]
+    checked_first = [dict(mode=nncf.CompressWeightsMode.INT4_SYM, group_size=32, ratio=0.5, all_layers=True),
+                     dict(DATA_AWARE, dataset=nf.dataset(items, backend), subset_size=4)]
+    for options in found_when_encoding + checked_first:
+        with pytest.raises(nncf.ValidationError, match=r"weight of '.*fc2.*' .* 1 non-finite values"):
+            nncf.compress_weights(model, **options)
     with pytest.raises(nncf.ValidationError, match=r"weight of '.*fc2.*' .* 1 non-finite values"):
         nncf.quantize(model, nf.dataset(items, backend), subset_size=4)
 

@@ -33,6 +33,20 @@ from nncompress.parameters import CompressWeightsMode as Mode
 F16_NORMAL = 2.0**-14  # smallest normal float16: smaller scales are kept in float32
 F32_TINY = 1e-30
 
+
+class NonFiniteWeightError(ValueError):
+    """A weight holds NaN or Inf (found from its group extremes, which NaN and Inf always reach)."""
+
+
+def _finite(extreme: np.ndarray) -> np.ndarray:
+    """``extreme`` (per-group min, max or max |w|) unchanged; NonFiniteWeightError when not finite.
+
+    Checking the small per-group extremes instead of every element keeps the check nearly free: a NaN
+    makes its group's min and max NaN, and an Inf becomes its group's max (or min)."""
+    if not np.isfinite(extreme).all():
+        raise NonFiniteWeightError("the weight holds NaN or Inf values")
+    return extreme
+
 INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
 FOUR_BIT_MODES = frozenset(
     {Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3, Mode.CODEBOOK,
@@ -166,8 +180,8 @@ def round_scale(scale: np.ndarray) -> np.ndarray:
 def _extremes(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per group for integer modes; (max |w|, unused) for float grids."""
     if mode in (Mode.INT8_ASYM, Mode.INT4_ASYM, Mode.INT8_SYM, Mode.INT4_SYM):
-        return grouped.min(axis=axes, keepdims=True), grouped.max(axis=axes, keepdims=True)
-    amax = np.abs(grouped).max(axis=axes, keepdims=True)
+        return _finite(grouped.min(axis=axes, keepdims=True)), _finite(grouped.max(axis=axes, keepdims=True))
+    amax = _finite(np.abs(grouped).max(axis=axes, keepdims=True))
     return amax, amax
 
 
@@ -412,7 +426,7 @@ def encode(
         book = check_codebook(book)
         find, quantize = partial(_book_scale, book=book), partial(_book_codes, book=book)
     if mode is Mode.NVFP4:  # one tensor scale over every group: all group scales first
-        scale, global_scale = nvfp4_scales(np.abs(grouped).max(axis=axes, keepdims=True))
+        scale, global_scale = nvfp4_scales(_finite(np.abs(grouped).max(axis=axes, keepdims=True)))
         data, _, _ = _encode_chunks(grouped, mode, axes, scale * np.float32(global_scale), None, find, quantize)
     else:
         if scale is None and 0 in axes:  # the reduction spans the chunked axis: scales first
@@ -483,7 +497,7 @@ def check_codebook(book) -> np.ndarray:
 
 
 def _book_scale(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], book: np.ndarray):
-    amax = np.abs(grouped).max(axis=axes, keepdims=True)
+    amax = _finite(np.abs(grouped).max(axis=axes, keepdims=True))
     return round_scale(amax / np.abs(book).max()), None
 
 

@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 from nncompress.numerics.grids import nearest_e4m3
 from nncompress.numerics.lowbit import (
     NF4_LEVELS,
+    NonFiniteWeightError,
     code_range,
     codebook,
     encode,
@@ -207,3 +208,21 @@ def test_fitted_codebook_follows_the_weights():
     ratio = e4m3 / np.abs(e4m3).max() * 448  # up to one common factor, every value is an E4M3 value
     assert np.all(np.isin(np.round(ratio, 3), np.round(E4M3_LEVELS[:127], 3)) | np.isin(np.round(-ratio, 3),
                   np.round(E4M3_LEVELS[:127], 3)))
+
+
+@pytest.mark.parametrize("mode", ALL, ids=lambda m: m.value)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("search", [False, True], ids=["rtn", "search"])
+def test_a_non_finite_value_anywhere_is_found_from_the_group_extremes(mode, bad, search):
+    # large enough to run in several chunks on the pool, the bad value in the last chunk
+    weight = np.random.default_rng(0).normal(size=(2048, 256)).astype(np.float32)
+    weight[2000, 77] = bad
+    with pytest.raises(NonFiniteWeightError):
+        encode(weight, mode, 1, GROUPS.get(mode, 32), search=search)
+
+
+def test_a_user_codebook_also_finds_non_finite_values():
+    weight = np.ones((8, 64), np.float32)
+    weight[3, 3] = np.nan
+    with pytest.raises(NonFiniteWeightError):
+        encode(weight, M.CODEBOOK, 1, 32, book=np.array([-1.0, 0.0, 0.5, 1.0], np.float32))

@@ -28,24 +28,40 @@ from nncompress.algorithms.weights.report import WeightCompressionReport
 from nncompress.algorithms.weights.selection import WeightLayer, select_layers
 from nncompress.graph.edits import CompressWeight, EditStream, SetConstant
 from nncompress.graph.ops import OpKind
-from nncompress.numerics.lowbit import CompressedWeight
+from nncompress.numerics.lowbit import CompressedWeight, NonFiniteWeightError, canonical_mode
+from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.progress import progress_iter
 
 
 class WeightReader:
-    """Reads a layer's float weight from the model; ValidationError on a weight's first read when it
-    holds NaN or Inf."""
+    """Reads a layer's float weight from the model; ValidationError when it holds NaN or Inf.
 
-    def __init__(self, adapter, model):
-        self.adapter, self.model = adapter, model
+    ``eager``: every weight is checked on its first read (the methods that look at a weight before
+    encoding it: mixed precision, AWQ, the data-aware steps, fitted codebooks). Otherwise the encoder
+    finds non-finite values from its per-group extremes (``NonFiniteWeightError``) and ``check`` then
+    names them, which saves a full pass over every weight.
+    """
+
+    def __init__(self, adapter, model, eager: bool = True):
+        self.adapter, self.model, self.eager = adapter, model, eager
         self._checked: set[str] = set()  # nodes whose weights were checked for NaN/Inf
 
     def __call__(self, layer: WeightLayer) -> np.ndarray:
         weight = self.adapter.get_constant(self.model, layer.node, layer.weight.port)
-        if layer.node not in self._checked:
+        if self.eager and layer.node not in self._checked:
             check_finite_weight(weight, layer.node)
             self._checked.add(layer.node)
         return weight
+
+    def check(self, layer: WeightLayer) -> None:
+        """ValidationError naming the non-finite values of ``layer``'s weight (read again)."""
+        check_finite_weight(self.adapter.get_constant(self.model, layer.node, layer.weight.port), layer.node)
+
+
+def _reads_weights_before_encoding(options: WeightCompressionOptions) -> bool:
+    mixed = options.ratio < 1.0 and not options.is_8bit
+    fitted = canonical_mode(options.mode) is Mode.ADAPTIVE_CODEBOOK
+    return options.needs_statistics or options.awq or mixed or fitted
 
 
 def run_weight_compression(adapter, model, options: WeightCompressionOptions) -> tuple[Any, WeightCompressionReport]:
@@ -57,7 +73,7 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     report.notes += selection.notes
     report.skipped.update(selection.skipped)
     layers = selection.layers
-    read = WeightReader(adapter, model)
+    read = WeightReader(adapter, model, eager=_reads_weights_before_encoding(options))
     stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
     if options.needs_statistics:
         stats = data_aware.collect_statistics(adapter, model, layers, options, report)
@@ -138,7 +154,11 @@ def _edits(
         started = time.perf_counter()
         layer = job.layer
         report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
-        job = run_steps(job, layer_steps(layer.config, awq, read, options, factors))
+        try:
+            job = run_steps(job, layer_steps(layer.config, awq, read, options, factors))
+        except NonFiniteWeightError:
+            read.check(layer)
+            raise
         job = job.but(weight=None, target=None)  # only the results are needed from here on
         if job.compressed is not None:
             compressed = job.compressed
