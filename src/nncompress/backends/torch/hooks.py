@@ -21,7 +21,9 @@ The model stays an instance of the user's class; the class itself is never chang
 
 from __future__ import annotations
 
+import copy
 import inspect
+import weakref
 from typing import Any
 
 from torch import nn
@@ -110,20 +112,44 @@ class HookStorage(nn.Module):
 class HookedForward:
     """The ``forward`` of a hooked model: the class's forward run under the hook-applying mode.
 
-    Holding the model (a reference cycle, collected normally) keeps ``copy.deepcopy`` and pickling
-    correct; ``inspect.signature`` reports the original forward's parameters (Hugging Face
-    ``generate`` relies on that).
+    It holds the model weakly, so the model and its forward form no reference cycle: a hooked model is
+    freed as soon as its last reference goes (a cycle would keep every discarded result of repeated
+    ``quantize`` calls alive until the cyclic garbage collector runs). ``copy.deepcopy`` and pickling
+    re-point it at the copy; ``inspect.signature`` reports the original forward's parameters (Hugging
+    Face ``generate`` relies on that).
     """
 
     def __init__(self, model: nn.Module, inner=None, host: str = ""):
-        self.model = model
+        self._model = weakref.ref(model)
         self.inner = inner  # an instance-level forward the model had before (e.g. another wrapper)
         self.host = host  # path of the module holding the hook storage ("" for the root)
+
+    @property
+    def model(self) -> nn.Module:
+        model = self._model()
+        if model is None:
+            raise UnsupportedModelError(
+                "this forward belongs to a hooked model that no longer exists; keep a reference to the model "
+                "and call model(...) or model.forward(...)"
+            )
+        return model
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from .mode import run_model
 
         return run_model(self.model, args, kwargs)
+
+    def __deepcopy__(self, memo: dict) -> HookedForward:
+        model = self._model()
+        copied = memo.get(id(model), model)  # the model being copied (registered in memo before its state)
+        return HookedForward(copied, copy.deepcopy(self.inner, memo), self.host)
+
+    def __getstate__(self) -> dict:
+        return {"model": self._model(), "inner": self.inner, "host": self.host}
+
+    def __setstate__(self, state: dict) -> None:
+        self._model = weakref.ref(state["model"])
+        self.inner, self.host = state["inner"], state["host"]
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -134,7 +160,8 @@ class HookedForward:
         return original_forward(self.model)
 
     def __repr__(self) -> str:
-        return f"<nncompress hooked forward of {type(self.model).__name__}>"
+        model = self._model()
+        return f"<nncompress hooked forward of {type(model).__name__ if model is not None else 'a freed model'}>"
 
 
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)

@@ -198,3 +198,32 @@ def test_a_mask_inserted_after_a_quantizer_at_the_same_point_runs_before_it():
         quantizer_first = F.linear(act_fq(torch.relu(x)) * scale, weight, quantized.fc.bias)
     torch.testing.assert_close(result, mask_first, rtol=0, atol=1e-6)
     assert (result - quantizer_first).abs().max() > 1e-3  # the two orders really differ here
+
+
+def test_a_discarded_hooked_model_is_freed_without_the_cyclic_collector():
+    import gc
+    import weakref
+
+    model, data, x = _setup(FORMS[0])
+    gc.disable()
+    try:
+        quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=16)
+        gone = weakref.ref(quantized)
+        del quantized
+        assert gone() is None  # freed by reference counting: the forward holds its model weakly
+    finally:
+        gc.enable()
+
+
+def test_copies_run_their_own_forward_and_a_lone_forward_of_a_freed_model_is_named():
+    model, data, x = _setup(FORMS[0])
+    quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=16)
+    for twin in (copy.deepcopy(quantized), pickle.loads(pickle.dumps(quantized))):
+        assert twin.forward.model is twin
+        with torch.no_grad():
+            next(storage_of(twin).parameters()).mul_(2.0)  # changing the copy leaves the original alone
+            assert not torch.equal(twin(x), quantized(x))
+    forward = quantized.forward
+    del quantized
+    with pytest.raises(nncf.UnsupportedModelError, match="no longer exists"):
+        forward(x)
