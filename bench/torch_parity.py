@@ -20,7 +20,7 @@ import openvino as ov  # noqa: E402
 import torch  # noqa: E402
 
 import nncompress as nncf  # noqa: E402
-from bench import common  # noqa: E402
+from bench import common, harness  # noqa: E402
 from bench import models as real  # noqa: E402
 
 
@@ -83,7 +83,8 @@ def main() -> None:
     headers = ["model", "export run in", "max abs diff vs torch", "max abs torch output", "agreement"]
     table = common.markdown_table(headers, rows)
     print(table)
-    notes = ("The reference is the fake-quantized PyTorch model; exports are `nncompress.export` ONNX (QDQ) run in "
+    notes = (harness.provenance("python bench/torch_parity.py") + " Accuracy only (no timing). "
+             "The reference is the fake-quantized PyTorch model; exports are `nncompress.export` ONNX (QDQ) run in "
              "ONNX Runtime and its `openvino.convert_model` conversion, both with integer kernels. Differences come "
              "from integer arithmetic and float rounding flipping individual quantization steps.")
     common.write_benchmarks_section("PyTorch export parity", "python bench/torch_parity.py", table, notes)

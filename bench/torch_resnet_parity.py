@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, harness  # noqa: E402
 from examples.digits_cnn import default_cache_dir, load_digits_data  # noqa: E402
 from tests.resnet_models import ResNet18, int8_accuracies, train_resnet18  # noqa: E402
 
@@ -58,9 +58,10 @@ def main() -> None:
     table = common.markdown_table(headers, [row])
     print(table)
     if not args.no_write:
-        notes = ("Digits (scikit-learn, 16x16), 594 held-out images; both INT8 models from `nncompress.quantize` "
-                 "with default parameters on the same 300 calibration images. " + common.machine_summary())
         command = f"python bench/torch_resnet_parity.py --width {args.width} --epochs {args.epochs}"
+        notes = (harness.provenance(command) + " Accuracy only (no timing). Digits (scikit-learn, 16x16), 594 "
+                 "held-out images; both INT8 models from `nncompress.quantize` with default parameters on the same "
+                 "300 calibration images.")
         common.write_benchmarks_section("PyTorch ResNet-18 INT8 parity", command, table, notes)
 
 

@@ -8,8 +8,11 @@
     python bench/weights.py --case '{"task": "gpt2", "backend": "onnx"}'   # one case as JSON
 
 Peak RSS: the process's high-water mark is reset (``/proc/self/clear_refs``) after the model is
-loaded, so "rise" is what ``compress_weights`` itself adds; "peak" is the process's absolute peak
-during the call. Models are read fully into memory first (OpenVINO with mmap off).
+loaded, so "rise" is what the first ``compress_weights`` call itself adds; "peak" is the process's
+absolute peak during that call. Models are read fully into memory first (OpenVINO with mmap off).
+Time: ``bench.harness`` figures, median (min-max) of repeated calls (MiniLM and GPT-2: 5 calls, the
+first included; SmolLM2: one call, ``NNCOMPRESS_BENCH_SMOLLM_REPEATS`` for more), with the load
+average around them; the script refuses to start on a busy machine unless ``--allow-busy``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common, harness  # noqa: E402
 
 CACHE = Path(os.environ.get("NNCOMPRESS_CACHE", Path.home() / ".cache" / "nncompress"))
 MINILM_CASES = [  # (label, compress_weights arguments, reference figure)
@@ -81,6 +84,7 @@ SMOLLM_FORMAT_CASES = [  # float formats (NNCF: OpenVINO only, no published figu
     ("MXFP8_E4M3 (group 32)", {"mode": "mxfp8_e4m3"}, None),
 ]
 BACKENDS = ("onnx", "openvino", "torch")
+SMOLLM_REPEATS = int(os.environ.get("NNCOMPRESS_BENCH_SMOLLM_REPEATS", "1"))
 
 
 # --------------------------------------------------------------------------- memory
@@ -104,12 +108,32 @@ def _reset_peak() -> float:
     return _rss_mb()
 
 
-def _measured(compress) -> dict:
+def _measured(compress, repeats: int = harness.REPEATS) -> dict:
+    """The first call's result and memory; the wall time of ``repeats`` calls (the first included) and
+    the load average around them."""
     base = _reset_peak()
+    load = harness.LoadRecord()
+    load.read()
     start = time.perf_counter()
     result = compress()
-    seconds = time.perf_counter() - start
-    return {"model": result, "seconds": seconds, "peak_mb": _hwm_mb(), "rise_mb": _hwm_mb() - base}
+    times = [time.perf_counter() - start]
+    peak = _hwm_mb()
+    for _ in range(repeats - 1):
+        load.read()
+        start = time.perf_counter()
+        compress()
+        times.append(time.perf_counter() - start)
+    load.read()
+    return {"model": result, "seconds": harness.Spread(tuple(times)).as_dict(), "load": load.describe(),
+            "busy": load.busy, "peak_mb": peak, "rise_mb": peak - base}
+
+
+def seconds(figures: dict, spec: str = ".2f") -> str:
+    """'median (min-max)' of a case's compress_weights time; '-' when nothing was compressed."""
+    if figures.get("seconds") is None:
+        return "-"
+    spread = harness.Spread.from_dict(figures["seconds"])
+    return format(spread.median, spec) if figures["seconds"]["n"] == 1 else spread.format(spec)
 
 
 # --------------------------------------------------------------------------- models
@@ -248,14 +272,15 @@ def smollm_case(backend: str, label: str) -> dict:
     kwargs = next(args for name, args, _ in SMOLLM_CASES + SMOLLM_FORMAT_CASES if name == label)
     tok = llm.tokenizer()
     model = llm.load(backend)
-    figures = {"seconds": 0.0, "peak_mb": _hwm_mb(), "rise_mb": 0.0, "size_ratio": 1.0, "notes": []}
+    figures = {"seconds": None, "load": "-", "busy": False, "peak_mb": _hwm_mb(), "rise_mb": 0.0, "size_ratio": 1.0,
+               "notes": []}
     compressed = model
     if kwargs is not None:
         kwargs = dict(kwargs)
         if kwargs.pop("data", False):
             transform = common.torch_item if backend == "torch" else None
             kwargs["dataset"] = nncf.Dataset(llm.calibration_items(tok), transform)
-        figures = _measured(lambda: nncf.compress_weights(model, **kwargs))
+        figures = _measured(lambda: nncf.compress_weights(model, **kwargs), SMOLLM_REPEATS)
         compressed = figures.pop("model")
         report = nncf.last_report()
         figures["notes"] = [n for n in report.notes if n.startswith(("AWQ", "mixed"))]
@@ -298,9 +323,10 @@ def minilm_table() -> str:
             r = run_in_subprocess({"task": "minilm", "backend": backend, "label": label})
             print(label, backend, {k: v for k, v in r.items() if k != "layers"}, flush=True)
             rows.append([label, backend, f"{r['cosine_fallback']:.5f}", "-" if reference is None else f"{reference}",
-                         f"{r['cosine_lee']:.5f}", f"{r['seconds']:.2f}", f"{r['peak_mb']:.0f}", f"{r['rise_mb']:.0f}"])
+                         f"{r['cosine_lee']:.5f}", seconds(r), f"{r['peak_mb']:.0f}", f"{r['rise_mb']:.0f}", r["load"]])
     headers = ["configuration (group 128)", "backend", "cosine (64 sentences of the reference)", "reference tool",
-               "cosine (64 Lee news sentences)", "compress_weights s", "peak RSS MB", "RSS rise MB"]
+               "cosine (64 Lee news sentences)", "compress_weights s, median (min-max)", "peak RSS MB", "RSS rise MB",
+               "load"]
     return common.markdown_table(headers, rows)
 
 
@@ -310,10 +336,11 @@ def gpt2_table() -> str:
     for backend in BACKENDS:
         r = run_in_subprocess({"task": "gpt2", "backend": backend})
         print(backend, {k: v for k, v in r.items() if k != "table"}, flush=True)
-        rows.append([backend, f"{r['seconds']:.2f}", references[backend][0], f"{r['rise_mb']:.0f}",
-                     references[backend][1], f"{r['peak_mb']:.0f}", f"{r['size_ratio']:.3f}", str(r["runs"])])
-    headers = ["backend", "compress_weights s", "reference s", "peak RSS rise MB", "reference rise", "peak RSS MB",
-               "size compressed/FP32", "compressed model runs"]
+        rows.append([backend, seconds(r), references[backend][0], f"{r['rise_mb']:.0f}",
+                     references[backend][1], f"{r['peak_mb']:.0f}", f"{r['size_ratio']:.3f}", str(r["runs"]),
+                     r["load"]])
+    headers = ["backend", "compress_weights s, median (min-max)", "reference s", "peak RSS rise MB", "reference rise",
+               "peak RSS MB", "size compressed/FP32", "compressed model runs", "load"]
     return common.markdown_table(headers, rows)
 
 
@@ -326,11 +353,11 @@ def smollm_table(cases=SMOLLM_CASES) -> str:
             fp32.setdefault(backend, r["perplexity"])
             ratio = r["perplexity"] / fp32[backend]
             ref = "-" if reference is None else f"{reference:.2f} ({reference / 19.2455:.2f}x)"
-            rows.append([label, backend, f"{r['perplexity']:.2f}", f"{ratio:.3f}x", ref, f"{r['seconds']:.1f}",
-                         f"{r['peak_mb']:.0f}", f"{r['rise_mb']:.0f}", f"{r['size_ratio']:.3f}"])
+            rows.append([label, backend, f"{r['perplexity']:.2f}", f"{ratio:.3f}x", ref, seconds(r, ".1f"),
+                         f"{r['peak_mb']:.0f}", f"{r['rise_mb']:.0f}", f"{r['size_ratio']:.3f}", r["load"]])
     first = "configuration (group 128)" if cases is SMOLLM_CASES else "configuration"
     headers = [first, "backend", "perplexity", "vs FP32", "reference tool (vs its FP32)",
-               "compress_weights s", "peak RSS MB", "RSS rise MB", "size vs FP32"]
+               "compress_weights s", "peak RSS MB", "RSS rise MB", "size vs FP32", "load"]
     return common.markdown_table(headers, rows)
 
 
@@ -338,16 +365,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", nargs="?", choices=["minilm", "gpt2", "smollm2", "formats", "all"], default="all")
     parser.add_argument("--case", help="run one case (JSON spec) and print its figures")
+    parser.add_argument("--allow-busy", action="store_true", help="measure even when the load exceeds the cores")
     args = parser.parse_args()
     if args.case:
         result = run_case(json.loads(args.case))
         print(json.dumps(result))
         return
-    machine = common.machine_summary()
+    harness.require_quiet(args.allow_busy)
     if args.task in ("minilm", "all"):
         common.write_benchmarks_section(
             "Weight compression: all-MiniLM-L6-v2 embedding cosine", "python bench/weights.py minilm", minilm_table(),
-            f"Measured on {machine}. Mean cosine between FP32 and compressed sentence embeddings (mask-mean pooled, "
+            harness.provenance("python bench/weights.py minilm")
+            + " Mean cosine between FP32 and compressed sentence embeddings (mask-mean pooled, "
             "L2-normalised) on the reference tool's 64 sentences (bench/models.py fallback list) and on 64 real news "
             "sentences (first sentences of gensim's Lee corpus); calibration (data-aware rows): 128 other Lee "
             "sentences, or, where marked, the reference's 64 evaluated sentences (its figures match that protocol). "
@@ -358,7 +387,8 @@ def main() -> None:
     if args.task in ("smollm2", "all"):
         common.write_benchmarks_section(
             "Weight compression: SmolLM2-135M perplexity", "python bench/weights.py smollm2", smollm_table(),
-            f"Measured on {machine}. Real SmolLM2-135M-Instruct weights (bench/llm.py): perplexity on the first 4096 "
+            harness.provenance("python bench/weights.py smollm2")
+            + " Real SmolLM2-135M-Instruct weights (bench/llm.py): perplexity on the first 4096 "
             "tokens of gensim's cleaned Wikipedia dump, context 1024, stride 512; calibration: 128 samples of 128 "
             "tokens of lee_background.cor. Group 128: the 576-wide projections take group 64 (the default "
             "group_size_fallback_mode='adjust'; the reference tool needs that option set), down_proj 128; the tied "
@@ -370,7 +400,8 @@ def main() -> None:
         common.write_benchmarks_section(
             "Weight compression: SmolLM2-135M float formats", "python bench/weights.py formats",
             smollm_table(SMOLLM_FORMAT_CASES),
-            f"Measured on {machine}. Same protocol as the SmolLM2 table (4096 Wikipedia tokens, context 1024, stride "
+            harness.provenance("python bench/weights.py formats")
+            + " Same protocol as the SmolLM2 table (4096 Wikipedia tokens, context 1024, stride "
             "512), data-free, default group sizes (the 576-wide projections take group 64 where 128 is asked); "
             "FP4/FP8 back up in FP8_E4M3, MX formats in MXFP8_E4M3, NVFP4 and CB4 in INT8_ASYM (NNCF's defaults). "
             "NNCF implements these formats for OpenVINO only.",
@@ -378,7 +409,8 @@ def main() -> None:
     if args.task in ("gpt2", "all"):
         common.write_benchmarks_section(
             "Weight compression: 300M GPT-2 INT4_SYM time and memory", "python bench/weights.py gpt2", gpt2_table(),
-            f"Measured on {machine}. GPT2Config(n_embd=1024, n_layer=20, n_head=16), random init (seed 0): the "
+            harness.provenance("python bench/weights.py gpt2")
+            + " GPT2Config(n_embd=1024, n_layer=20, n_head=16), random init (seed 0): the "
             "transformers model itself (PyTorch, no dataset), exported to ONNX (354.6M parameters counting the untied "
             "lm_head copy) and converted to OpenVINO IR; loaded fully into memory before the call. "
             "compress_weights(mode=INT4_SYM, ratio=1.0, group_size=128): 80 Linear weights in INT4, embedding and "
