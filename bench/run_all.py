@@ -31,7 +31,9 @@ BENCHMARKS = [  # (name, arguments after `python`, minutes on a quiet 2-core mac
     ("torch_resnet_parity", ["bench/torch_resnet_parity.py", "--width", "64", "--epochs", "3"], 3),
     ("qat", ["bench/qat.py"], 10),
 ]
-ACCEPTS_ALLOW_BUSY = {"ptq", "accuracy_control", "torch_capture", "gpt2", "minilm", "smollm2", "formats", "weights_cache", "qat"}
+ACCEPTS_ALLOW_BUSY = {
+    "ptq", "accuracy_control", "torch_capture", "gpt2", "minilm", "smollm2", "formats", "weights_cache", "qat",
+}
 
 
 def main() -> None:
