@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def algorithm_names() -> tuple[str, ...]:
     return tuple(load_schema()["x-algorithms"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(definition: str):
     import jsonschema
 
@@ -137,7 +137,8 @@ def _describe(error, prefix: str) -> str:
         return f"{where}: unknown key {key!r}{_did_you_mean(key, valid)}; valid keys here: {_listing(valid)}"
     if kind == "enum":
         valid = error.validator_value
-        return f"{path}: {error.instance!r} is not valid{_did_you_mean(error.instance, valid)}; valid values: {_listing(valid)}"
+        hint = _did_you_mean(error.instance, valid)
+        return f"{path}: {error.instance!r} is not valid{hint}; valid values: {_listing(valid)}"
     if kind == "const":
         return f"{path}: must be {error.validator_value!r}; got {error.instance!r}"
     if kind == "type":
