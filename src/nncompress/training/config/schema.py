@@ -73,6 +73,11 @@ def validate_algorithm(section: dict, path: str) -> None:
     _check(_validator(f"algorithm:{name}"), section, path)
 
 
+def validate_definition(definition: str, instance: Any, path: str) -> None:
+    """Validate ``instance`` against ``#/$defs/<definition>`` (e.g. ``input_info_entry``) at key ``path``."""
+    _check(_validator(definition), instance, path)
+
+
 def _check_root_typos(config: dict) -> None:
     known = tuple(load_schema()["$defs"]["root"]["properties"])
     for key in config:
