@@ -244,3 +244,20 @@ def test_format_path():
     )
     assert format_path("", []) == "<root>"
     assert format_path("", ["input_info", 2]) == "input_info[2]"
+
+
+def test_every_schema_key_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[4] / "docs" / "training_config.md").read_text()
+    missing = set()
+    for definition in load_schema()["$defs"].values():
+        for key in definition.get("properties", {}):
+            if f"`{key}`" not in doc and f".{key}`" not in doc:
+                missing.add(key)
+    assert not missing, f"keys missing from docs/training_config.md: {sorted(missing)}"
+
+
+def test_empty_range_list_is_an_error():
+    message = _error(_quant(initializer={"range": []}))
+    assert message == "compression.initializer.range: must have at least 1 items; got []"
