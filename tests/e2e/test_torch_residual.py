@@ -51,3 +51,15 @@ def test_torch_int8_keeps_accuracy_with_default_parameters(resnet18, digits_data
     acc = int8_accuracies(resnet18, digits_data, tmp_path)
     assert acc["torch_int8"] >= acc["fp32"] - 0.02, acc
     assert abs(acc["torch_int8"] - acc["onnx_int8"]) <= 0.01, acc
+
+
+@pytest.mark.slow
+def test_onnx_full_bias_correction_on_the_exported_resnet18_runs_and_keeps_accuracy(resnet18, digits_data, tmp_path):
+    # onnxruntime's layout optimizations used to drop a conv output that the bias-correction pass requested
+    from tests.resnet_models import accuracy_onnx, export_onnx
+
+    proto = export_onnx(resnet18, tmp_path / "resnet18.onnx")
+    images = digits_data.x_train[:300]
+    int8 = nncf.quantize(proto, nncf.Dataset(list(images), lambda i: i[None]), fast_bias_correction=False)
+    fp32 = accuracy_onnx(proto, digits_data.x_test, digits_data.y_test)
+    assert accuracy_onnx(int8, digits_data.x_test, digits_data.y_test) >= fp32 - 0.02

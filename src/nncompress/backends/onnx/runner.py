@@ -162,12 +162,29 @@ def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = (), fe
         data = model.SerializeToString()
     finally:
         del outputs[count:]
-    return ort.InferenceSession(data, _session_options(), providers=["CPUExecutionProvider"])
+    return _session(data, bool(extra_outputs))
 
 
-def _session_options() -> ort.SessionOptions:
+def _session(data: bytes, extra_outputs: bool, arena: bool = True) -> ort.InferenceSession:
+    """A session of the serialized model; with extra outputs, a retry without layout optimizations.
+
+    onnxruntime's ORT_ENABLE_ALL level (layout transformations) can drop an intermediate tensor that is
+    also a graph output ("Failed to find node output or a constant initializer producing output", seen on a
+    partly quantized ResNet whose Conv output feeds a residual Add): the extended level keeps it.
+    """
+    try:
+        return ort.InferenceSession(data, _session_options(arena=arena), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/RuntimeError types
+        if not extra_outputs or "Failed to find node output" not in str(error):
+            raise
+    options = _session_options(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, arena)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _session_options(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, arena: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = level
+    options.enable_cpu_mem_arena = arena
     options.log_severity_level = 3
     return options
 
@@ -211,9 +228,8 @@ class WeightFedSession:
         lean.functions.extend(model.functions)
         lean.graph.CopyFrom(skeleton)
         self.weights = {t.name: numpy_helper.to_array(t) for t in fed}
-        options = _session_options()
-        options.enable_cpu_mem_arena = False  # activations are freed after each run, not pooled
-        self._session = ort.InferenceSession(lean.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        # activations are freed after each run, not pooled
+        self._session = _session(lean.SerializeToString(), bool(extra_outputs), arena=False)
 
     def run(self, output_names, feeds: Mapping[str, Any]) -> list:
         return self._session.run(output_names, {**feeds, **self.weights})
