@@ -419,8 +419,8 @@ def check_advanced_quantization(advanced: AdvancedQuantizationParameters) -> Adv
             advanced = dataclasses.replace(advanced, **{name: dataclasses.replace(params, mode=scheme)})
     _warn_no_effect(advanced)
     if advanced.backend_params:
-        logger.warning(
-            "advanced_parameters.backend_params %s: quantize does not use backend parameters yet; ignored",
-            sorted(advanced.backend_params),
-        )
+        keys = sorted(advanced.backend_params)
+        warn_once(f"quantize backend_params {keys}", (
+            f"advanced_parameters.backend_params {keys}: quantize does not use backend parameters yet; ignored"
+        ))
     return dataclasses.replace(advanced, quantizer_propagation_rule=rule)

@@ -153,9 +153,9 @@ def _check_int(value, name: str, minimum: int) -> None:
 
 def _warn_unsupported(advanced: AdvancedAccuracyRestorerParameters) -> None:
     if advanced.tune_hyperparams:
-        logger.warning("accuracy control: tune_hyperparams=True is not supported yet; ignored")
+        warn_once("tune_hyperparams", "accuracy control: tune_hyperparams=True is not supported yet; ignored")
     if advanced.intermediate_model_dir is not None:
-        logger.warning("accuracy control: intermediate_model_dir is not supported yet; ignored")
+        warn_once("intermediate_model_dir", "accuracy control: intermediate_model_dir is not supported yet; ignored")
     if advanced.num_ranking_workers is not None:
         warn_once("num_ranking_workers", (
             f"advanced_accuracy_restorer_parameters.num_ranking_workers={advanced.num_ranking_workers!r} has no "

@@ -62,3 +62,18 @@ def test_num_ranking_workers_warns_once_that_it_has_no_effect(caplog):
     (message,) = [r.getMessage() for r in caplog.records if "num_ranking_workers" in r.getMessage()]
     assert "num_ranking_workers=4 has no effect" in message
     assert first == plain
+
+
+def test_unsupported_restorer_options_warn_once_per_process(caplog, monkeypatch):
+    import logging
+
+    from nncompress import log
+    from nncompress.api.accuracy_control import _warn_unsupported
+
+    monkeypatch.setattr(log, "_warned", set())
+    advanced = nncf.AdvancedAccuracyRestorerParameters(tune_hyperparams=True, intermediate_model_dir="/tmp/x")
+    with caplog.at_level(logging.WARNING, logger="nncompress"):
+        for _ in range(3):
+            _warn_unsupported(advanced)
+    assert caplog.text.count("tune_hyperparams=True is not supported yet") == 1
+    assert caplog.text.count("intermediate_model_dir is not supported yet") == 1
