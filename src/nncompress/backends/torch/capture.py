@@ -60,6 +60,9 @@ def model_constants(model: nn.Module) -> dict[int, str]:
     return names
 
 
+MAX_ADD_BIAS_VALUES = 1 << 16  # a computed Add constant this small may be a layer's bias
+
+
 class Recorder(Observer):
     """Builds the nodes of a capture while the model runs."""
 
@@ -68,6 +71,9 @@ class Recorder(Observer):
         self.refs: dict[int, tuple[TensorRef, weakref.ref]] = {}
         self.nodes: list[Node] = []
         self.capture = Capture(Graph([]))
+        # small computed constants of Adds (e.g. ``x + self.b.view(1, -1, 1, 1)``): kept until ``finish``
+        # knows which of them are a layer's bias
+        self._add_constants: dict[tuple[str, int], torch.Tensor] = {}
 
     def ref(self, value: Any) -> TensorRef | None:
         if not isinstance(value, torch.Tensor):
@@ -141,10 +147,18 @@ class Recorder(Observer):
                 self.capture.port_params[(node.name, port)] = name
             elif port in keep:
                 self.capture.const_values[(node.name, port)] = value.detach().clone()
+            elif node.kind is K.ADD and value.numel() <= MAX_ADD_BIAS_VALUES:
+                self._add_constants[(node.name, port)] = value.detach().clone()
 
     def finish(self) -> Capture:
         graph = Graph(self.nodes)
         attach_following_add_biases(graph)
+        for node in graph:
+            bias = node.bias
+            key = (bias.node, bias.port) if bias is not None else None
+            if key in self._add_constants:
+                self.capture.const_values[key] = self._add_constants[key]
+        self._add_constants.clear()
         self.capture.graph = graph
         return self.capture
 
