@@ -346,7 +346,8 @@ def _join(b: _Builder, node: Node, layouts: list[Layout | None]) -> None:
         elif other.axis != base.axis or other.block != base.block or (
             [s.channels for s in other.segments] != [s.channels for s in base.segments]
         ):
-            b.block([base, other], f"joined at {_describe(node)} with a differently laid out tensor")
+            counts = f"{[s.channels for s in base.segments]} vs {[s.channels for s in other.segments]}"
+            b.block([base, other], f"unequal channel counts joined at {_describe(node)} ({counts})")
         else:
             for mine, theirs in zip(base.segments, other.segments, strict=True):
                 if (mine.group is None) != (theirs.group is None):
@@ -493,8 +494,13 @@ def channel_groups(
     _merge_shared(builder, shared)
     result = _collect(builder)
     if log:
-        for group in result.groups:
-            if not group.prunable:
-                logger.info(f"filter pruning: group {group.id} ({', '.join(group.producers)}) "
-                            f"is not pruned: {group.reason}")
+        log_skipped(result)
     return result
+
+
+def log_skipped(groups: ChannelGroups) -> None:
+    """One INFO line per group that cannot be pruned, with its producers and the reason."""
+    for group in groups:
+        if not group.prunable:
+            producers = ", ".join(group.producers)
+            logger.info(f"filter pruning: group {group.id} ({producers}) is not pruned: {group.reason}")

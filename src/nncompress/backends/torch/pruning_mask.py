@@ -1,0 +1,89 @@
+"""Filter pruning masks on PyTorch: zero pruned channels on the fly, shapes kept.
+
+``FilterPruningMask`` is a thin hook module: ``forward(weight)`` returns the weight multiplied by a 0/1
+buffer along one dimension (a producer's output filters and bias, a batch norm's weight and bias, a
+consumer's input channels). ``insert_pruning_masks`` puts these masks on a hooked copy of the model
+through the adapter's ``HookStorage`` chains at ``Stage.PRUNING_MASK`` (before sparsity masks and weight
+quantizers on the same weight). Masking the consumers' input channels too makes the masked model compute
+exactly what the model with the channels removed computes, whatever lies between (biases, sigmoids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncompress.graph.edits import Stage
+from nncompress.graph.ir import InputRef
+from nncompress.graph.ops import OpKind as K
+
+from .channel_removal import ModelChannels
+from .edits import Editor
+from .inputs import copy_model
+
+
+class FilterPruningMask(nn.Module):
+    """Multiplies a tensor by a per-channel 0/1 mask along ``dim`` (state: the ``binary_mask`` buffer)."""
+
+    def __init__(self, size: int, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("binary_mask", torch.ones(size))
+
+    def set_mask(self, mask) -> None:
+        mask = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+        if mask.shape != self.binary_mask.shape:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} for {tuple(self.binary_mask.shape)} channels")
+        self.binary_mask.copy_(mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        shape = [1] * weight.dim()
+        shape[self.dim] = -1
+        return weight * self.binary_mask.to(weight.dtype).view(shape)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.binary_mask.numel()}, dim={self.dim}, kept={int(self.binary_mask.sum())}"
+
+
+def _norm_ports(channels: ModelChannels, node: str) -> list[int]:
+    """Constant ports of a batch/group norm node holding its affine weight and bias."""
+    return sorted(p for (n, p), name in channels.capture.port_params.items()
+                  if n == node and name.rpartition(".")[2] in ("weight", "bias"))
+
+
+def mask_points(channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> list[tuple[str, int, int, np.ndarray]]:
+    """(node, constant port, dim, mask) for every weight and bias the masks act on."""
+    points = []
+    for name, masks in channels.groups.node_masks(dict(keep)).items():
+        node = channels.graph.node(name)
+        w = node.weight
+        if node.kind in (K.BATCH_NORM, K.GROUP_NORM):
+            points += [(name, port, 0, masks.out) for port in _norm_ports(channels, name)]
+            continue
+        if masks.out is not None:
+            points.append((name, w.port, w.out_axis, masks.out))
+            if node.bias is not None and node.bias.node == name:
+                points.append((name, node.bias.port, 0, masks.out))
+        if masks.inp is not None and node.kind is not K.DEPTHWISE_CONV:
+            points.append((name, w.port, w.in_axis, masks.inp))
+    return points
+
+
+def insert_pruning_masks(model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> nn.Module:
+    """A hooked copy of ``model`` whose weights are masked by ``keep`` (group id -> bool mask).
+
+    ``channels`` must come from ``model`` (``model_channels``); ``model`` itself is not changed.
+    """
+    result = copy_model(model)
+    editor = Editor(result, channels.capture)
+    editor.stage = Stage.PRUNING_MASK
+    for node, port, dim, mask in mask_points(channels, keep):
+        hook = FilterPruningMask(len(mask), dim)
+        hook.set_mask(mask)
+        key, index = editor._before(InputRef(node, port))
+        editor._insert(key, index, f"{node}/pruning_mask_{port}_{dim}", hook)
+        editor._note_constant(key)
+    return result
