@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nncompress.errors import ValidationError
 from nncompress.graph.edits import Stage
 from nncompress.graph.ir import InputRef
 from nncompress.graph.ops import OpKind as K
@@ -36,7 +37,7 @@ class FilterPruningMask(nn.Module):
     def set_mask(self, mask) -> None:
         mask = torch.as_tensor(np.asarray(mask, dtype=np.float32))
         if mask.shape != self.binary_mask.shape:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} for {tuple(self.binary_mask.shape)} channels")
+            raise ValidationError(f"a mask of shape {tuple(mask.shape)} for {self.binary_mask.numel()} channels")
         self.binary_mask.copy_(mask)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
