@@ -147,7 +147,7 @@ def _take(param: torch.Tensor | None, dim: int, mask: np.ndarray | None) -> torc
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
     old = getattr(module, name)
-    if value is None or old is None:
+    if value is None or old is None or value is old:
         return
     if isinstance(old, nn.Parameter):
         setattr(module, name, nn.Parameter(value, requires_grad=old.requires_grad))
