@@ -78,3 +78,13 @@ def test_unreachable_flops_target_says_how_far_it_gets():
         masks_for_flops_target(groups, imps, 0.95)
     with pytest.raises(ValidationError, match="1.5"):
         masks_for_flops_target(groups, imps, 1.5)
+
+
+def test_global_ranking_search_also_reaches_target():
+    graph = _cnn()
+    groups = channel_groups(graph, FREE)
+    rng = np.random.default_rng(1)
+    imps = group_importances(groups, lambda n: rng.normal(size=graph.node(n).weight.shape), normalize=True)
+    found = masks_for_flops_target(groups, imps, 0.3, all_weights=True)
+    assert found.pruned.flops <= 0.7 * found.full.flops
+    assert found.pruned == pruned_cost(groups, found.masks)

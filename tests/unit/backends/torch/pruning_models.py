@@ -87,3 +87,32 @@ def half_masks(groups, seed: int = 0) -> dict[int, np.ndarray]:
         mask[rng.choice(group.channels, group.channels // 2, replace=False)] = True
         keep[group.id] = mask
     return keep
+
+
+class SqueezeExcite(nn.Module):
+    """conv -> x * sigmoid(expand(relu(reduce(mean(x))))) -> conv: the gate's producer joins x's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv = nn.Conv2d(16, 32, 3, padding=1)
+        self.reduce = nn.Conv2d(32, 8, 1)
+        self.expand = nn.Conv2d(8, 32, 1)
+        self.out = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        x = torch.nn.functional.hardswish(self.conv(torch.relu(self.stem(x))))
+        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.out(x * gate)
+
+
+class TokenMLP(nn.Module):
+    """[N, T, C] tokens: a residual MLP (fc1 prunable, fc2 joined with the input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 64)
+        self.fc2 = nn.Linear(64, 16)
+
+    def forward(self, x):
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(x)))

@@ -15,7 +15,15 @@ from nncompress.backends.torch.pruning_mask import insert_pruning_masks
 from nncompress.errors import ValidationError
 from nncompress.graph.channels import PruningRules
 
-from .pruning_models import ResidualDW, SharedTwice, half_masks, randomize_norms, sequential
+from .pruning_models import (
+    ResidualDW,
+    SharedTwice,
+    SqueezeExcite,
+    TokenMLP,
+    half_masks,
+    randomize_norms,
+    sequential,
+)
 
 FIRST = PruningRules(prune_first_conv=True)
 FREE = PruningRules(prune_first_conv=True, prune_downsample_convs=True)
@@ -85,6 +93,21 @@ def test_sequential():
     # conv0 224, bn 16, conv3 3472, linear7 588, linear9 60
     channels, shrunk = _check(sequential(), torch.randn(2, 3, 8, 8), FIRST, 4360)
     assert isinstance(shrunk, nn.Sequential) and shrunk[7].in_features == 16 and shrunk[9].in_features == 12
+
+
+def test_squeeze_excite_gate_joins_its_input():
+    # stem 16->8, {conv, expand} 32->16, reduce 8->4: stem 448->224, conv 4640->1168, reduce 264->68,
+    # expand 288->80, out (inputs only) 132->68
+    channels, _ = _check(SqueezeExcite(), torch.randn(2, 3, 8, 8), FIRST, 224 + 3472 + 196 + 208 + 64)
+    groups = {tuple(g.producers) for g in channels.groups.prunable()}
+    assert ("conv/conv2d_0", "expand/conv2d_0") in groups and ("reduce/conv2d_0",) in groups
+
+
+def test_token_mlp_prunes_the_hidden_layer_only():
+    # fc1 64->32: 1088->544; fc2 in 1040->528
+    channels, shrunk = _check(TokenMLP(), torch.randn(2, 5, 16), FIRST, 544 + 512)
+    assert shrunk.fc1.out_features == 32 and shrunk.fc2.in_features == 32
+    assert "no prunable layer produces" in channels.groups.group_of("fc2/linear_0").reason
 
 
 def test_shrunk_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
