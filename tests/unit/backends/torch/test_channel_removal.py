@@ -182,3 +182,40 @@ def test_bad_masks_are_refused():
         remove_channels(model, channels, {expand.id: np.zeros(64, bool)})
     with pytest.raises(ValidationError, match="no channel group 99"):
         remove_channels(model, channels, {99: np.ones(3, bool)})
+
+
+def test_capture_records_channel_attributes():
+    from nncompress.backends.torch.capture import capture_graph
+
+    graph = capture_graph(ResidualDW(), torch.randn(1, 3, 8, 8)).graph
+    assert graph.node("down/conv2d_0").attrs["strides"] == (2, 2)
+    assert graph.node("dw/conv2d_0").attrs["strides"] == (1, 1)
+    assert graph.node("cat_0").attrs["axis"] == 1
+    graph = capture_graph(SqueezeExcite(), torch.randn(1, 3, 8, 8)).graph
+    attrs = graph.node("mean_0").attrs
+    assert (attrs["axes"], attrs["keepdims"]) == ((2, 3), True)
+    graph = capture_graph(_Norms(4), torch.randn(1, 3, 4, 4)).graph
+    assert graph.node("gn/group_norm_0").attrs["num_groups"] == 4
+
+
+def test_groups_are_the_same_on_the_onnx_graph(tmp_path):
+    import onnx
+
+    from nncompress.backends.registry import get_adapter
+    from nncompress.backends.torch.export import export_onnx
+    from nncompress.graph.channels import channel_groups
+
+    model, x = ResidualDW().eval(), torch.randn(1, 3, 8, 8)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx", x)))
+    graph = get_adapter(proto).build_graph(proto)
+    onnx_groups = channel_groups(graph, FIRST)
+    torch_groups = model_channels(model, x, FIRST).groups
+
+    def summary(groups, module_of):
+        return sorted(
+            (tuple(sorted(module_of(p) for p in g.producers)), g.prunable,
+             tuple(sorted((module_of(c.node), c.offset, c.block) for c in g.consumers)))
+            for g in groups
+        )
+
+    assert summary(onnx_groups, lambda n: n.split("/")[2]) == summary(torch_groups, lambda n: n.split("/")[0])
