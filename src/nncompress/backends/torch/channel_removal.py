@@ -83,6 +83,8 @@ def model_channels(model: nn.Module, example_input: Any, rules: PruningRules | N
     for group in groups:
         members = group.producers + [c.node for c in group.consumers] + group.followers
         for node in members:
+            if node not in owners and not graph.node(node).const_ports:
+                continue  # nothing per channel to resize (a norm without affine parameters or statistics)
             path, reason = owners.get(node, (None, "it has no weights in a module"))
             if reason is not None:
                 group.reasons.append(f"'{node}': {reason}")

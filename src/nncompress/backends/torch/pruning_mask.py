@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from nncompress.errors import ValidationError
+from nncompress.graph.channels import NodeMasks
 from nncompress.graph.edits import Stage
 from nncompress.graph.ir import InputRef
 from nncompress.graph.ops import OpKind as K
 
 from .channel_removal import ModelChannels
 from .edits import Editor
+from .hooks import storage_of
 from .inputs import copy_model
 
 
@@ -56,35 +58,63 @@ def _norm_ports(channels: ModelChannels, node: str) -> list[int]:
 
 
 def mask_points(channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> list[tuple[str, int, int, np.ndarray]]:
-    """(node, constant port, dim, mask) for every weight and bias the masks act on."""
+    """(node, constant port, dim, mask) for every weight and bias a prunable group's mask acts on (groups
+    missing from ``keep`` keep every channel: their masks are all ones, ready to be updated)."""
+    prunable = channels.groups.prunable()
+    probe = channels.groups.node_masks({g.id: np.zeros(g.channels, bool) for g in prunable})
+    real = channels.groups.node_masks({g.id: np.asarray(keep[g.id], bool) for g in prunable if g.id in keep})
     points = []
-    for name, masks in channels.groups.node_masks(dict(keep)).items():
+    for name, where in probe.items():
+        masks = real.get(name, NodeMasks())
+        out = masks.out if masks.out is not None else _ones(where.out)
+        inp = masks.inp if masks.inp is not None else _ones(where.inp)
         node = channels.graph.node(name)
         w = node.weight
         if node.kind in (K.BATCH_NORM, K.GROUP_NORM):
-            points += [(name, port, 0, masks.out) for port in _norm_ports(channels, name)]
+            points += [(name, port, 0, out) for port in _norm_ports(channels, name)]
             continue
-        if masks.out is not None:
-            points.append((name, w.port, w.out_axis, masks.out))
+        if out is not None:
+            points.append((name, w.port, w.out_axis, out))
             if node.bias is not None and node.bias.node == name:
-                points.append((name, node.bias.port, 0, masks.out))
-        if masks.inp is not None and node.kind is not K.DEPTHWISE_CONV:
-            points.append((name, w.port, w.in_axis, masks.inp))
+                points.append((name, node.bias.port, 0, out))
+        if inp is not None and node.kind is not K.DEPTHWISE_CONV:
+            points.append((name, w.port, w.in_axis, inp))
     return points
 
 
-def insert_pruning_masks(model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> nn.Module:
-    """A hooked copy of ``model`` whose weights are masked by ``keep`` (group id -> bool mask).
+def _ones(like: np.ndarray | None) -> np.ndarray | None:
+    return None if like is None else np.ones(like.shape, bool)
 
-    ``channels`` must come from ``model`` (``model_channels``); ``model`` itself is not changed.
-    """
+
+def _hook_name(node: str, port: int, dim: int) -> str:
+    return f"{node}/pruning_mask_{port}_{dim}"
+
+
+def insert_pruning_masks(
+    model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray] | None = None
+) -> nn.Module:
+    """A hooked copy of ``model`` with a ``FilterPruningMask`` on every weight and bias of every prunable
+    group, set from ``keep`` (group id -> bool mask; missing groups: all ones). ``channels`` must come from
+    ``model`` (``model_channels``); ``model`` itself is not changed."""
     result = copy_model(model)
     editor = Editor(result, channels.capture)
     editor.stage = Stage.PRUNING_MASK
-    for node, port, dim, mask in mask_points(channels, keep):
+    for node, port, dim, mask in mask_points(channels, keep or {}):
         hook = FilterPruningMask(len(mask), dim)
         hook.set_mask(mask)
         key, index = editor._before(InputRef(node, port))
-        editor._insert(key, index, f"{node}/pruning_mask_{port}_{dim}", hook)
+        editor._insert(key, index, _hook_name(node, port, dim), hook)
         editor._note_constant(key)
     return result
+
+
+def update_pruning_masks(masked: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> None:
+    """Set the masks of a model made by ``insert_pruning_masks`` to ``keep`` (in place)."""
+    storage = storage_of(masked)
+    if storage is None:
+        raise ValidationError("this model has no pruning masks; make it with insert_pruning_masks")
+    for node, port, dim, mask in mask_points(channels, keep):
+        name = _hook_name(node, port, dim)
+        if name not in storage.keys:
+            raise ValidationError(f"no pruning mask {name!r} in this model; it was made from other channel groups")
+        storage.module(name).set_mask(mask)

@@ -10,7 +10,7 @@ import torch
 
 from nncompress.backends.torch.channel_removal import model_channels
 from nncompress.backends.torch.hooks import storage_of
-from nncompress.backends.torch.pruning_mask import FilterPruningMask, insert_pruning_masks
+from nncompress.backends.torch.pruning_mask import FilterPruningMask, insert_pruning_masks, update_pruning_masks
 from nncompress.errors import ValidationError
 from nncompress.graph.channels import PruningRules
 from nncompress.graph.edits import Stage
@@ -77,3 +77,19 @@ def test_masks_are_trainable_through():
     g0 = channels.groups.group_of("0/conv2d_0").id
     grad = masked[0].weight.grad
     assert grad is not None and np.all(grad[~keep[g0]].numpy() == 0) and grad[keep[g0]].abs().sum() > 0
+
+
+def test_masks_start_open_and_update_in_place():
+    x = torch.randn(2, 3, 8, 8)
+    model = randomize_norms(sequential())
+    channels = model_channels(model, x, PruningRules(prune_first_conv=True))
+    masked = insert_pruning_masks(model, channels)  # level 0: every mask open
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), model(x))
+    assert len(storage_of(masked).keys) == 11
+    keep = half_masks(channels.groups)
+    update_pruning_masks(masked, channels, keep)
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), insert_pruning_masks(model, channels, keep)(x))
+    with pytest.raises(ValidationError, match="no pruning masks"):
+        update_pruning_masks(model, channels, keep)
