@@ -57,9 +57,12 @@ def _norm_ports(channels: ModelChannels, node: str) -> list[int]:
                   if n == node and name.rpartition(".")[2] in ("weight", "bias"))
 
 
-def mask_points(channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> list[tuple[str, int, int, np.ndarray]]:
+def mask_points(
+    channels: ModelChannels, keep: Mapping[int, np.ndarray], prune_batch_norms: bool = True
+) -> list[tuple[str, int, int, np.ndarray]]:
     """(node, constant port, dim, mask) for every weight and bias a prunable group's mask acts on (groups
-    missing from ``keep`` keep every channel: their masks are all ones, ready to be updated)."""
+    missing from ``keep`` keep every channel: their masks are all ones, ready to be updated).
+    ``prune_batch_norms`` False leaves batch/group norm parameters unmasked (NNCF's option)."""
     prunable = channels.groups.prunable()
     probe = channels.groups.node_masks({g.id: np.zeros(g.channels, bool) for g in prunable})
     real = channels.groups.node_masks({g.id: np.asarray(keep[g.id], bool) for g in prunable if g.id in keep})
@@ -71,7 +74,8 @@ def mask_points(channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> list
         node = channels.graph.node(name)
         w = node.weight
         if node.kind in (K.BATCH_NORM, K.GROUP_NORM):
-            points += [(name, port, 0, out) for port in _norm_ports(channels, name)]
+            if prune_batch_norms:
+                points += [(name, port, 0, out) for port in _norm_ports(channels, name)]
             continue
         if out is not None:
             points.append((name, w.port, w.out_axis, out))
@@ -91,7 +95,10 @@ def _hook_name(node: str, port: int, dim: int) -> str:
 
 
 def insert_pruning_masks(
-    model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray] | None = None
+    model: nn.Module,
+    channels: ModelChannels,
+    keep: Mapping[int, np.ndarray] | None = None,
+    prune_batch_norms: bool = True,
 ) -> nn.Module:
     """A hooked copy of ``model`` with a ``FilterPruningMask`` on every weight and bias of every prunable
     group, set from ``keep`` (group id -> bool mask; missing groups: all ones). ``channels`` must come from
@@ -99,7 +106,7 @@ def insert_pruning_masks(
     result = copy_model(model)
     editor = Editor(result, channels.capture)
     editor.stage = Stage.PRUNING_MASK
-    for node, port, dim, mask in mask_points(channels, keep or {}):
+    for node, port, dim, mask in mask_points(channels, keep or {}, prune_batch_norms):
         hook = FilterPruningMask(len(mask), dim)
         hook.set_mask(mask)
         key, index = editor._before(InputRef(node, port))
@@ -115,6 +122,8 @@ def update_pruning_masks(masked: nn.Module, channels: ModelChannels, keep: Mappi
         raise ValidationError("this model has no pruning masks; make it with insert_pruning_masks")
     for node, port, dim, mask in mask_points(channels, keep):
         name = _hook_name(node, port, dim)
+        if name not in storage.keys and channels.graph.node(node).kind in (K.BATCH_NORM, K.GROUP_NORM):
+            continue  # made with prune_batch_norms=False
         if name not in storage.keys:
             raise ValidationError(f"no pruning mask {name!r} in this model; it was made from other channel groups")
         storage.module(name).set_mask(mask)

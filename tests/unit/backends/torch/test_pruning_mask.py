@@ -93,3 +93,15 @@ def test_masks_start_open_and_update_in_place():
         torch.testing.assert_close(masked(x), insert_pruning_masks(model, channels, keep)(x))
     with pytest.raises(ValidationError, match="no pruning masks"):
         update_pruning_masks(model, channels, keep)
+
+
+def test_batch_norms_left_unmasked_on_request():
+    x = torch.randn(2, 3, 8, 8)
+    model = randomize_norms(sequential())
+    channels = model_channels(model, x, PruningRules(prune_first_conv=True))
+    keep = half_masks(channels.groups)
+    masked = insert_pruning_masks(model, channels, keep, prune_batch_norms=False)
+    assert len(storage_of(masked).keys) == 9  # the batch norm's weight and bias are not masked
+    update_pruning_masks(masked, channels, keep)
+    with torch.no_grad():  # the consumer masks still make it equal to the fully masked model
+        torch.testing.assert_close(masked(x), insert_pruning_masks(model, channels, keep)(x), atol=1e-5, rtol=1e-5)
