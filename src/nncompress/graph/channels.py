@@ -226,12 +226,7 @@ class _Builder:
         layouts = self.inputs(node)
         if node.kind is K.INPUT or not any(layouts) and node.kind not in PRODUCER_KINDS:
             return  # nothing prunable flows here
-        handler = _HANDLERS.get(node.kind)
-        if handler is None:
-            if node.kind in IDENTITY_KINDS:
-                handler = _identity
-            else:
-                handler = _unknown
+        handler = _HANDLERS.get(node.kind, _identity if node.kind in IDENTITY_KINDS else _unknown)
         handler(self, node, layouts)
 
 
@@ -297,18 +292,15 @@ def _producer_rules(b: _Builder, node: Node, gid: int, groups: int) -> None:
     if node.kind is K.LINEAR and len(node.weight.shape) != 2:
         b.block_groups([gid], f"{_describe(node)} is a batched linear")
     if node.kind is K.CONV and not rules.prune_downsample_convs and _strided(node):
-        b.block_groups([gid], f"{_describe(node)} is a downsampling conv (strides {_strides(node)}); "
+        b.block_groups([gid], f"{_describe(node)} is a downsampling conv (strides {node.attrs.get('strides')}); "
                        "set prune_downsample_convs to prune it")
     if node.kind is not K.LINEAR and node.name not in b.after_weighted and not rules.prune_first_conv:
         b.block_groups([gid], f"{_describe(node)} is the first convolution; set prune_first_conv to prune it")
 
 
-def _strides(node: Node):
-    return node.attrs.get("strides")
-
-
 def _strided(node: Node) -> bool:
-    strides = _strides(node)
+    """Stride > 1 on some axis (unknown strides count as downsampling: never guess)."""
+    strides = node.attrs.get("strides")
     return strides is None or any(int(s) > 1 for s in strides)
 
 
@@ -325,7 +317,7 @@ def _follower(b: _Builder, node: Node, layouts: list[Layout | None]) -> None:
         return b.block([layout], f"{_describe(node)} normalises groups of channels together "
                        f"(num_groups={node.attrs.get('num_groups')}, channels={layout.channels})")
     if node.kind is K.DEPTHWISE_CONV and not b.rules.prune_downsample_convs and _strided(node):
-        return b.block([layout], f"depthwise conv {_describe(node)} downsamples (strides {_strides(node)}); "
+        return b.block([layout], f"depthwise conv {_describe(node)} downsamples (strides {node.attrs.get('strides')}); "
                        "set prune_downsample_convs to prune it")
     if node.name in b.rules.ignored:
         return b.block([layout], f"{_describe(node)} is in the ignored scope")
