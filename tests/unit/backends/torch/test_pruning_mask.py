@@ -105,3 +105,20 @@ def test_batch_norms_left_unmasked_on_request():
     update_pruning_masks(masked, channels, keep)
     with torch.no_grad():  # the consumer masks still make it equal to the fully masked model
         torch.testing.assert_close(masked(x), insert_pruning_masks(model, channels, keep)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_masked_model_strips_and_exports_with_the_masks(tmp_path):
+    import onnxruntime as ort
+
+    from nncompress.backends.torch.export import export_onnx, strip
+
+    x = torch.randn(2, 3, 8, 8)
+    model = randomize_norms(sequential())
+    channels = model_channels(model, x, PruningRules(prune_first_conv=True))
+    masked = insert_pruning_masks(model, channels, half_masks(channels.groups))
+    with torch.no_grad():
+        want = masked(x)
+        torch.testing.assert_close(strip(masked)(x), want, atol=1e-6, rtol=1e-6)
+    session = ort.InferenceSession(str(export_onnx(masked, tmp_path / "m.onnx", x)), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-5)
