@@ -219,3 +219,22 @@ def test_groups_are_the_same_on_the_onnx_graph(tmp_path):
         )
 
     assert summary(onnx_groups, lambda n: n.split("/")[2]) == summary(torch_groups, lambda n: n.split("/")[0])
+
+
+def _stack(conv, norm) -> nn.Sequential:
+    return nn.Sequential(conv(3, 16, 3, padding=1), norm(16), nn.ReLU(), conv(16, 8, 1), nn.ReLU(), conv(8, 4, 1))
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "reduction"),
+    [
+        # conv0 16->8, conv3 8->4: conv0 3*16*k+16 halves, bn 32->16, conv3 16*8+8=136 -> 8*4+4=36, conv5 in 36->20
+        (_stack(nn.Conv1d, nn.BatchNorm1d), (2, 3, 10), (3 * 3 * 8 + 8) + 16 + 100 + 16),
+        (_stack(nn.Conv3d, nn.BatchNorm3d), (2, 3, 4, 4, 4), (3 * 27 * 8 + 8) + 16 + 100 + 16),
+        # Linear 10->32 -> BatchNorm1d -> Linear 32->6: 352->176, bn 64->32, 198->102
+        (nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.Tanh(), nn.Linear(32, 6)), (4, 10),
+         176 + 32 + 96),
+    ],
+)
+def test_conv1d_conv3d_and_linear_batch_norm(model, shape, reduction):
+    _check(model, torch.randn(*shape), FIRST, reduction)
