@@ -192,7 +192,25 @@ def op_spec(info: FuncInfo, ports: list, active: list[bool], args: tuple, kwargs
         if base == "max":
             return OpSpec(K.MAXIMUM if two else K.REDUCE_MAX)
         return OpSpec(K.MINIMUM if two else K.OTHER)
-    return OpSpec(KIND_BY_NAME.get(base, K.OTHER))
+    return OpSpec(KIND_BY_NAME.get(base, K.OTHER), attrs=_channel_attrs(base, ports, args, kwargs))
+
+
+def _channel_attrs(base: str, ports: list, args: tuple, kwargs: dict) -> dict | None:
+    """Attributes that tell which axis an op works on (concat axis, reduced axes, norm groups)."""
+    try:
+        if base in ("cat", "concat", "concatenate"):
+            return {"axis": int(_arg(args, kwargs, 1, "dim", 0))}
+        if base in ("mean", "sum", "amax"):
+            dims = _arg(args, kwargs, 1, "dim", None)
+            if dims is None or isinstance(dims, bool):
+                return None
+            dims = (dims,) if isinstance(dims, int) else tuple(int(d) for d in dims)
+            return {"axes": dims, "keepdims": bool(_arg(args, kwargs, 2, "keepdim", False))}
+        if base == "group_norm":
+            return {"num_groups": int(_arg(args, kwargs, 1, "num_groups", 1))}
+    except (TypeError, ValueError):  # an unusual call: no attributes, the op's axes stay unknown
+        return None
+    return None
 
 
 def _ndim(value) -> int | None:
@@ -212,6 +230,10 @@ def _conv_spec(base: str, ports: list, active: list[bool], args: tuple, kwargs: 
     weight = ports[1]
     bias = 2 if len(ports) > 2 and not active[2] else None
     attrs = {"groups": groups}
+    stride = _arg(args, kwargs, 3, "stride", 1)
+    if isinstance(stride, (int, tuple, list)):
+        ndim = max(weight.ndim - 2, 1)
+        attrs["strides"] = tuple(int(v) for v in stride) if not isinstance(stride, int) else (stride,) * ndim
     if base in _CONV_T:
         info = WeightInfo(1, tuple(weight.shape), 1, 0, groups)
         return OpSpec(K.CONV_TRANSPOSE, info, bias, attrs)
