@@ -59,7 +59,7 @@ def test_rb_mask_stochastic_in_training_deterministic_in_eval_and_frozen():
 
 def test_rb_mask_init_keeps_everything_and_same_generator_same_masks():
     a, b = RBMask((64, 64)), RBMask((64, 64))
-    assert float(a.mask[0, 0]) == pytest.approx(sp.RB_INIT_LOGIT)
+    assert a.mask[0, 0].item() == pytest.approx(sp.RB_INIT_LOGIT)
     a.generator, b.generator = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     with torch.no_grad():
         a.mask.fill_(0.0), b.mask.fill_(0.0)
