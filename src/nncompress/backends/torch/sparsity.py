@@ -103,12 +103,16 @@ def mask_hooks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def to_rb_masks(model: nn.Module) -> int:
-    """Replace every ``BinaryMask`` hook of ``model`` by a fresh ``RBMask`` of the same shape (in place)."""
+    """Replace every ``BinaryMask`` hook of ``model`` by an ``RBMask`` of the same shape (in place), in the
+    model's train/eval mode. Hooks masking one parameter (a weight read by several operations) share one
+    ``RBMask``. Returns the number of ``RBMask`` modules made."""
     storage = storage_of(model)
-    count = 0
+    made: dict[str, RBMask] = {}
     for name, module in list(mask_hooks(model)):
         if isinstance(module, BinaryMask):
-            device = module._binary_mask.device
-            storage.hooks[storage.keys[name]] = RBMask(module._binary_mask.shape, module.tensor_name).to(device)
-            count += 1
-    return count
+            rb = made.get(module.tensor_name)
+            if rb is None:
+                rb = RBMask(module._binary_mask.shape, module.tensor_name).to(module._binary_mask.device)
+                made[module.tensor_name] = rb.train(model.training)
+            storage.hooks[storage.keys[name]] = rb
+    return len(made)
