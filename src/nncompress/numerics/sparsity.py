@@ -134,37 +134,47 @@ def global_threshold(
     if level == 0:
         return float("-inf")
     cap = largest if cap is None else max(1, cap)
+    if bins < 2:
+        raise ValidationError(f"bins must be at least 2; got {bins}")
     rank = rank_of(n, level)  # among values in [low, high] after `below` smaller ones
-    below = 0
-    while True:
-        if low == high:
-            return low
-        edges = np.linspace(low, high, bins + 1)
+    below, everything = 0, True  # the first pass needs no range filter
+    while low != high:
+        scale = bins / (high - low)
         counts = np.zeros(bins, dtype=np.int64)
         for part in chunks():
-            inside = part[(part >= low) & (part <= high)]
-            counts += np.bincount(_bin_of(inside, edges), minlength=bins)
+            inside = part if everything else _inside(part, low, high)
+            counts += np.bincount(_bin_of(inside, low, scale, bins), minlength=bins)
+        everything = False
         cumulative = np.cumsum(counts)
         b = int(np.searchsorted(cumulative, rank - below, side="right"))
         below += int(cumulative[b - 1]) if b else 0
-        in_bin = int(counts[b])
-        picked, low, high = _scan_bin(chunks, edges, b, low, high, collect=in_bin <= cap)
+        picked, low, high = _scan_bin(chunks, low, high, scale, bins, b, collect=int(counts[b]) <= cap)
         if picked is not None:
             return float(np.partition(picked, rank - below)[rank - below])
+    return low  # every candidate left is this value
 
 
-def _bin_of(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index of each value (``edges[i] <= v < edges[i+1]``; the top edge belongs to the last bin)."""
-    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, edges.size - 2)
+def _inside(part: np.ndarray, low: float, high: float) -> np.ndarray:
+    return part[(part >= low) & (part <= high)]
 
 
-def _scan_bin(chunks, edges, b: int, low: float, high: float, collect: bool):
+def _bin_of(values: np.ndarray, low: float, scale: float, bins: int) -> np.ndarray:
+    """Bin index of each value: ``floor((v - low) * scale)`` in float64, clipped to the bins.
+
+    Monotone in ``v`` (rounded subtraction and multiplication by a positive number are), so the values
+    of one bin form an interval: every value between a bin's smallest and largest member is in it.
+    """
+    index = np.floor((values - np.float64(low)) * scale).astype(np.int64)
+    return np.clip(index, 0, bins - 1, out=index)
+
+
+def _scan_bin(chunks, low: float, high: float, scale: float, bins: int, b: int, collect: bool):
     """One pass over bin ``b``: its values (``collect``) or None, and the tight range [min, max] of the bin."""
     found: list[np.ndarray] = []
     lo, hi = np.inf, -np.inf
     for part in chunks():
-        inside = part[(part >= low) & (part <= high)]
-        values = inside[_bin_of(inside, edges) == b]
+        inside = _inside(part, low, high)
+        values = inside[_bin_of(inside, low, scale, bins) == b]
         if values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
             if collect:
