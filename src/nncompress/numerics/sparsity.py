@@ -48,16 +48,25 @@ def _numpy(x: Array) -> np.ndarray:
     return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
 
 
-def weight_norm(weight: Array) -> float:
-    """``‖W‖₂`` of the whole tensor as a Python float (1.0 for an all-zero tensor, so importances stay finite)."""
-    if is_torch(weight):
-        import torch
+def _flat_chunks(weight: Array, chunk: int) -> Iterator[np.ndarray]:
+    """``weight`` flattened, as numpy float32 chunks (a torch tensor is copied to the CPU a chunk at a time)."""
+    flat = weight.detach().reshape(-1) if is_torch(weight) else np.asarray(weight).reshape(-1)
+    for start in range(0, flat.shape[0], chunk):
+        part = flat[start : start + chunk]
+        yield part.float().cpu().numpy() if is_torch(part) else np.asarray(part, dtype=np.float32)
 
-        norm = float(torch.linalg.vector_norm(weight.detach().float()))
-    else:
-        flat = np.asarray(weight, dtype=np.float32).ravel()
-        norm = float(np.sqrt(np.dot(flat.astype(np.float64), flat.astype(np.float64)))) if flat.size else 0.0
-    return norm if norm > 0 else 1.0
+
+def weight_norm(weight: Array) -> float:
+    """``‖W‖₂`` of the whole tensor as a Python float (1.0 for an all-zero tensor, so importances stay finite).
+
+    Accumulated in float64 over fixed chunks, the same way for numpy arrays and torch tensors, so both give
+    the same importances bit for bit.
+    """
+    total = 0.0
+    for part in _flat_chunks(weight, CHUNK_ELEMENTS):
+        part = part.astype(np.float64)
+        total += float(np.dot(part, part))
+    return math.sqrt(total) if total > 0 else 1.0
 
 
 def importance(weight: Array, kind: str = "normed_abs", norm: float | None = None) -> Array:
@@ -80,12 +89,8 @@ def importance_chunks(weight: Array, kind: str = "normed_abs", chunk: int = CHUN
     The norm is taken once over the whole tensor, so the chunks equal ``importance(weight)`` cut up.
     """
     norm = weight_norm(weight) if kind == "normed_abs" else None
-    flat = weight.detach().reshape(-1) if is_torch(weight) else np.asarray(weight).reshape(-1)
-    for start in range(0, flat.shape[0], chunk):
-        part = flat[start : start + chunk]
-        if is_torch(part):
-            part = part.float().cpu().numpy()
-        yield np.asarray(importance(part, kind, norm), dtype=np.float32)
+    for part in _flat_chunks(weight, chunk):
+        yield importance(part, kind, norm)
 
 
 def rank_of(n: int, level: float) -> int:

@@ -31,6 +31,15 @@ def test_importance_chunks_equal_the_whole_importance():
     np.testing.assert_array_equal(np.concatenate(chunks), whole.ravel())
 
 
+def test_numpy_and_torch_importances_are_bitwise_equal(monkeypatch):
+    monkeypatch.setattr(sp, "CHUNK_ELEMENTS", 100)  # the norm is accumulated over several chunks
+    w = torch.randn(300, 7, generator=torch.Generator().manual_seed(3)) * 10
+    assert sp.weight_norm(w) == sp.weight_norm(w.numpy()) == pytest.approx(float(torch.linalg.norm(w)), rel=1e-6)
+    np.testing.assert_array_equal(sp.importance(w).numpy(), sp.importance(w.numpy()))
+    chunks = np.concatenate(list(sp.importance_chunks(w, chunk=64)))
+    np.testing.assert_array_equal(chunks, sp.importance(w.numpy()).ravel())
+
+
 def test_thresholds_by_hand():
     values = np.array([0.5, 0.1, 0.4, 0.2, 0.3], dtype=np.float32)  # sorted: .1 .2 .3 .4 .5
     assert sp.threshold_by_sort([values], 0.5) == pytest.approx(0.3)  # index int(4 * .5) = 2
