@@ -157,7 +157,10 @@ class Editor:
             )
         pname = self.capture.port_params.get((edit.node, edit.port))
         key, index = self._before(InputRef(edit.node, edit.port))
-        self._insert(key, index, edit.name, BinaryMask(mask.reshape(shape), pname or edit.name))
+        module = BinaryMask(mask.reshape(shape), pname or edit.name)
+        if pname is not None:
+            module.to(named_tensor(self.model, pname).device)  # on the weight's device, not moved every forward
+        self._insert(key, index, edit.name, module)
         self._note_constant(key)
 
     def _set_constant(self, edit: SetConstant) -> None:
