@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nncompress.errors import ValidationError
 from nncompress.graph.edits import (
     AddLowRankCorrection,
     CompressWeight,
@@ -133,6 +134,19 @@ def test_mask_weight_equals_weights_zeroed_by_hand(mlp):
     by_hand = masked if node.weight.out_axis == 0 else masked.T
     edit = MaskWeight(node.name, node.weight.port, mask, "fc2.weight")
     check(mlp, [edit], expected(mlp, weights={"fc2": np.ascontiguousarray(by_hand)}))
+
+
+def test_trainable_mask_weight_where_models_train_and_refused_elsewhere(mlp):
+    node = mlp.layers["fc2"]
+    stored = mlp.adapter.get_constant(mlp.model, node.name, node.weight.port)
+    mask = _half_mask(stored)
+    edit = MaskWeight(node.name, node.weight.port, mask, "fc2.weight", trainable=True)
+    if not mlp.adapter.capabilities.trainable:
+        with pytest.raises(ValidationError, match="does not train"):
+            mlp.adapter.apply(mlp.model, [edit])
+        return
+    by_hand = stored * mask if node.weight.out_axis == 0 else (stored * mask).T
+    check(mlp, [edit], expected(mlp, weights={"fc2": np.ascontiguousarray(by_hand)}))  # eval: deterministic mask
 
 
 def test_mask_weight_acts_before_the_weight_quantizer_whatever_the_order(mlp):

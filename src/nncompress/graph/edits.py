@@ -110,9 +110,10 @@ class InsertMultiply:
 class MaskWeight:
     """Multiply the constant weight on input ``port`` of ``node`` by ``mask`` (0/1, the constant's shape).
 
-    Unstructured sparsity: PyTorch keeps the float weight and masks it on the fly (a ``BinaryMask`` hook,
-    trainable or replaceable later); ONNX and OpenVINO store the masked constant. ``name`` names the mask
-    (e.g. the masked parameter).
+    Unstructured sparsity: PyTorch keeps the float weight and masks it on the fly (a ``BinaryMask`` hook;
+    ``trainable``: an ``RBMask`` whose logits start at the mask and learn); ONNX and OpenVINO store the
+    masked constant (and refuse ``trainable``: their models do not train). ``name`` names the mask (e.g.
+    the masked parameter); edits with the same ``name`` on a weight read by several operations share one mask.
     """
 
     stage: ClassVar[Stage] = Stage.SPARSITY_MASK
@@ -121,6 +122,7 @@ class MaskWeight:
     port: int
     mask: np.ndarray
     name: str
+    trainable: bool = False
 
 
 Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply | MaskWeight

@@ -101,6 +101,8 @@ def _set_constant(editor: Editor, edit: SetConstant) -> None:
 
 def _mask_weight(editor: Editor, edit: MaskWeight) -> None:
     """The constant read on the port, multiplied by the mask, stored in its own dtype (nothing else changes)."""
+    if edit.trainable:
+        raise ValidationError(f"MaskWeight on {edit.node!r}: an ONNX model does not train (trainable masks: PyTorch)")
     node, source = _constant_port(editor, edit.node, edit.port)
     values = editor.constant(source)
     mask = np.asarray(edit.mask)

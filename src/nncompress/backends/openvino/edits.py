@@ -128,6 +128,10 @@ class _Editor:
     def mask_weight(self, edit: MaskWeight) -> None:
         """The weight multiplied by the mask, stored as before: a Constant, or a Constant in its own element
         type (e.g. f16) followed by Convert."""
+        if edit.trainable:
+            raise ValidationError(
+                f"MaskWeight on {edit.node!r}: an OpenVINO model does not train (trainable masks: PyTorch)"
+            )
         target = self._input(InputRef(edit.node, edit.port))
         source = target.get_source_output()
         producer = source.get_node()

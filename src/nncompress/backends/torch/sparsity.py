@@ -8,6 +8,7 @@
 - ``RBMask``: trainable mask logits (parameter ``mask``, init ``logit(0.99)``); in training a fresh
   stochastic mask ``[sigmoid(m + logit(u)) > 0.5]`` each forward, in eval or once frozen the deterministic
   ``[sigmoid(m) > 0.5]``; the threshold passes gradients straight through to the logits.
+- ``RBLoss``: NNCF 3.x's loss over a model's RB masks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class BinaryMask(nn.Module):
         self.register_buffer("_binary_mask", mask)
         self.tensor_name = tensor_name  # the parameter it masks, for statistics
 
+    @classmethod
+    def from_mask(cls, mask, tensor_name: str = "") -> BinaryMask:
+        return cls(mask, tensor_name)
+
     @property
     def binary_mask(self) -> torch.Tensor:
         return self._binary_mask
@@ -62,6 +67,15 @@ class RBMask(nn.Module):
         self.eps = eps
         self.tensor_name = tensor_name
         self.generator: torch.Generator | None = None  # sampling RNG (None: torch's global one)
+
+    @classmethod
+    def from_mask(cls, mask, tensor_name: str = "") -> RBMask:
+        """Logits ``+logit(0.99)`` where ``mask`` keeps a weight, ``-logit(0.99)`` where it drops one."""
+        keep = torch.as_tensor(np.asarray(mask) != 0)
+        module = cls(tuple(keep.shape), tensor_name)
+        with torch.no_grad():
+            module.mask.copy_(torch.where(keep, sp.RB_INIT_LOGIT, -sp.RB_INIT_LOGIT))
+        return module
 
     @property
     def binary_mask(self) -> torch.Tensor:
@@ -102,17 +116,34 @@ def mask_hooks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
-def to_rb_masks(model: nn.Module) -> int:
-    """Replace every ``BinaryMask`` hook of ``model`` by an ``RBMask`` of the same shape (in place), in the
-    model's train/eval mode. Hooks masking one parameter (a weight read by several operations) share one
-    ``RBMask``. Returns the number of ``RBMask`` modules made."""
-    storage = storage_of(model)
-    made: dict[str, RBMask] = {}
-    for name, module in list(mask_hooks(model)):
-        if isinstance(module, BinaryMask):
-            rb = made.get(module.tensor_name)
-            if rb is None:
-                rb = RBMask(module._binary_mask.shape, module.tensor_name).to(module._binary_mask.device)
-                made[module.tensor_name] = rb.train(model.training)
-            storage.hooks[storage.keys[name]] = rb
-    return len(made)
+class RBLoss:
+    """The RB sparsity loss of a model with RB masks (``prune(..., UNSTRUCTURED_REGULARIZATION_BASED)``):
+    ``((K/N - (1 - target_ratio)) / p)^2`` over all its ``RBMask`` modules (K weights kept of N by the
+    deterministic masks, straight-through gradient to the logits). Call it (no arguments) each step and add
+    it to the task loss; it is 0 once every mask is frozen."""
+
+    def __init__(self, model: nn.Module, target_ratio: float, p: float = sp.RB_P):
+        self.target_ratio = sp.check_level(target_ratio, "target_ratio")
+        if not (isinstance(p, (int, float)) and p > 0):
+            raise ValidationError(f"p must be a positive number; got {p!r}")
+        self.p = float(p)
+        unique = {id(m): m for _, m in mask_hooks(model) if isinstance(m, RBMask)}  # shared weights: one mask
+        self.masks = list(unique.values())
+        if not self.masks:
+            raise ValidationError(
+                f"the {type(model).__name__} has no RB masks: call nncompress.prune(model, "
+                "PruneMode.UNSTRUCTURED_REGULARIZATION_BASED, examples_inputs=...) first and pass its result"
+            )
+        self.total = sum(m.mask.numel() for m in self.masks)
+
+    def __call__(self) -> torch.Tensor:
+        if all(bool(m.frozen) for m in self.masks):
+            return torch.zeros((), device=self.masks[0].mask.device)
+        kept = sum(m.kept() for m in self.masks)
+        return sp.rb_loss(kept, self.total, self.target_ratio, self.p)
+
+    forward = __call__
+
+    def current_ratio(self) -> float:
+        """``1 - K/N``: the fraction of weights the deterministic masks drop now."""
+        return 1.0 - float(sum(int(m.binary_mask.sum()) for m in self.masks)) / self.total

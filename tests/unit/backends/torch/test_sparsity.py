@@ -10,7 +10,7 @@ from torch import nn
 from nncompress.backends.torch.adapter import TorchAdapter
 from nncompress.backends.torch.export import strip
 from nncompress.backends.torch.hooks import storage_of
-from nncompress.backends.torch.sparsity import BinaryMask, RBMask, mask_hooks, to_rb_masks
+from nncompress.backends.torch.sparsity import BinaryMask, RBMask, mask_hooks
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import MaskWeight
 from nncompress.numerics import sparsity as sp
@@ -107,6 +107,9 @@ def test_mask_weight_edit_becomes_a_binary_mask_hook_and_strips():
     assert torch.equal(model.conv.weight, Net().conv.weight)  # the input model is untouched
     stripped = strip(hooked)
     assert storage_of(stripped) is None and torch.equal(stripped.conv.weight, by_hand.conv.weight)
-    assert to_rb_masks(hooked) == 1 and isinstance(dict(mask_hooks(hooked))[name], RBMask)
+    trainable = adapter.apply(model, [MaskWeight(conv.name, conv.weight.port, mask, "conv.weight", trainable=True)])
+    [(_, rb)] = list(mask_hooks(trainable))
+    assert isinstance(rb, RBMask) and torch.equal(rb.binary_mask, torch.from_numpy(mask))  # logits start at the mask
+    torch.testing.assert_close(trainable(x), by_hand(x))
     with pytest.raises(ValidationError, match="does not fit"):
         adapter.apply(model, [MaskWeight(conv.name, conv.weight.port, np.ones(5), "bad")])
