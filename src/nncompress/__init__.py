@@ -7,7 +7,8 @@ from nncompress.api.accuracy_control import quantize_with_accuracy_control
 from nncompress.api.compress_weights import compress_weights
 from nncompress.api.export import export, strip
 from nncompress.api.graph import build_graph
-from nncompress.api.not_implemented import batch_norm_adaptation, prune, pruning_statistic
+from nncompress.api.not_implemented import batch_norm_adaptation
+from nncompress.api.prune import prune, pruning_statistic
 from nncompress.api.quantize import quantize
 from nncompress.compat import install_as_nncf
 from nncompress.dataset import Dataset

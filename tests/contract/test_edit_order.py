@@ -24,6 +24,7 @@ from nncompress.graph.edits import (  # noqa: E402
     CompressWeight,
     FakeQuantParams,
     InsertMultiply,
+    MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
@@ -91,7 +92,7 @@ def _weight_params(weight: np.ndarray, axis: int) -> FakeQuantParams:
 
 def _quantizer_edits(adapter, model) -> list:
     """Edits at shared places: SetConstant + QuantizeWeight on fc1's weight, InsertMultiply + QuantizeActivation
-    on fc1's input, SetConstant on fc1's bias, QuantizeActivation on fc2's input, QuantizeWeight on fc2."""
+    on fc1's input, SetConstant on fc1's bias, QuantizeActivation on fc2's input, QuantizeWeight + MaskWeight on fc2."""
     graph = adapter.build_graph(model)
     fc1, fc2 = _linears(graph)
     w1 = adapter.get_constant(model, fc1.name, fc1.weight.port)
@@ -109,6 +110,7 @@ def _quantizer_edits(adapter, model) -> list:
         QuantizeActivation(graph.producer(InputRef(fc2.name, 0)), None, act, "fc2_input_q"),
         SetConstant(fc1.bias.node, fc1.bias.port, bias + 0.25),
         QuantizeWeight(fc2.name, fc2.weight.port, _weight_params(w2, fc2.weight.out_axis), "fc2_w"),
+        MaskWeight(fc2.name, fc2.weight.port, (np.abs(w2) > np.median(np.abs(w2))).astype(np.float32), "fc2_mask"),
     ]
 
 

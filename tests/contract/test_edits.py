@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from nncompress.errors import ValidationError
 from nncompress.graph.edits import (
     AddLowRankCorrection,
     CompressWeight,
     FakeQuantParams,
     InsertMultiply,
+    MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
@@ -117,3 +119,62 @@ def test_add_low_rank_correction_adds_b_at_a(mlp, compressed):
     edit = AddLowRankCorrection(node.name, 0, a, b, "fc2/lora")
     a_value, b_value = (a.decompress(), b.decompress()) if compressed else (a, b)
     check(mlp, [edit], expected(mlp, weights={"fc2": mlp.weight("fc2") + b_value @ a_value}))
+
+
+def _half_mask(stored: np.ndarray) -> np.ndarray:
+    """A 0/1 mask of the stored layout that drops the smaller half of the weights by magnitude."""
+    return (np.abs(stored) > np.median(np.abs(stored))).astype(np.float32)
+
+
+def test_mask_weight_equals_weights_zeroed_by_hand(mlp):
+    node = mlp.layers["fc2"]
+    stored = mlp.adapter.get_constant(mlp.model, node.name, node.weight.port)
+    mask = _half_mask(stored)
+    masked = stored * mask
+    by_hand = masked if node.weight.out_axis == 0 else masked.T
+    edit = MaskWeight(node.name, node.weight.port, mask, "fc2.weight")
+    check(mlp, [edit], expected(mlp, weights={"fc2": np.ascontiguousarray(by_hand)}))
+
+
+def test_trainable_mask_weight_where_models_train_and_refused_elsewhere(mlp):
+    node = mlp.layers["fc2"]
+    stored = mlp.adapter.get_constant(mlp.model, node.name, node.weight.port)
+    mask = _half_mask(stored)
+    edit = MaskWeight(node.name, node.weight.port, mask, "fc2.weight", trainable=True)
+    if not mlp.adapter.capabilities.trainable:
+        with pytest.raises(ValidationError, match="does not train"):
+            mlp.adapter.apply(mlp.model, [edit])
+        return
+    by_hand = stored * mask if node.weight.out_axis == 0 else (stored * mask).T
+    check(mlp, [edit], expected(mlp, weights={"fc2": np.ascontiguousarray(by_hand)}))  # eval: deterministic mask
+
+
+def test_mask_weight_acts_before_the_weight_quantizer_whatever_the_order(mlp):
+    """Stage order: the mask zeroes weights first, the quantizer then quantizes the masked weight."""
+    node = mlp.layers["fc2"]
+    stored = mlp.adapter.get_constant(mlp.model, node.name, node.weight.port)
+    weight = stored if node.weight.out_axis == 0 else stored.T
+    high = (np.abs(weight).max(axis=1) / 2).astype(np.float32)  # clips: quantizing before masking would differ
+    params = FakeQuantParams(-high, high, 255, axis=node.weight.out_axis, signed=True, narrow=True)
+    mask = _half_mask(stored)
+    keep = mask if node.weight.out_axis == 0 else mask.T
+    quantized = fake_quant(weight * keep, -high[:, None], high[:, None], 255).astype(np.float32)
+    want = expected(mlp, weights={"fc2": quantized})
+    edits = [QuantizeWeight(node.name, node.weight.port, params, "fc2/wfq"),
+             MaskWeight(node.name, node.weight.port, mask, "fc2.weight")]
+    for order in (edits, edits[::-1]):
+        check(mlp, order, want)
+        assert _weight_stays_quantized(mlp, mlp.adapter.apply(mlp.model, order))
+
+
+def _weight_stays_quantized(mlp, model) -> bool:
+    """The quantizer still acts last on the weight: a torch chain [mask, quantizer], an ONNX DequantizeLinear,
+    an OpenVINO int8 constant (a mask applied after the quantizer would have folded it to floats)."""
+    if mlp.backend == "torch":
+        from nncompress.backends.torch.hooks import storage_of
+
+        return list(storage_of(model).chains.values()) == [["fc2.weight", "fc2/wfq"]]
+    if mlp.backend == "onnx":
+        return [n.op_type for n in model.graph.node].count("DequantizeLinear") == 1
+    return any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in ("i8", "u8")
+               for op in model.get_ops())

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from nncompress.dataset import Dataset
 from nncompress.errors import UnsupportedBackendError
-from nncompress.parameters import PruneMode
-from nncompress.scopes import IgnoredScope
 
 TModel = TypeVar("TModel")
-
-
-def prune(
-    model: TModel,
-    mode: PruneMode,
-    *,
-    ratio: float | None = None,
-    ignored_scope: IgnoredScope | None = None,
-    examples_inputs: Any | None = None,
-) -> TModel:
-    """Not implemented yet (pruning is planned with the training-time API)."""
-    raise UnsupportedBackendError(f"prune(mode={getattr(mode, 'value', mode)!r}) is not implemented in nncompress yet")
-
-
-def pruning_statistic(model: TModel) -> Any:
-    """Not implemented yet (see ``prune``)."""
-    raise UnsupportedBackendError("pruning_statistic is not implemented in nncompress yet (nor is prune)")
 
 
 def batch_norm_adaptation(model: TModel, calibration_dataset: Dataset, *, num_iterations: int | None = None) -> TModel:

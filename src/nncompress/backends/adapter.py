@@ -37,6 +37,9 @@ class Capabilities:
     # already plain runtime models (QDQ / FakeQuantize nodes), ``strip`` returns them as they are and
     # cannot remove activation quantizers.
     strippable: bool = False
+    # Compressed models are framework modules that train: masks and quantizers are trainable parameters
+    # (``prune`` and training-time compression need it; MaskWeight(trainable=True) is carried out).
+    trainable: bool = False
 
 
 def check_export(capabilities: Capabilities, format: str, example_input: Any) -> None:

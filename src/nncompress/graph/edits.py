@@ -27,7 +27,7 @@ class Stage(IntEnum):
     SET_CONSTANT = 10  # replace a constant's value: everything after sees the new value
     TRANSFORM = 20  # scale an activation (InsertMultiply)
     PRUNING_MASK = 30  # reserved: structured pruning masks
-    SPARSITY_MASK = 40  # reserved: unstructured sparsity masks
+    SPARSITY_MASK = 40  # MaskWeight: unstructured sparsity masks
     WEIGHT_QUANTIZER = 50  # QuantizeWeight, CompressWeight: the weight's stored form
     CORRECTION = 60  # AddLowRankCorrection: added to the output of the (compressed) layer
     ACTIVATION_QUANTIZER = 70  # QuantizeActivation: last, on what every earlier edit produced
@@ -106,7 +106,26 @@ class InsertMultiply:
     name: str
 
 
-Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply
+@dataclass(frozen=True, eq=False)
+class MaskWeight:
+    """Multiply the constant weight on input ``port`` of ``node`` by ``mask`` (0/1, the constant's shape).
+
+    Unstructured sparsity: PyTorch keeps the float weight and masks it on the fly (a ``BinaryMask`` hook;
+    ``trainable``: an ``RBMask`` whose logits start at the mask and learn); ONNX and OpenVINO store the
+    masked constant (and refuse ``trainable``: their models do not train). ``name`` names the mask (e.g.
+    the masked parameter); edits with the same ``name`` on a weight read by several operations share one mask.
+    """
+
+    stage: ClassVar[Stage] = Stage.SPARSITY_MASK
+
+    node: str
+    port: int
+    mask: np.ndarray
+    name: str
+    trainable: bool = False
+
+
+Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply | MaskWeight
 
 
 @dataclass(frozen=True)
@@ -174,7 +193,7 @@ def stage_of(edit) -> Stage:
 
 def target_of(edit) -> tuple:
     """The place of the model ``edit`` acts on: a constant input, an activation tensor or a layer output."""
-    if isinstance(edit, (SetConstant, QuantizeWeight, CompressWeight)):
+    if isinstance(edit, (SetConstant, QuantizeWeight, CompressWeight, MaskWeight)):
         return ("constant", edit.node, edit.port)
     if isinstance(edit, AddLowRankCorrection):
         return ("output", edit.node)
@@ -211,4 +230,4 @@ def _checked(stream: EditStream) -> Iterator:
 
 
 _KINDS = {cls.__name__: cls for cls in (QuantizeActivation, QuantizeWeight, SetConstant, InsertMultiply,
-                                        CompressWeight, AddLowRankCorrection)}
+                                        CompressWeight, AddLowRankCorrection, MaskWeight)}

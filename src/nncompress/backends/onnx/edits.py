@@ -16,6 +16,7 @@ from nncompress.graph.edits import (
     Edit,
     FakeQuantParams,
     InsertMultiply,
+    MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
@@ -65,6 +66,7 @@ def apply_edits(model: onnx.ModelProto, edits: Sequence[Edit]) -> onnx.ModelProt
     editor = Editor(ensure_opset(work))
     handlers = {
         SetConstant: _set_constant,
+        MaskWeight: _mask_weight,
         InsertMultiply: _insert_multiply,
         QuantizeWeight: _quantize_weight,
         QuantizeActivation: _quantize_activation,
@@ -95,6 +97,19 @@ def _set_constant(editor: Editor, edit: SetConstant) -> None:
     if shape is not None and -1 not in shape and value.size == int(np.prod(shape)):
         value = value.reshape(shape)
     editor.set_input(node, edit.port, editor.add_initializer(f"{edit.node}/const{edit.port}", value))
+
+
+def _mask_weight(editor: Editor, edit: MaskWeight) -> None:
+    """The constant read on the port, multiplied by the mask, stored in its own dtype (nothing else changes)."""
+    if edit.trainable:
+        raise ValidationError(f"MaskWeight on {edit.node!r}: an ONNX model does not train (trainable masks: PyTorch)")
+    node, source = _constant_port(editor, edit.node, edit.port)
+    values = editor.constant(source)
+    mask = np.asarray(edit.mask)
+    if mask.size != values.size:
+        raise ValidationError(f"MaskWeight on {edit.node!r}:{edit.port}: mask {mask.shape} does not fit {values.shape}")
+    masked = np.where(mask.reshape(values.shape) != 0, values, np.zeros((), values.dtype))
+    editor.set_input(node, edit.port, editor.add_initializer(f"{edit.node}/masked{edit.port}", masked))
 
 
 def _multiply_builder(editor: Editor, edit: InsertMultiply) -> Build:

@@ -15,6 +15,7 @@ from nncompress.graph.edits import (
     Edit,
     FakeQuantParams,
     InsertMultiply,
+    MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
@@ -70,6 +71,8 @@ class _Editor:
             self.set_constant(edit)
         elif isinstance(edit, InsertMultiply):
             self.insert_multiply(edit)
+        elif isinstance(edit, MaskWeight):
+            self.mask_weight(edit)
         elif isinstance(edit, (CompressWeight, AddLowRankCorrection)):
             weight_storage.apply(self, edit)
         else:
@@ -121,6 +124,29 @@ class _Editor:
             value = value.reshape(list(shape.to_shape()))
         name = f"{edit.node}/const_{edit.port}"
         target.replace_source_output(_const(value, target.get_element_type(), name).output(0))
+
+    def mask_weight(self, edit: MaskWeight) -> None:
+        """The weight multiplied by the mask, stored as before: a Constant, or a Constant in its own element
+        type (e.g. f16) followed by Convert."""
+        if edit.trainable:
+            raise ValidationError(
+                f"MaskWeight on {edit.node!r}: an OpenVINO model does not train (trainable masks: PyTorch)"
+            )
+        target = self._input(InputRef(edit.node, edit.port))
+        source = target.get_source_output()
+        producer = source.get_node()
+        stored = producer.input_value(0) if producer.get_type_name() == "Convert" else source
+        weight = ConstantEvaluator().array(stored)
+        mask = np.asarray(edit.mask)
+        if mask.size != weight.size:
+            raise ValidationError(
+                f"MaskWeight on {edit.node!r}:{edit.port}: mask {mask.shape} does not fit {weight.shape}"
+            )
+        masked = np.where(mask.reshape(weight.shape) != 0, weight, np.zeros((), weight.dtype))
+        value = _const(masked, stored.get_element_type(), f"{edit.node}/masked_{edit.port}").output(0)
+        if stored is not source:
+            value = ops.convert(value, source.get_element_type()).output(0)
+        target.replace_source_output(value)
 
     def insert_multiply(self, edit: InsertMultiply) -> None:
         groups: dict[ov.Output, list[ov.Input]] = {}

@@ -71,6 +71,7 @@ class TorchAdapter:
         graph_from_example_input=True,
         export_needs_example_input=True,
         strippable=True,
+        trainable=True,
     )
 
     def __init__(self, example_input: Any = None) -> None:
@@ -95,6 +96,9 @@ class TorchAdapter:
                 cached = module_capture(model)
             else:
                 cached = capture_graph(model, self.example_input)
+            for (node, port), pname in cached.port_params.items():  # shared weights: one name, several nodes
+                if node in cached.graph.nodes:
+                    cached.graph.node(node).attrs.setdefault("constant_names", {})[port] = pname
             self._sources[model] = cached
         return cached
 

@@ -7,6 +7,9 @@ Every edit becomes a hook module at a point of the data flow (see ``hooks``):
 - ``QuantizeWeight``: a quantizer in the pre-hook chain of the constant input: the float parameter
   stays and is fake-quantized on the fly at every forward (``strip`` bakes it in).
 - ``InsertMultiply``: a ``Multiply`` module on each listed consumer input.
+- ``MaskWeight``: a ``sparsity.BinaryMask`` (``trainable``: an ``RBMask``) in the pre-hook chain of the
+  constant input (stage SPARSITY_MASK: after a replaced constant, before a weight quantizer); edits with one
+  name share one module; ``strip`` bakes it in.
 - ``SetConstant``: written into the copy's parameter or buffer when no other operation reads it;
   otherwise (tied weights, constants computed inside ``forward``) a ``Replace`` hook at the start of
   that input's chain.
@@ -36,6 +39,7 @@ from nncompress.graph.edits import (
     Edit,
     EditStream,
     InsertMultiply,
+    MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
     SetConstant,
@@ -49,6 +53,7 @@ from .capture import Capture
 from .fake_quantize import Multiply, Replace, quantizer_from_params
 from .hooks import ChainKey, HookStorage, attach_storage
 from .inputs import copy_model, named_tensor
+from .sparsity import BinaryMask, RBMask
 
 
 class Editor:
@@ -61,6 +66,7 @@ class Editor:
         self.weights = weights  # a weight_storage.WeightStore when weights are compressed
         self._storage: HookStorage | None = None if weights is not None else attach_storage(model)
         self.stage = Stage.ACTIVATION_QUANTIZER  # of the edit being carried out: its hooks take it
+        self._masks: dict[str, nn.Module] = {}  # MaskWeight name -> its mask module (shared weights share it)
 
     @property
     def storage(self) -> HookStorage:
@@ -87,6 +93,8 @@ class Editor:
                 self._insert_on_tensor(edit.tensor, edit.consumers or None, Multiply(edit.scale), edit.name)
             elif isinstance(edit, SetConstant):
                 self._set_constant(edit)
+            elif isinstance(edit, MaskWeight):
+                self._mask_weight(edit)
             else:
                 raise ValidationError(f"the torch backend cannot apply an edit of type {type(edit).__name__}")
 
@@ -140,6 +148,27 @@ class Editor:
             raise ValidationError(f"no operation named {node!r} in the captured graph")
         if port not in self.graph.node(node).const_ports:
             raise ValidationError(f"input {port} of {node!r} is not a constant (weight or bias)")
+
+    def _mask_weight(self, edit: MaskWeight) -> None:
+        self._check_constant(edit.node, edit.port)
+        shape = tuple(self.graph.node(edit.node).const_ports[edit.port])
+        mask = np.asarray(edit.mask)
+        if mask.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValidationError(
+                f"MaskWeight on {edit.node!r} input {edit.port}: mask {mask.shape} does not fit {shape}"
+            )
+        pname = self.capture.port_params.get((edit.node, edit.port))
+        key, index = self._before(InputRef(edit.node, edit.port))
+        kind = RBMask if edit.trainable else BinaryMask
+        module = self._masks.get(edit.name)
+        if not isinstance(module, kind) or tuple(module.binary_mask.shape) != shape:
+            module = kind.from_mask(mask.reshape(shape), pname or edit.name)
+            if pname is not None:
+                module.to(named_tensor(self.model, pname).device)  # the weight's device: not moved every forward
+            module.train(self.model.training)
+            self._masks[edit.name] = module  # a weight read by several operations: one mask
+        self._insert(key, index, edit.name, module)
+        self._note_constant(key)
 
     def _set_constant(self, edit: SetConstant) -> None:
         self._check_constant(edit.node, edit.port)
