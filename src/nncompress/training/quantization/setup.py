@@ -142,11 +142,9 @@ def _in_group_scope(group_spec: Any, nodes: list[str], names: dict) -> bool:
 
 def _activation_config(q, nodes: list[str], shape: tuple, spec: Any) -> QuantizerConfig:
     act = spec.activations
-    mode = act.mode
-    if spec.preset == "mixed" and mode == SYM and not getattr(spec, "activations_mode_explicit", False):
-        mode = ASYM  # preset "mixed": asymmetric activations unless the config sets a mode
-    if mode not in q.modes:
-        mode = sorted(q.modes)[-1] if SYM in q.modes else sorted(q.modes)[0]
+    mode = act.mode  # the spec applies the preset ("mixed": asymmetric unless the config sets a mode)
+    if mode not in q.modes:  # the device rules allow only the other mode here (e.g. attention Q/K: symmetric)
+        mode = SYM if SYM in q.modes else ASYM
     per_channel = bool(act.per_channel) and len(shape) >= 3 and q.unified is None
     has_channels = len(shape) >= 2 and isinstance(shape[1], int)
     return QuantizerConfig(
