@@ -15,15 +15,24 @@ from nncompress.training.controller import (
 )
 
 
-def create_compressed_model(model: Any, config: Any, compression_state: dict | None = None, dummy_forward_fn: Any = None,
-                            wrap_inputs_fn: Any = None, wrap_outputs_fn: Any = None, dump_graphs: bool = False):
+def create_compressed_model(
+    model: Any,
+    config: Any,
+    compression_state: dict | None = None,
+    dummy_forward_fn: Any = None,
+    wrap_inputs_fn: Any = None,
+    wrap_outputs_fn: Any = None,
+    dump_graphs: bool = False,
+):
     """(compression controller, compressed model): see ``nncompress.training.builder``."""
     from nncompress.training.builder import create_compressed_model as create
 
     return create(model, config, compression_state, dummy_forward_fn, wrap_inputs_fn, wrap_outputs_fn, dump_graphs)
 
 
-def load_state(model: Any, state_dict_to_load: dict, is_resume: bool = False, keys_to_ignore: list | None = None) -> int:
+def load_state(
+    model: Any, state_dict_to_load: dict, is_resume: bool = False, keys_to_ignore: list | None = None
+) -> int:
     """Load a checkpoint's state dict into a (compressed) model: see ``nncompress.training.state``."""
     from nncompress.training.state import load_state as load
 

@@ -22,11 +22,10 @@ class CompressionStage(IntEnum):
     PARTIALLY_COMPRESSED = 1
     FULLY_COMPRESSED = 2
 
-    def __add__(self, other: "CompressionStage") -> "CompressionStage":
-        """Combine two algorithms' stages: equal stays, any mix is PARTIALLY_COMPRESSED."""
-        if self == other:
-            return self
-        return CompressionStage.PARTIALLY_COMPRESSED
+
+def combine_stages(a: CompressionStage, b: CompressionStage) -> CompressionStage:
+    """Two algorithms' stages combined: equal stays, any mix is PARTIALLY_COMPRESSED."""
+    return CompressionStage(a) if a == b else CompressionStage.PARTIALLY_COMPRESSED
 
 
 class Statistics:
@@ -169,7 +168,7 @@ class CompositeCompressionAlgorithmController(CompressionAlgorithmController):
     def compression_stage(self) -> CompressionStage:
         stage = self.children[0].compression_stage()
         for child in self.children[1:]:
-            stage = stage + child.compression_stage()
+            stage = combine_stages(stage, child.compression_stage())
         return stage
 
     def quantizers(self) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def node_names(graph: Graph, model: Any) -> dict[str, tuple[str, ...]]:
     for node in graph:
         found = [node.name]
         if node.name in inputs:
-            found += [f"/nncf_model_input_{inputs.index(node.name)}", f"{root}/nncf_model_input_{inputs.index(node.name)}"]
+            index = inputs.index(node.name)
+            found += [f"/nncf_model_input_{index}", f"{root}/nncf_model_input_{index}"]
         elif node.name in outputs:
             found += [f"/nncf_model_output_{outputs.index(node.name)}"]
         else:

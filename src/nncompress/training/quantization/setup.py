@@ -58,11 +58,13 @@ class QuantizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantizerConfig":
+    def from_dict(cls, data: dict[str, Any]) -> QuantizerConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValidationError(f"a saved quantizer setup has unknown fields {sorted(unknown)}; valid: {sorted(names)}")
+            raise ValidationError(
+                f"a saved quantizer setup has unknown fields {sorted(unknown)}; valid: {sorted(names)}"
+            )
         data = dict(data)
         data["range_init"] = RangeInit(**data.get("range_init", {}))
         return cls(**data)
@@ -189,7 +191,8 @@ def _apply_overrides(config: QuantizerConfig, spec: Any, names: dict) -> None:
             setattr(config, key, override[key])
         if "per_channel" in override:
             wanted = bool(override["per_channel"])
-            config.per_channel = wanted and config.channels is not None and (config.group == WEIGHTS or config.ndim >= 3)
+            fits = config.channels is not None and (config.group == WEIGHTS or config.ndim >= 3)
+            config.per_channel = wanted and fits
         rng = (override.get("initializer") or {}).get("range")
         if rng:
             config.range_init = _range_init(rng)
@@ -200,7 +203,8 @@ def _range_init(section: dict) -> RangeInit:
     params = section.get("params") or {}
     return RangeInit(
         type=section.get("type", "mixed_min_max"), num_init_samples=int(section.get("num_init_samples", 256)),
-        min_percentile=float(params.get("min_percentile", 0.1)), max_percentile=float(params.get("max_percentile", 99.9)),
+        min_percentile=float(params.get("min_percentile", 0.1)),
+        max_percentile=float(params.get("max_percentile", 99.9)),
     )
 
 
