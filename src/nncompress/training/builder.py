@@ -77,7 +77,8 @@ def create_compressed_model(
         ctrl.load_state(ctrl_state)
     elif builder_state is None:
         for c in controllers:
-            c.initialize_from_config(config)
+            if hasattr(c, "initialize_from_config"):
+                c.initialize_from_config(config)
     if legacy_state_dict is not None:
         from nncompress.training.state import load_state
 
