@@ -15,7 +15,7 @@ from nncompress.algorithms.quantization.placement import PlacementOptions, find_
 from nncompress.errors import UnsupportedBackendError, ValidationError
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import OpKind
-from nncompress.hardware.rules import ASYM, SYM, rules_for_device
+from nncompress.hardware.rules import ASYM, SYM, Trait, rule_for, rules_for_device
 from nncompress.training.quantization.scopes import check_scopes, matching_nodes, scope_matches
 
 ACTIVATIONS, WEIGHTS = "activations", "weights"
@@ -93,10 +93,15 @@ def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capa
     """The quantizers for ``graph`` under ``spec`` (``names``: each node's scope names)."""
     _validate_all_scopes(spec, names)
     ignored = {n: f"ignored scope {s!r}" for n, s in matching_nodes(spec.ignored_scopes, names).items()}
-    if spec.target_scopes:
+    options = placement_options(spec, capabilities)
+    if spec.target_scopes:  # ops outside the targets take no quantizer; quantizers still move through them
         targets = matching_nodes(spec.target_scopes, names)
-        ignored.update({n: "not in target_scopes" for n in names if n not in targets and n not in ignored})
-    setup = find_quantization_setup(graph, ignored, placement_options(spec, capabilities))
+        movable = (Trait.AGNOSTIC, Trait.CONCAT)
+        ignored.update({
+            n.name: "not in target_scopes" for n in graph
+            if n.name not in targets and n.name not in ignored and rule_for(n.kind, options.rules).trait not in movable
+        })
+    setup = find_quantization_setup(graph, ignored, options)
     configs: list[QuantizerConfig] = []
     for q in setup.activations:
         if not spec.quantize_inputs and graph.node(q.tensor.node).kind is OpKind.INPUT:
