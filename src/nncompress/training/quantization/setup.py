@@ -91,6 +91,7 @@ def placement_options(spec: Any, capabilities: Any) -> PlacementOptions:
 
 def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capabilities: Any) -> list[QuantizerConfig]:
     """The quantizers for ``graph`` under ``spec`` (``names``: each node's scope names)."""
+    _refuse_unimplemented(spec)
     _validate_all_scopes(spec, names)
     ignored = {n: f"ignored scope {s!r}" for n, s in matching_nodes(spec.ignored_scopes, names).items()}
     options = placement_options(spec, capabilities)
@@ -120,6 +121,19 @@ def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capa
         config.range_init = _range_init_for(config, spec.range_init, names)
         _finish(config)
     return configs
+
+
+def _refuse_unimplemented(spec: Any) -> None:
+    if spec.precision is not None:
+        raise UnsupportedBackendError(
+            f"initializer.precision (type {spec.precision.get('type')!r}: mixed-precision search) is not implemented "
+            "yet; remove it to train with the bits given under weights/activations"
+        )
+    if spec.activations.unified_scale_ops:
+        raise UnsupportedBackendError(
+            "activations.unified_scale_ops is not implemented yet; nncompress already shares one quantizer among "
+            "the inputs of Concat (remove the key)"
+        )
 
 
 def _validate_all_scopes(spec: Any, names: dict) -> None:

@@ -125,3 +125,10 @@ def test_cpu_spr_is_refused():
 def test_saved_setup_with_unknown_fields_is_refused():
     with pytest.raises(ValidationError, match="unknown fields"):
         QuantizerConfig.from_dict({"name": "x", "bogus": 1})
+
+
+def test_precision_init_and_unified_scale_ops_are_not_implemented_yet():
+    with pytest.raises(UnsupportedBackendError, match="precision.*not implemented yet"):
+        _setup(initializer={"range": {"num_init_samples": 0}, "precision": {"type": "hawq"}})
+    with pytest.raises(UnsupportedBackendError, match="unified_scale_ops is not implemented yet"):
+        _setup(activations={"unified_scale_ops": [["{re}relu_0", "{re}relu_1"]]})
