@@ -66,8 +66,9 @@ def test_symmetric_scale_gradient_vs_finite_differences(signed: bool):
     alpha = level_low / level_high
     for mask, factor in ((inside, 1 / (1 - alpha)), (~inside, 1.0)):
         gm = g * mask
-        fd = _finite_difference(lambda s: float((_sym_surrogate(x, s, level_low, level_high, residual) * gm).sum()),
-                                scale)
+        fd = _finite_difference(
+            lambda s, gm=gm: float((_sym_surrogate(x, s, level_low, level_high, residual) * gm).sum()), scale
+        )
         _, grads = _grads(q, x.float(), gm.float())
         # NNCF's in-range term (y - x)/R is 1/(1 - alpha) of the exact derivative (half for signed grids)
         assert grads["scale"].item() == pytest.approx(fd * factor, rel=2e-3, abs=2e-3)
