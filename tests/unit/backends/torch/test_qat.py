@@ -372,3 +372,20 @@ def test_to_fake_quant_params_of_per_tensor_quantizers():
     asym.apply_range(-0.25, 0.75)
     params = asym.to_fake_quant_params()
     assert not params.signed and float(params.low) == pytest.approx(-64 / 191 * 0.75)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "asymmetric"])
+def test_training_the_range_reduces_the_quantization_error(mode):
+    torch.manual_seed(0)
+    x = torch.randn(4096)
+    q = _make(mode, signed=True) if mode == "symmetric" else _make(mode)
+    q.apply_range(-0.3, 0.3)  # far too narrow: most values clip
+    optimizer = torch.optim.Adam(q.parameters(), lr=0.05)
+    errors = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = ((q(x) - x) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        errors.append(loss.item())
+    assert errors[-1] < 0.15 * errors[0]  # the range widens to cover the data
