@@ -103,19 +103,33 @@ def fake_quantize(x: Array, step: Array, zero_point: Array | None, level_low: in
 
 def range_gradients(x: Array, y: Array, g: Array, low: Array, span: Array, alpha: float,
                     shape: tuple[int, ...]) -> tuple[Array, Array, Array]:
-    """(dx, d_low, d_range): NNCF's gradients of ``y = fake_quantize(x, low, span, ...)`` for upstream ``g``.
+    """(dx, d_low, d_range): NNCF's gradients of ``y = fake_quantize(x, ...)`` on ``[low, low + span]``
+    for upstream ``g``.
 
     ``d_low`` and ``d_range`` are summed to ``shape`` (the parameters' shape); ``alpha = L/H`` for a
     symmetric quantizer (whose one parameter takes ``d_range``), 0 for an asymmetric one.
     """
     above = x > low + span
     below = x < low
-    outside = above | below
-    dx = xp.where(outside, 0, g) if xp.is_torch(g) else np.where(outside, 0, g).astype(g.dtype)
+    if xp.is_torch(g):
+        return _torch_range_gradients(x, y, g, above, below, span, alpha, shape)
+    dx = np.where(above | below, 0, g).astype(g.dtype)
     g_above = xp.sum_to(g * above, shape)
     g_below = xp.sum_to(g * below, shape)
     d_range = xp.sum_to(dx * (y - x), shape) / span + g_above + g_below * alpha
     return dx, g_above + g_below, d_range
+
+
+def _torch_range_gradients(x, y, g, above, below, span, alpha, shape):
+    """``range_gradients`` in torch with two full-size float temporaries (``dx`` and one scratch)."""
+    torch = xp._torch()
+    dx = torch.where(above | below, 0.0, g)  # where, not a product: no bool-to-float conversion pass
+    scratch = torch.sub(y, x).mul_(dx)
+    in_range = xp.sum_to(scratch, shape)
+    zero = g.new_zeros(())
+    g_above = xp.sum_to(torch.where(above, g, zero, out=scratch), shape)
+    g_below = xp.sum_to(torch.where(below, g, zero, out=scratch), shape)
+    return dx, g_above + g_below, in_range / span + g_above + g_below * alpha
 
 
 def symmetric_init(low: np.ndarray, high: np.ndarray, signed: bool | None = None) -> tuple[bool, np.ndarray]:
