@@ -161,3 +161,23 @@ def test_dump_graphs_writes_the_captured_graph(tmp_path):
     })
     nncf.create_compressed_model(SmallCNN(), config, dump_graphs=True)
     assert "conv1/conv2d_0" in (tmp_path / "original_graph.txt").read_text()
+
+
+def test_nncf_names_and_module_paths_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nncompress as nncf\n"
+        "from nncompress import Config, NNCFConfig, create_compressed_model, load_state, register_default_init_args\n"
+        "from nncompress.config import NNCFConfig as C2\n"
+        "from nncompress.api.compression import CompressionStage\n"
+        "from nncompress.torch.initialization import PTInitializingDataLoader\n"
+        "assert Config is NNCFConfig is C2 is nncf.torch.NNCFConfig\n"
+        "assert nncf.torch.create_compressed_model is create_compressed_model\n"
+        "assert nncf.torch.register_default_init_args is register_default_init_args\n"
+        "assert nncf.torch.load_state is load_state and CompressionStage.FULLY_COMPRESSED == 2\n"
+        "assert 'torch' not in sys.modules, 'import nncompress imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -158,3 +158,25 @@ def test_compression_rate_is_not_meaningful_for_quantization():
     ctrl, _ = _compressed(SmallCNN())
     with pytest.raises(ValidationError, match="compression rate"):
         _ = ctrl.compression_rate
+
+
+def test_distributed_broadcasts_sorted_quantizers_and_refreshes_their_flags(monkeypatch):
+    import sys
+    import types
+
+    ctrl, _ = _compressed(SmallCNN())
+    calls = []
+
+    def broadcast_modules(named, src=0):  # what rank 0 would send: unsigned grids, 4 bits
+        calls.append(list(named))
+        for module in named.values():
+            if hasattr(module, "signed_tensor"):
+                module.signed_tensor.fill_(0)
+
+    fake = types.SimpleNamespace(is_distributed=lambda: True, broadcast_modules=broadcast_modules, barrier=lambda: None)
+    monkeypatch.setitem(sys.modules, "nncompress.training.distributed", fake)
+    monkeypatch.setattr(nncf.training, "distributed", fake, raising=False)
+    ctrl.distributed()
+    assert calls == [sorted(ctrl.quantizers())]
+    assert all(not q.signed for q in ctrl.quantizers().values())  # the Python-side flag follows the buffer
+    assert all(q.initialized for q in ctrl.quantizers().values())
