@@ -266,7 +266,8 @@ class SymmetricQATQuantizer(BaseQATQuantizer):
 
 
 class AsymmetricQATQuantizer(BaseQATQuantizer):
-    """Range ``[input_low, input_low + input_range]`` aligned so 0.0 is a level; grid ``[0, 2^b - 1]``."""
+    """Range ``[input_low, input_low + input_range]`` aligned so 0.0 is a level; grid ``[0, 2^b - 1]``
+    (``[0, 2^(b-1) - 1]`` with half range; narrow range is not applied, as in NNCF)."""
 
     symmetric = False
 
