@@ -338,6 +338,13 @@ def test_half_range_weights_export_on_the_full_int8_grid(tmp_path):
     assert params.levels == 256 and params.signed and not params.narrow
     np.testing.assert_allclose(params.low, -128 * step, rtol=1e-6)
     np.testing.assert_allclose(params.high, 127 * step, rtol=1e-6)
+    training = wq.to_fake_quant_params(exported=False)
+    assert training.levels == 128 and training.signed
+    np.testing.assert_allclose(training.low, -64 * step, rtol=1e-6)
+    from nncompress.numerics.qparams import fake_quantize as params_fake_quantize
+
+    weight = model.conv.weight.detach()
+    np.testing.assert_allclose(params_fake_quantize(weight.numpy(), training), wq(weight).detach().numpy(), atol=1e-7)
     got, _, graph = _export_and_run(model, x, tmp_path)
     from onnx import numpy_helper
 
