@@ -46,18 +46,21 @@ def test_loss_is_a_zero_tensor_and_statistics_render():
 
 def test_strip_gives_ptq_fake_quantizers_computing_the_same_outputs():
     ctrl, model = _compressed()
+    with torch.no_grad():
+        model.conv1.weight.mul_(3.0)  # as training can: weights beyond the (half-range) quantizer's range
     x = next(iter(loader("test")))[0]
     stripped = ctrl.strip()
     assert stripped is not model
     storage = storage_of(stripped)
-    assert len(storage) == 3 and all(isinstance(storage.module(h), FakeQuantizer) for h in storage.keys)
+    assert len(storage) == 6 and all(isinstance(storage.module(h), FakeQuantizer) for h in storage.keys)
+    assert storage.module("conv1/conv2d_0/fq_weights_1").level_low == -64  # half range: the 7-bit training grid
     with torch.no_grad():
         assert torch.equal(stripped(x), model(x))
-        # weights are baked: the conv weight now lies on the quantizer's grid
-        assert not torch.equal(stripped.conv1.weight, model.conv1.weight)
-    again = nncf.strip(stripped)  # nncompress.strip works on the result
+    baked = nncf.strip(stripped)  # nncompress.strip bakes the weights into the parameters
+    assert len(storage_of(baked)) == 3
     with torch.no_grad():
-        assert torch.equal(again(x), model(x))
+        assert not torch.equal(baked.conv1.weight, model.conv1.weight)
+        assert torch.equal(baked(x), model(x))
 
 
 def test_disabled_quantizers_are_dropped_by_strip():
@@ -76,8 +79,9 @@ def test_export_onnx_runs_in_onnxruntime_like_the_torch_model(tmp_path):
     onnx = pytest.importorskip("onnx")
     ctrl, model = _compressed()
     path = ctrl.export_model(tmp_path / "m.onnx")
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    nodes = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert nodes.count("QuantizeLinear") == 3  # activations
+    assert nodes.count("DequantizeLinear") == 6  # activations + int8 weights
     x, _ = next(iter(loader("test", batch_size=128)))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
