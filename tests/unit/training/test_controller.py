@@ -184,3 +184,16 @@ def test_distributed_broadcasts_sorted_quantizers_and_refreshes_their_flags(monk
     assert calls == [sorted(ctrl.quantizers())]
     assert all(not q.signed for q in ctrl.quantizers().values())  # the Python-side flag follows the buffer
     assert all(q.initialized for q in ctrl.quantizers().values())
+
+
+def test_strip_without_copy_converts_the_model_in_place():
+    ctrl, model = _compressed(SmallCNN())
+    x = torch.rand(2, 1, 8, 8)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    stripped = ctrl.strip(do_copy=False)
+    assert stripped is model
+    assert all(isinstance(m, FakeQuantizer) for m in storage_of(model).hooks.values())
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
