@@ -51,6 +51,7 @@ class _QATFakeQuantize(torch.autograd.Function):
         y = y if y.dtype is x.dtype else y.to(x.dtype)
         ctx.save_for_backward(x, y, low, span)
         ctx.alpha, ctx.shape, ctx.has_low = alpha, span_param.shape, low_param is not None
+        ctx.param_dtype = span_param.dtype
         return y
 
     @staticmethod
@@ -59,6 +60,7 @@ class _QATFakeQuantize(torch.autograd.Function):
         x, y, g32 = (t if t.dtype is torch.float32 else t.float() for t in (x, y, g))
         dx, d_low, d_range = qat.range_gradients(x, y, g32, low, span, ctx.alpha, ctx.shape)
         dx = dx if dx.dtype is g.dtype else dx.to(g.dtype)
+        d_range, d_low = (t if t.dtype is ctx.param_dtype else t.to(ctx.param_dtype) for t in (d_range, d_low))
         return (dx if ctx.needs_input_grad[0] else None, d_range, d_low if ctx.has_low else None,
                 None, None, None, None, None, None, None)
 

@@ -201,6 +201,10 @@ def test_float16_and_bfloat16_inputs_quantize_in_float32():
         torch.testing.assert_close(y.float(), reference, atol=0.02, rtol=0.01)
         y.float().sum().backward()
         assert xd.grad.dtype is dtype and q.scale.grad.dtype is torch.float32
+    half = _sym(1.5, True).half()  # a model converted with .half(): parameters and inputs in float16
+    xh = x.half().requires_grad_(True)
+    half(xh).float().sum().backward()
+    assert half.scale.grad.dtype is torch.float16 and xh.grad.dtype is torch.float16
 
 
 # --- enable / disable, range init, state ----------------------------------------------------------------
