@@ -1,0 +1,93 @@
+"""examples/classification/main.py end to end: FP32 pre-training, QAT, best/last checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "classification"
+
+
+def _run(*args: str, timeout: int = 300) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    done = subprocess.run([sys.executable, str(SAMPLE / "main.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"sample failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-3000:]
+    return json.loads(lines[-1][len("RESULT "):]) | {"stdout": done.stdout}
+
+
+def _digits_test_split():
+    sys.path.insert(0, str(SAMPLE))
+    from sample_data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("int8")
+    result = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--pretrain-epochs", "6",
+                  "--epochs", "1", "--checkpoint-dir", str(out), "--export", str(out / "model.onnx"))
+    return result, out
+
+
+@pytest.mark.slow
+def test_sample_pretrains_then_qat_keeps_accuracy_and_prints_statistics(int8_run):
+    result, out = int8_run
+    assert result["fp32_top1"] >= 0.95, result
+    assert [e["epoch"] for e in result["epochs"]] == [0]
+    assert result["epochs"][0]["stage"] == 2  # FULLY_COMPRESSED
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    assert f"top-1 {result['epochs'][0]['top1']:.4f}" in result["stdout"]
+    assert (out / "best.pth").exists() and (out / "last.pth").exists() and (out / "fp32.pth").exists()
+
+
+@pytest.mark.slow
+def test_sample_export_runs_in_onnxruntime_with_the_printed_accuracy(int8_run):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    result, out = int8_run
+    proto = onnx.load(str(out / "model.onnx"))
+    assert any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    data = _digits_test_split()
+    logits = session.run(None, {session.get_inputs()[0].name: data.x_test.numpy()})[0]
+    accuracy = float((np.argmax(logits, 1) == data.y_test.numpy()).mean())
+    assert abs(accuracy - result["final_top1"]) <= 2 / len(data.y_test), (accuracy, result["final_top1"])
+
+
+@pytest.mark.slow
+def test_sample_resume_restores_the_exact_model_and_continues(int8_run):
+    result, out = int8_run
+    checkpoint = torch.load(out / "last.pth", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["compression_state"]
+    resumed = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--resume", str(out / "last.pth"),
+                   "--epochs", "2", "--checkpoint-dir", str(out / "resumed"))
+    assert resumed["init_top1"] == checkpoint["acc1"] == result["final_top1"]  # identical model, no re-init
+    assert [e["epoch"] for e in resumed["epochs"]] == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["digits_fp32", "digits_int8_asym_per_channel", "digits_int8_staged"])
+def test_every_shipped_config_trains_from_the_fp32_weights(int8_run, config, tmp_path):
+    _, out = int8_run
+    epochs = "3" if config == "digits_int8_staged" else "1"
+    result = _run("--config", str(SAMPLE / "configs" / f"{config}.json"), "--weights", str(out / "fp32.pth"),
+                  "--epochs", epochs, "--checkpoint-dir", str(tmp_path))
+    assert result["fp32_top1"] >= 0.95
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    stages = [e["stage"] for e in result["epochs"]]
+    expected = {"digits_fp32": [0], "digits_int8_asym_per_channel": [2], "digits_int8_staged": [0, 1, 2]}[config]
+    assert stages == expected
