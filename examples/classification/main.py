@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,7 @@ def train_epoch(net, ctrl, loader, optimizer, staged: StagedSchedule | None, epo
         if (i + 1) % multiplier == 0 or i + 1 == len(loader):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        total, batches = total + float(task_loss), batches + 1
+        total, batches = total + task_loss.item(), batches + 1
     return total / max(1, batches)
 
 
@@ -310,6 +311,7 @@ def export(model: nn.Module, ctrl, path: str, example: torch.Tensor) -> str:
         ctrl.export_model(path, save_format=fmt)
     else:
         model.eval()
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the one we want
         torch.onnx.export(model, (example.to(next(model.parameters()).device),), path, dynamo=False, opset_version=13,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
