@@ -259,13 +259,14 @@ def run(args: argparse.Namespace, local_rank: int | None = None) -> dict:
     log(rank, f"FP32 top-1: {fp32_acc:.4f}" if not resume else f"resuming from {args.resume} (epoch {resume['epoch']})")
     loader = make_loader(data.x_train, data.y_train, settings["batch_size"], settings["seed"], shuffle=True)
     ctrl, model = compress(model, config, loader, device, resume)
-    net = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
-    if ctrl is not None and dist.is_initialized():
+    staged_p = staged_params(config)
+    # the staged scheduler's disabled quantizers get no gradients: DDP must not wait for them
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(staged_p)) if world > 1 else model
+    if ctrl is not None and world > 1:
         ctrl.distributed()
     result["init_top1"] = top1(net, data.x_test, data.y_test, device)
     log(rank, f"top-1 after compression init: {result['init_top1']:.4f}")
     optimizer = make_optimizer(net.parameters(), settings["optimizer"])
-    staged_p = staged_params(config)
     staged = StagedSchedule(staged_p, optimizer) if staged_p else None
     start, best = 0, None
     if resume:
