@@ -3,6 +3,7 @@
 import nncompress.data  # noqa: F401 (nncf.data.generate_text_data works after `import nncf`, as in NNCF)
 import nncompress.quantization.advanced_parameters  # noqa: F401
 import nncompress.tensor  # noqa: F401
+import nncompress.torch  # noqa: F401 (nncf.torch.register_default_init_args works after `import nncf`; no torch import)
 from nncompress.api.accuracy_control import quantize_with_accuracy_control
 from nncompress.api.compress_weights import compress_weights
 from nncompress.api.export import export, strip
@@ -67,6 +68,9 @@ from nncompress.parameters import (
 )
 from nncompress.report import CompressionReport, last_report
 from nncompress.scopes import IgnoredScope, Subgraph
+from nncompress.training import create_compressed_model, load_state
+from nncompress.training.config import Config, NNCFConfig
+from nncompress.training.config.init_args import register_default_init_args
 from nncompress.weight_parameters import (
     AdvancedAdaptiveCodebookParameters,
     AdvancedAWQParameters,
@@ -98,6 +102,7 @@ __all__ = [
     "CompressWeightsMode",
     "CompressionFormat",
     "CompressionReport",
+    "Config",
     "Dataset",
     "DropType",
     "FP8QuantizationParameters",
@@ -113,6 +118,7 @@ __all__ = [
     "InvalidQuantizerGroupError",
     "ModelType",
     "ModuleNotFoundError",
+    "NNCFConfig",
     "NNCompressError",
     "OneShotDatasetError",
     "OverflowFix",
@@ -143,14 +149,17 @@ __all__ = [
     "batch_norm_adaptation",
     "build_graph",
     "compress_weights",
+    "create_compressed_model",
     "disable_logging",
     "export",
     "install_as_nncf",
     "last_report",
+    "load_state",
     "prune",
     "pruning_statistic",
     "quantize",
     "quantize_with_accuracy_control",
+    "register_default_init_args",
     "set_log_level",
     "strip",
 ]

@@ -13,6 +13,10 @@ class ValidationError(NNCompressError, ValueError):
     """An argument, option or configuration value is not valid."""
 
 
+class ConfigError(ValidationError):
+    """A training-time compression config (NNCF JSON) is not valid; the message names the key path."""
+
+
 class UnsupportedModelError(NNCompressError, TypeError):
     """The model's type or structure is not one nncompress can compress."""
 

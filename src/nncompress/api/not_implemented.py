@@ -30,5 +30,7 @@ def pruning_statistic(model: TModel) -> Any:
 
 
 def batch_norm_adaptation(model: TModel, calibration_dataset: Dataset, *, num_iterations: int | None = None) -> TModel:
-    """Not implemented yet (planned with the training-time API)."""
-    raise UnsupportedBackendError("batch_norm_adaptation is not implemented in nncompress yet")
+    """Implemented now: ``nncompress.training.bn_adaptation.batch_norm_adaptation`` (kept here for old imports)."""
+    from nncompress.training.bn_adaptation import batch_norm_adaptation as adapt
+
+    return adapt(model, calibration_dataset, num_iterations=num_iterations)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncompress.graph.edits import FakeQuantParams
+from nncompress.numerics import xp
 from nncompress.numerics.fake_quant import fake_quantize as grid_fake_quantize
 from nncompress.numerics.fake_quant import quantize_levels
 
@@ -52,23 +53,27 @@ def asymmetric_range(min_values, max_values, bits: int = 8) -> tuple[np.ndarray,
     low = np.where(narrow_width, low - ASYM_MIN_WIDTH, low)
     high = np.where(narrow_width, high + ASYM_MIN_WIDTH, high)
     low, high = np.minimum(low, 0.0), np.maximum(high, 0.0)
-    low, high = _tune_range(low, high, bits)
+    low, high = tune_range(low, high, 2**bits - 1)
     return low.astype(np.float32), high.astype(np.float32), 2**bits
 
 
-def _tune_range(low: np.ndarray, high: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Widen [low, high] the least so that 0.0 falls exactly on the grid."""
-    steps = 2**bits - 1
+def tune_range(low, high, steps: int):
+    """Widen [low, high] (low <= 0 <= high) the least so that 0.0 falls exactly on a grid of ``steps`` steps.
+
+    Moves the low end (to ``ZP/(ZP-steps)·high``) or the high end (to ``(ZP-steps)/ZP·low``), whichever
+    gives the wider range (low on a tie), with ``ZP = round(-low·steps/(high-low))``; a zero point at an
+    edge keeps the range. numpy arrays or torch tensors (NNCF's TuneRange; QAT runs it every step).
+    """
     scale = steps / (high - low)
-    zero_level = np.round(-low * scale)
+    zero_level = xp.rint(-low * scale)
     with np.errstate(divide="ignore", invalid="ignore"):
-        low_moved = np.where(zero_level < steps, zero_level / (zero_level - steps) * high, low)
-        high_moved = np.where(zero_level > 0, (zero_level - steps) / zero_level * low, high)
+        low_moved = xp.where(zero_level < steps, zero_level / (zero_level - steps) * high, low)
+        high_moved = xp.where(zero_level > 0, (zero_level - steps) / zero_level * low, high)
     widen_low = (high - low_moved) >= (high_moved - low)
-    new_low = np.where(widen_low, low_moved, low)
-    new_high = np.where(widen_low, high, high_moved)
+    new_low = xp.where(widen_low, low_moved, low)
+    new_high = xp.where(widen_low, high, high_moved)
     on_grid = (zero_level <= 0) | (zero_level >= steps)
-    return np.where(on_grid, low, new_low), np.where(on_grid, high, new_high)
+    return xp.where(on_grid, low, new_low), xp.where(on_grid, high, new_high)
 
 
 def scale_zero_point(params: FakeQuantParams) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -48,6 +48,27 @@ def round_ste(x: Array) -> Array:
     return np.rint(x)
 
 
+def rint(x: Array) -> Array:
+    """Round half to even (a new array)."""
+    return _torch().round(x) if is_torch(x) else np.rint(x)
+
+
+def where(condition: Array, x: Array, y: Array) -> Array:
+    """``x`` where ``condition`` holds, else ``y`` (torch when ``condition`` is a tensor)."""
+    return _torch().where(condition, x, y) if is_torch(condition) else np.where(condition, x, y)
+
+
+def sum_to(x: Array, shape: tuple[int, ...]) -> Array:
+    """``x`` summed over the axes that ``shape`` (a broadcastable shape, e.g. a parameter's) lacks."""
+    padded = (1,) * (x.ndim - len(shape)) + tuple(shape)
+    axes = tuple(i for i, (have, want) in enumerate(zip(x.shape, padded)) if want == 1 and have != 1)
+    if is_torch(x):
+        total = x.sum(dim=axes, keepdim=True) if axes else x
+    else:
+        total = np.sum(x, axis=axes, keepdims=True)
+    return total.reshape(shape)
+
+
 def clip(x: Array, low: float, high: float) -> Array:
     """``min(max(x, low), high)`` (a new array; in torch the gradient of ``clamp``)."""
     return _torch().clamp(x, low, high) if is_torch(x) else np.clip(x, low, high)

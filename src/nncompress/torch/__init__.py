@@ -1,4 +1,5 @@
-"""NNCF's ``nncf.torch`` for post-training users: ``strip``, ``disable_tracing`` and model-wrapping helpers.
+"""NNCF's ``nncf.torch``: ``create_compressed_model``, ``register_default_init_args``, ``load_state``,
+``strip``, ``disable_tracing`` and model-wrapping helpers.
 
 Importing this module does not import torch; the functions that need it import it when called. The
 PyTorch backend itself is ``nncompress.backends.torch``.
@@ -12,17 +13,24 @@ from typing import Any, TypeVar
 from nncompress.api.export import strip
 from nncompress.errors import UnsupportedBackendError
 from nncompress.log import logger
+from nncompress.training import create_compressed_model, load_state
+from nncompress.training.config import NNCFConfig
+from nncompress.training.config.init_args import register_default_init_args
 
 TModel = TypeVar("TModel")
 _warned_tracing = False
 
 __all__ = [
+    "NNCFConfig",
+    "create_compressed_model",
     "disable_tracing",
     "force_build_cpu_extensions",
     "force_build_cuda_extensions",
     "get_config",
     "is_wrapped_model",
     "load_from_config",
+    "load_state",
+    "register_default_init_args",
     "strip",
     "wrap_model",
 ]

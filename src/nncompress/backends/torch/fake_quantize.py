@@ -117,38 +117,12 @@ class FakeQuantizer(nn.Module):
     def integers(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(int8/uint8 levels, scale, zero point) of ``values``: what ``forward`` dequantizes."""
         scale, zero_point = (t.detach().cpu().numpy().astype(np.float32) for t in self.grid())
-        shape = _channel_shape(values.ndim, self.axis)
-        q = quantize_levels(values, scale.reshape(shape), zero_point.reshape(shape), self.level_low, self.level_high)
-        dtype = np.int8 if self.level_low < 0 else np.uint8
-        return q.astype(dtype), scale, zero_point.astype(dtype)
+        return integer_levels(values, scale, zero_point, self.level_low, self.level_high, self.axis)
 
     def _export_forward(self, x: torch.Tensor) -> torch.Tensor:
         """QuantizeLinear/DequantizeLinear form of the quantizer for the ONNX exporter."""
-        dtype_low, dtype_high = (-128, 127) if self.level_low < 0 else (0, 255)
-        if self.level_low < dtype_low or self.level_high > dtype_high:
-            raise UnsupportedBackendError(
-                f"ONNX QuantizeLinear export supports at most 8-bit grids; this quantizer's grid is "
-                f"[{self.level_low}, {self.level_high}]. Keep it in fake-quantize form or use 8 bits"
-            )
-        axis = None if self.axis is None else self.axis % x.ndim
-        if self.on_constant:  # a weight: integer constant + DequantizeLinear
-            q, scale, zero_point = self.integers(x.detach().float().cpu().numpy())
-            q, scale, zero_point = (torch.from_numpy(a) for a in (q, scale, zero_point))
-            y = DequantizeConstant.apply(q, scale, zero_point, axis)
-            return y if y.dtype is x.dtype else y.to(x.dtype)
         scale, zero_point = (t.detach().float() for t in self.grid())
-        y = x if x.dtype is torch.float32 else x.float()
-        if (self.level_low, self.level_high) != (dtype_low, dtype_high):  # narrower grid: clip first
-            shape = _channel_shape(x.ndim, self.axis)
-            low = ((self.level_low - zero_point) * scale).reshape(shape)
-            high = ((self.level_high - zero_point) * scale).reshape(shape)
-            y = torch.minimum(torch.maximum(y, low), high)
-        zero_t = zero_point.round().to(torch.int32)
-        if axis is None:
-            y = torch.fake_quantize_per_tensor_affine(y, scale, zero_t, dtype_low, dtype_high)
-        else:
-            y = torch.fake_quantize_per_channel_affine(y, scale, zero_t, axis, dtype_low, dtype_high)
-        return y if y.dtype is x.dtype else y.to(x.dtype)
+        return export_qdq(x, scale, zero_point, self.level_low, self.level_high, self.axis, self.on_constant)
 
     def extra_repr(self) -> str:
         axis = "per-tensor" if self.axis is None else f"axis={self.axis}"
@@ -190,6 +164,47 @@ class AsymmetricQuantizer(FakeQuantizer):
     @property
     def input_range(self) -> torch.Tensor:
         return (self.level_high - self.level_low) * self.grid()[0]
+
+
+def integer_levels(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, level_low: int, level_high: int,
+                   axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8/uint8 levels, scale, zero point) of ``values`` on ``[level_low, level_high]`` (scale and
+    zero point of shape [] or [C] over ``axis``)."""
+    shape = _channel_shape(values.ndim, axis)
+    q = quantize_levels(values, scale.reshape(shape), zero_point.reshape(shape), level_low, level_high)
+    dtype = np.int8 if level_low < 0 else np.uint8
+    return q.astype(dtype), scale, zero_point.astype(dtype)
+
+
+def export_qdq(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, level_low: int, level_high: int,
+               axis: int | None, on_constant: bool) -> torch.Tensor:
+    """The ONNX form of fake quantization on ``[level_low, level_high]`` (``scale``/``zero_point`` of shape
+    [] or [C] over ``axis``): QuantizeLinear→DequantizeLinear, a Clip first when the grid is narrower
+    than int8/uint8; ``on_constant`` (a weight): an int8/uint8 constant followed by DequantizeLinear."""
+    dtype_low, dtype_high = (-128, 127) if level_low < 0 else (0, 255)
+    if level_low < dtype_low or level_high > dtype_high:
+        raise UnsupportedBackendError(
+            f"ONNX QuantizeLinear export supports at most 8-bit grids; this quantizer's grid is "
+            f"[{level_low}, {level_high}]. Keep it in fake-quantize form or use 8 bits"
+        )
+    shape = _channel_shape(x.ndim, axis)
+    axis = None if axis is None else axis % x.ndim
+    if on_constant:  # a weight: integer constant + DequantizeLinear
+        arrays = (x.detach().float().cpu().numpy(), scale.cpu().numpy(), zero_point.cpu().numpy())
+        q, scale, zero_point = integer_levels(*arrays, level_low, level_high, axis)
+        y = DequantizeConstant.apply(*(torch.from_numpy(a) for a in (q, scale, zero_point)), axis)
+        return y if y.dtype is x.dtype else y.to(x.dtype)
+    y = x if x.dtype is torch.float32 else x.float()
+    if (level_low, level_high) != (dtype_low, dtype_high):  # narrower grid: clip first
+        low = ((level_low - zero_point) * scale).reshape(shape)
+        high = ((level_high - zero_point) * scale).reshape(shape)
+        y = torch.minimum(torch.maximum(y, low), high)
+    zero_t = zero_point.round().to(torch.int32)
+    if axis is None:
+        y = torch.fake_quantize_per_tensor_affine(y, scale, zero_t, dtype_low, dtype_high)
+    else:
+        y = torch.fake_quantize_per_channel_affine(y, scale, zero_t, axis, dtype_low, dtype_high)
+    return y if y.dtype is x.dtype else y.to(x.dtype)
 
 
 def quantizer_from_params(params: FakeQuantParams) -> FakeQuantizer:

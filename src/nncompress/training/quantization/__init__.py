@@ -1,0 +1,1 @@
+"""Quantization-aware training: the builder (placement -> edits -> trainable quantizers) and controller."""
