@@ -34,6 +34,7 @@ from examples import digits_cnn as digits  # noqa: E402
 BATCH = 32
 QAT_LR = 1e-4
 STEPS_PER_FIGURE = 10
+STEP_THREADS = 1
 MEMORY_STEPS = 20
 QAT_CONFIG = {
     "input_info": {"sample_size": [1, 1, 16, 16]},
@@ -134,7 +135,12 @@ def step_time_figures(fp32, ctrl, qat, data) -> dict:
     """FP32 and QAT training steps interleaved (batch 32), ratio per round."""
     x, y = torch.from_numpy(data.x_train[:BATCH]), torch.from_numpy(data.y_train[:BATCH])
     runs = {"fp32": _step_runner(copy.deepcopy(fp32), None, x, y), "qat": _step_runner(qat, ctrl, x, y)}
-    spreads, load = harness.interleaved(runs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(STEP_THREADS)  # one thread: an oversubscribed machine stalls OpenMP barriers
+    try:
+        spreads, load = harness.interleaved(runs)
+    finally:
+        torch.set_num_threads(threads)
     ratio = harness.ratio(spreads["qat"], spreads["fp32"])
     return {
         "fp32_step_ms": _spread_ms(spreads["fp32"]), "qat_step_ms": _spread_ms(spreads["qat"]),
@@ -251,8 +257,8 @@ def main() -> None:
             f"INT8 config (symmetric per-tensor, mixed_min_max range init on 512 images, BN adaptation 512), "
             f"Adam lr {QAT_LR}, batch {BATCH}, no augmentation. Step times: FP32 and QAT steps (forward, backward, "
             f"Adam) on the same batch interleaved, {harness.REPEATS} rounds of {STEPS_PER_FIGURE} steps after a "
-            "warm-up, the ratio taken per round, 2 threads. Memory: each model in its own process; the peak-RSS "
-            "rise is VmHWM (reset before the loop) minus VmRSS before it."
+            f"warm-up, the ratio taken per round, {STEP_THREADS} torch thread. Memory: each model in its own "
+            "process; the peak-RSS rise is VmHWM (reset before the loop) minus VmRSS before it."
         )
         common.write_benchmarks_section("Quantization-aware training", "python bench/qat.py", text, notes)
 

@@ -38,7 +38,7 @@ def _digits_test_split():
 @pytest.fixture(scope="module")
 def int8_run(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("int8")
-    result = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--pretrain-epochs", "6",
+    result = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--pretrain-epochs", "3",
                   "--epochs", "1", "--checkpoint-dir", str(out), "--export", str(out / "model.onnx"))
     return result, out
 
