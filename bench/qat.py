@@ -207,7 +207,8 @@ def table(r: dict) -> str:
         ["OpenVINO top-1 agreement with PyTorch QAT (its top-1)", f"{_pct(r['ov_agreement'])} ({_pct(r['ov_top1'])})"],
         ["FP32 training step, ms (batch 32)", _spread(r["fp32_step_ms"], ".2f")],
         ["QAT training step, ms (batch 32)", _spread(r["qat_step_ms"], ".2f")],
-        ["**QAT step / FP32 step** (per round)", _spread(r["step_ratio"], ".2f")],
+        ["**QAT step / FP32 step** (per round)",
+         _spread(r["step_ratio"], ".2f") + (" BUSY (see load below)" if r["step_busy"] else "")],
         ["create_compressed_model (capture, range init, BN adaptation), s", f"{r['create_compressed_model_s']:.2f}"],
     ]
     if fp32_mem and qat_mem:
