@@ -91,3 +91,33 @@ def test_every_shipped_config_trains_from_the_fp32_weights(int8_run, config, tmp
     stages = [e["stage"] for e in result["epochs"]]
     expected = {"digits_fp32": [0], "digits_int8_asym_per_channel": [2], "digits_int8_staged": [0, 1, 2]}[config]
     assert stages == expected
+
+
+def _sample_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("classification_sample_main", SAMPLE / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_checkpoint_rule_prefers_the_higher_stage_then_the_higher_top1():
+    is_better = _sample_main().is_better
+    assert is_better(0, 0.5, None)
+    assert is_better(2, 0.90, (1, 0.99))  # a higher stage wins even with a lower top-1
+    assert not is_better(1, 0.999, (2, 0.90))
+    assert is_better(2, 0.91, (2, 0.90)) and not is_better(2, 0.90, (2, 0.90))
+
+
+def test_staged_schedule_poly_lr_drop_and_weight_decay_off():
+    main = _sample_main()
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    params = {"base_lr": 1e-3, "base_wd": 1e-5, "lr_poly_drop_start_epoch": 2, "lr_poly_drop_duration_epochs": 2,
+              "disable_wd_start_epoch": 3}
+    schedule = main.StagedSchedule(params, optimizer)
+    expected = {1.0: (1e-3, 1e-5), 2.5: (1e-3 * 0.75**2.1, 1e-5), 3.0: (1e-3 * 0.5**2.1, 0.0), 4.5: (0.0, 0.0)}
+    for epoch, (lr, wd) in expected.items():
+        schedule.update(epoch)
+        group = optimizer.param_groups[0]
+        assert group["lr"] == pytest.approx(lr, rel=1e-12, abs=0) and group["weight_decay"] == wd, epoch
