@@ -103,19 +103,45 @@ def fake_quantize(x: Array, step: Array, zero_point: Array | None, level_low: in
 
 def range_gradients(x: Array, y: Array, g: Array, low: Array, span: Array, alpha: float,
                     shape: tuple[int, ...]) -> tuple[Array, Array, Array]:
-    """(dx, d_low, d_range): NNCF's gradients of ``y = fake_quantize(x, low, span, ...)`` for upstream ``g``.
+    """(dx, d_low, d_range): NNCF's gradients of ``y = fake_quantize(x, ...)`` on ``[low, low + span]``
+    for upstream ``g``.
 
     ``d_low`` and ``d_range`` are summed to ``shape`` (the parameters' shape); ``alpha = L/H`` for a
     symmetric quantizer (whose one parameter takes ``d_range``), 0 for an asymmetric one.
     """
+    if xp.is_torch(g):
+        return _torch_range_gradients(x, y, g, low, span, alpha, shape)
     above = x > low + span
     below = x < low
-    outside = above | below
-    dx = xp.where(outside, 0, g) if xp.is_torch(g) else np.where(outside, 0, g).astype(g.dtype)
+    dx = np.where(above | below, 0, g).astype(g.dtype)
     g_above = xp.sum_to(g * above, shape)
     g_below = xp.sum_to(g * below, shape)
     d_range = xp.sum_to(dx * (y - x), shape) / span + g_above + g_below * alpha
     return dx, g_above + g_below, d_range
+
+
+def _torch_range_gradients(x, y, g, low, span, alpha, shape):
+    """``range_gradients`` in torch: float arithmetic only (comparisons and ``where`` are several times
+    slower on CPU), few full-size passes and two full-size temporaries besides ``dx``.
+
+    ``side = sign(clamp(x, lo, hi) - x)`` is -1 above the range, +1 below, 0 inside; then
+    ``Σ g·side = S_below - S_above`` and ``Σ g·|side| = S_below + S_above``.
+    """
+    torch = xp._torch()
+    side = torch.clamp(x, low, low + span).sub_(x).sign_()
+    total = _product_sum(g, side, shape)
+    outside = _product_sum(g, side.abs_(), shape)
+    dx = torch.addcmul(g, g, side, value=-1)  # g where inside, 0 outside
+    in_range = _product_sum(torch.sub(y, x, out=side), dx, shape)
+    g_above, g_below = (outside - total) / 2, (outside + total) / 2
+    return dx, outside, in_range / span + g_above + g_below * alpha
+
+
+def _product_sum(a, b, shape):
+    """``sum_to(a * b, shape)``; one pass without a temporary (a dot product) when summing everything."""
+    if len(shape) <= 1 and (not shape or shape[0] == 1) and a.is_contiguous() and b.is_contiguous():
+        return xp._torch().dot(a.reshape(-1), b.reshape(-1)).reshape(shape)
+    return xp.sum_to(a * b, shape)
 
 
 def symmetric_init(low: np.ndarray, high: np.ndarray, signed: bool | None = None) -> tuple[bool, np.ndarray]:

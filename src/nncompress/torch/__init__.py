@@ -75,10 +75,10 @@ def is_wrapped_model(model: Any) -> bool:
 
 
 def wrap_model(model: TModel, example_input: Any, trace_parameters: bool = False) -> Any:
-    """Not available: nncompress has no separate wrapping step (training-time API not implemented yet)."""
+    """Not available: nncompress has no separate wrapping step (the capture happens inside each entry point)."""
     raise UnsupportedBackendError(
-        "nncompress.torch.wrap_model is not implemented: nncompress captures the model inside quantize() and "
-        "compress_weights(); pass the plain torch.nn.Module to them"
+        "nncompress.torch.wrap_model is not implemented: nncompress captures the model inside quantize(), "
+        "compress_weights() and create_compressed_model(); pass the plain torch.nn.Module to them"
     )
 
 

@@ -36,23 +36,10 @@ def create_compressed_model(
     With ``compression_state`` (from ``controller.get_compression_state()``) the exact saved quantizer
     setup is rebuilt and no data-driven initialisation runs; load the weights with ``load_state``.
     """
-    from torch import nn
-
     from nncompress.backends.registry import get_adapter
     from nncompress.training.quantization.scopes import node_names
 
-    if not isinstance(model, nn.Module):
-        raise UnsupportedModelError(f"create_compressed_model needs a torch.nn.Module; got {type(model).__name__}")
-    _refuse_compressed(model)
-    if dummy_forward_fn is not None:
-        raise UnsupportedBackendError(
-            "dummy_forward_fn is not supported: nncompress captures the graph by running the model on the inputs "
-            "described by the config's \"input_info\" (or the first batch of the registered init loader)"
-        )
-    for name, fn in (("wrap_inputs_fn", wrap_inputs_fn), ("wrap_outputs_fn", wrap_outputs_fn)):
-        if fn is not None:
-            logger.warning("create_compressed_model(%s=...) has no effect: every tensor input and output of forward "
-                           "is traced without marking", name)
+    _check_arguments(model, dummy_forward_fn, wrap_inputs_fn, wrap_outputs_fn)
     config = _as_config(config)
     builder_state, ctrl_state, legacy_state_dict = _split_state(compression_state)
     builders = [_make_builder(spec, builder_state) for spec in config.algorithm_specs()]
@@ -73,12 +60,7 @@ def create_compressed_model(
     ctrl = controllers[0] if len(controllers) == 1 else CompositeCompressionAlgorithmController(compressed, controllers)
     for c in [ctrl, *controllers]:
         c.example_input = example
-    if ctrl_state is not None:
-        ctrl.load_state(ctrl_state)
-    elif builder_state is None:
-        for c in controllers:
-            if hasattr(c, "initialize_from_config"):
-                c.initialize_from_config(config)
+    _initialize(ctrl, controllers, config, builder_state, ctrl_state)
     if legacy_state_dict is not None:
         from nncompress.training.state import load_state
 
@@ -87,6 +69,33 @@ def create_compressed_model(
         _dump(config, graph)
     _barrier()
     return ctrl, compressed
+
+
+def _check_arguments(model: Any, dummy_forward_fn: Any, wrap_inputs_fn: Any, wrap_outputs_fn: Any) -> None:
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"create_compressed_model needs a torch.nn.Module; got {type(model).__name__}")
+    _refuse_compressed(model)
+    if dummy_forward_fn is not None:
+        raise UnsupportedBackendError(
+            "dummy_forward_fn is not supported: nncompress captures the graph by running the model on the inputs "
+            "described by the config's \"input_info\" (or the first batch of the registered init loader)"
+        )
+    for name, fn in (("wrap_inputs_fn", wrap_inputs_fn), ("wrap_outputs_fn", wrap_outputs_fn)):
+        if fn is not None:
+            logger.warning("create_compressed_model(%s=...) has no effect: every tensor input and output of forward "
+                           "is traced without marking", name)
+
+
+def _initialize(ctrl, controllers: list, config: Any, builder_state, ctrl_state) -> None:
+    """Restore the saved controller state, or (no saved state) run the data-driven initialisation."""
+    if ctrl_state is not None:
+        ctrl.load_state(ctrl_state)
+    elif builder_state is None:
+        for c in controllers:
+            if hasattr(c, "initialize_from_config"):
+                c.initialize_from_config(config)
 
 
 class NoCompressionController(CompressionAlgorithmController):

@@ -41,8 +41,9 @@ def digits(split: str = "train"):
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
 
 
-def loader(split: str = "train", batch_size: int = 64, shuffle: bool = False):
+def loader(split: str = "train", batch_size: int = 64, shuffle: bool = False, limit: int | None = None):
     x, y = digits(split)
+    x, y = x[:limit], y[:limit]
     dataset = torch.utils.data.TensorDataset(x, y)
     generator = torch.Generator().manual_seed(0)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)

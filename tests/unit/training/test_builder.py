@@ -142,3 +142,42 @@ def test_hugging_face_generate_still_works():
     ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
     out = compressed.generate(ids, max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 9) and torch.equal(out[:, :6], ids)
+
+
+def test_plain_state_dict_as_compression_state_is_loaded_strictly():
+    ctrl, compressed = nncf.create_compressed_model(SmallCNN(), _config())
+    with torch.no_grad():
+        for q in ctrl.quantizers().values():
+            for p in q.parameters():
+                p.mul_(0.5)
+    _, again = nncf.create_compressed_model(SmallCNN(), _config(), compression_state=compressed.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), compressed.state_dict().values()))
+
+
+def test_dump_graphs_writes_the_captured_graph(tmp_path):
+    config = nncf.NNCFConfig.from_dict({
+        "input_info": {"sample_size": [1, 1, 8, 8]}, "log_dir": str(tmp_path),
+        "compression": {"algorithm": "quantization", **NO_INIT},
+    })
+    nncf.create_compressed_model(SmallCNN(), config, dump_graphs=True)
+    assert "conv1/conv2d_0" in (tmp_path / "original_graph.txt").read_text()
+
+
+def test_nncf_names_and_module_paths_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nncompress as nncf\n"
+        "from nncompress import Config, NNCFConfig, create_compressed_model, load_state, register_default_init_args\n"
+        "from nncompress.config import NNCFConfig as C2\n"
+        "from nncompress.api.compression import CompressionStage\n"
+        "from nncompress.torch.initialization import PTInitializingDataLoader\n"
+        "assert Config is NNCFConfig is C2 is nncf.torch.NNCFConfig\n"
+        "assert nncf.torch.create_compressed_model is create_compressed_model\n"
+        "assert nncf.torch.register_default_init_args is register_default_init_args\n"
+        "assert nncf.torch.load_state is load_state and CompressionStage.FULLY_COMPRESSED == 2\n"
+        "assert 'torch' not in sys.modules, 'import nncompress imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

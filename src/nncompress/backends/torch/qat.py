@@ -51,6 +51,7 @@ class _QATFakeQuantize(torch.autograd.Function):
         y = y if y.dtype is x.dtype else y.to(x.dtype)
         ctx.save_for_backward(x, y, low, span)
         ctx.alpha, ctx.shape, ctx.has_low = alpha, span_param.shape, low_param is not None
+        ctx.param_dtype = span_param.dtype
         return y
 
     @staticmethod
@@ -59,6 +60,7 @@ class _QATFakeQuantize(torch.autograd.Function):
         x, y, g32 = (t if t.dtype is torch.float32 else t.float() for t in (x, y, g))
         dx, d_low, d_range = qat.range_gradients(x, y, g32, low, span, ctx.alpha, ctx.shape)
         dx = dx if dx.dtype is g.dtype else dx.to(g.dtype)
+        d_range, d_low = (t if t.dtype is ctx.param_dtype else t.to(ctx.param_dtype) for t in (d_range, d_low))
         return (dx if ctx.needs_input_grad[0] else None, d_range, d_low if ctx.has_low else None,
                 None, None, None, None, None, None, None)
 
@@ -183,12 +185,17 @@ class BaseQATQuantizer(nn.Module):
         parameter.copy_(qat.stored_magnitude(value, self.logarithm_scale))
 
     # --- export ---------------------------------------------------------------------------------
-    def to_fake_quant_params(self) -> FakeQuantParams:
-        """The exported grid as ``FakeQuantParams`` (a half-range grid doubled, the step unchanged)."""
+    def to_fake_quant_params(self, exported: bool = True) -> FakeQuantParams:
+        """The exported grid as ``FakeQuantParams`` (a half-range grid doubled, the step unchanged).
+
+        A half-range weight quantized on the exported grid equals the trained one only after clamping to
+        the training range (as ``forward`` does: bake weights through it); ``exported=False`` gives the
+        training grid itself.
+        """
         step, zero_point, _, _ = self.grid()
         step = step.float().cpu().numpy().reshape(self._flat_shape())
         zero = 0.0 if zero_point is None else zero_point.float().cpu().numpy().reshape(self._flat_shape())
-        level_low, level_high = qat.export_level_range(*self.levels, self.half_range)
+        level_low, level_high = qat.export_level_range(*self.levels, self.half_range and exported)
         low = ((level_low - zero) * step).astype(np.float32)
         high = ((level_high - zero) * step).astype(np.float32)
         levels = level_high - level_low + 1
@@ -266,7 +273,8 @@ class SymmetricQATQuantizer(BaseQATQuantizer):
 
 
 class AsymmetricQATQuantizer(BaseQATQuantizer):
-    """Range ``[input_low, input_low + input_range]`` aligned so 0.0 is a level; grid ``[0, 2^b - 1]``."""
+    """Range ``[input_low, input_low + input_range]`` aligned so 0.0 is a level; grid ``[0, 2^b - 1]``
+    (``[0, 2^(b-1) - 1]`` with half range; narrow range is not applied, as in NNCF)."""
 
     symmetric = False
 

@@ -143,10 +143,10 @@ def input_infos(config: dict) -> list[InputInfo]:
     raw = config.get("input_info")
     if raw is None:
         return []
-    entries = [("input_info", raw)] if isinstance(raw, dict) else [(f"input_info[{i}]", e) for i, e in enumerate(raw)]
+    entries = [raw] if isinstance(raw, dict) else raw
     return [
         InputInfo(tuple(e["sample_size"]), e.get("type", "float"), e.get("filler", "ones"), e.get("keyword"))
-        for _, e in entries
+        for e in entries
     ]
 
 

@@ -117,10 +117,13 @@ def scale_gradients(modules: list[Any], factor: float) -> None:
 
 def strip_qat(model: Any, do_copy: bool = True) -> Any:
     """``model`` with every trainable quantizer turned into the post-training fake quantizer of its trained
-    range (disabled ones removed) and fake-quantized weights baked into the parameters."""
-    from nncompress.backends.torch.export import strip as bake
+    range (disabled ones removed): what ``nncompress.quantize`` returns, so ``nncompress.strip`` (bakes the
+    weights) and ``nncompress.export`` (int8 weights + DequantizeLinear) work on it.
+
+    Weight quantizers keep their training grid (a half-range weight stays on 7 bits, inside int8): the
+    exported int8 grid of §2.7 equals it only after clamping to the training range."""
     from nncompress.backends.torch.fake_quantize import quantizer_from_params
-    from nncompress.backends.torch.hooks import storage_of
+    from nncompress.backends.torch.hooks import detach_storage, storage_of
     from nncompress.backends.torch.inputs import copy_model, model_device
     from nncompress.backends.torch.qat import BaseQATQuantizer
     from nncompress.training.quantization.range_init import is_enabled
@@ -138,7 +141,7 @@ def strip_qat(model: Any, do_copy: bool = True) -> Any:
         if id(module) not in replaced:
             fq = None
             if is_enabled(module):
-                fq = quantizer_from_params(module.to_fake_quant_params())
+                fq = quantizer_from_params(module.to_fake_quant_params(exported=not module.is_weights))
                 fq.on_constant = bool(module.is_weights)
                 if device is not None:
                     fq.to(device)
@@ -148,4 +151,6 @@ def strip_qat(model: Any, do_copy: bool = True) -> Any:
             storage.remove(hook)
         else:
             storage.hooks[storage.keys[hook]] = new
-    return bake(result, keep_activation_quantizers=True, do_copy=False)
+    if len(storage) == 0:
+        detach_storage(result)  # nothing left: a plain model with its class's own forward
+    return result

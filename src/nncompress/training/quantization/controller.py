@@ -108,6 +108,8 @@ class QuantizationController(CompressionAlgorithmController):
             return
         if dist.is_distributed():
             dist.broadcast_modules(dict(sorted(self.quantizers().items())))
+            for module in self.quantizers().values():
+                _resync(module)
 
     # --- state ------------------------------------------------------------------------------------
     def builder_state(self) -> dict[str, Any]:
@@ -141,6 +143,13 @@ class QuantizationController(CompressionAlgorithmController):
         from nncompress.training.quantization.builder import strip_qat
 
         return strip_qat(model, do_copy)
+
+
+def _resync(module: Any) -> None:
+    """Refresh a quantizer's Python-side flags (signedness, enabled, bits) from its broadcast buffers."""
+    initialized = module.initialized
+    module.load_state_dict(module.state_dict())
+    module.initialized = initialized
 
 
 __all__ = ["ACTIVATIONS", "WEIGHTS", "QuantizationController"]

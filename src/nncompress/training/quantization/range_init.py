@@ -35,7 +35,7 @@ def _collector(config: QuantizerConfig):
     ri = config.range_init
     return make_range_collector(
         ri.type, per_channel_axis=config.axis if config.per_channel else None, min_percentile=ri.min_percentile,
-        max_percentile=ri.max_percentile, is_weights=config.group == WEIGHTS,
+        max_percentile=ri.max_percentile, is_weights=config.group == WEIGHTS, symmetric=config.mode == "symmetric",
     )
 
 

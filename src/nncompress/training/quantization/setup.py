@@ -15,7 +15,7 @@ from nncompress.algorithms.quantization.placement import PlacementOptions, find_
 from nncompress.errors import UnsupportedBackendError, ValidationError
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import OpKind
-from nncompress.hardware.rules import ASYM, SYM, rules_for_device
+from nncompress.hardware.rules import ASYM, SYM, Trait, rule_for, rules_for_device
 from nncompress.training.quantization.scopes import check_scopes, matching_nodes, scope_matches
 
 ACTIVATIONS, WEIGHTS = "activations", "weights"
@@ -91,12 +91,18 @@ def placement_options(spec: Any, capabilities: Any) -> PlacementOptions:
 
 def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capabilities: Any) -> list[QuantizerConfig]:
     """The quantizers for ``graph`` under ``spec`` (``names``: each node's scope names)."""
+    _refuse_unimplemented(spec)
     _validate_all_scopes(spec, names)
     ignored = {n: f"ignored scope {s!r}" for n, s in matching_nodes(spec.ignored_scopes, names).items()}
-    if spec.target_scopes:
+    options = placement_options(spec, capabilities)
+    if spec.target_scopes:  # ops outside the targets take no quantizer; quantizers still move through them
         targets = matching_nodes(spec.target_scopes, names)
-        ignored.update({n: "not in target_scopes" for n in names if n not in targets and n not in ignored})
-    setup = find_quantization_setup(graph, ignored, placement_options(spec, capabilities))
+        movable = (Trait.AGNOSTIC, Trait.CONCAT)
+        ignored.update({
+            n.name: "not in target_scopes" for n in graph
+            if n.name not in targets and n.name not in ignored and rule_for(n.kind, options.rules).trait not in movable
+        })
+    setup = find_quantization_setup(graph, ignored, options)
     configs: list[QuantizerConfig] = []
     for q in setup.activations:
         if not spec.quantize_inputs and graph.node(q.tensor.node).kind is OpKind.INPUT:
@@ -115,6 +121,19 @@ def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capa
         config.range_init = _range_init_for(config, spec.range_init, names)
         _finish(config)
     return configs
+
+
+def _refuse_unimplemented(spec: Any) -> None:
+    if spec.precision is not None:
+        raise UnsupportedBackendError(
+            f"initializer.precision (type {spec.precision.get('type')!r}: mixed-precision search) is not implemented "
+            "yet; remove it to train with the bits given under weights/activations"
+        )
+    if spec.activations.unified_scale_ops:
+        raise UnsupportedBackendError(
+            "activations.unified_scale_ops is not implemented yet; nncompress already shares one quantizer among "
+            "the inputs of Concat (remove the key)"
+        )
 
 
 def _validate_all_scopes(spec: Any, names: dict) -> None:
