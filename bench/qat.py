@@ -152,6 +152,23 @@ def _spread_ms(spread: harness.Spread) -> dict:
     return harness.Spread(tuple(v * 1000 for v in spread.values)).as_dict()
 
 
+def saved_for_backward_bytes(model, ctrl, x, y) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward pass of one training step."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(model(x), y) + (ctrl.loss() if ctrl is not None else 0)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -175,8 +192,9 @@ def memory_case(kind: str) -> dict:
     before = _rss_kib("VmRSS")
     for _ in range(MEMORY_STEPS // STEPS_PER_FIGURE):
         run()
+    saved = saved_for_backward_bytes(model, ctrl, x, y)
     return {
-        "case": f"memory:{kind}", "state_bytes": common.torch_state_bytes(model),
+        "case": f"memory:{kind}", "state_bytes": common.torch_state_bytes(model), "saved_for_backward_bytes": saved,
         "train_rss_rise_mb": (_rss_kib("VmHWM") - before) / 1024, "hwm_reset": reset,
         "quantizers": len(ctrl.quantizers()) if ctrl is not None else 0,
     }
@@ -217,6 +235,8 @@ def table(r: dict) -> str:
              f"{fp32_mem['state_bytes'] / 1024:.1f} / {qat_mem['state_bytes'] / 1024:.1f} "
              f"(+{(qat_mem['state_bytes'] - fp32_mem['state_bytes']) / 1024:.1f} KiB, {qat_mem['quantizers']} "
              "quantizers)"],
+            [f"tensors saved for backward in one step (batch {BATCH}), MiB: FP32 / QAT",
+             f"{fp32_mem['saved_for_backward_bytes'] / 2**20:.2f} / {qat_mem['saved_for_backward_bytes'] / 2**20:.2f}"],
             [f"peak-RSS rise over {MEMORY_STEPS} training steps, MiB: FP32 / QAT",
              f"{fp32_mem['train_rss_rise_mb']:.1f} / {qat_mem['train_rss_rise_mb']:.1f}"],
         ]
@@ -259,7 +279,8 @@ def main() -> None:
             f"Adam lr {QAT_LR}, batch {BATCH}, no augmentation. Step times: FP32 and QAT steps (forward, backward, "
             f"Adam) on the same batch interleaved, {harness.REPEATS} rounds of {STEPS_PER_FIGURE} steps after a "
             f"warm-up, the ratio taken per round, {STEP_THREADS} torch thread. Memory: each model in its own "
-            "process; the peak-RSS rise is VmHWM (reset before the loop) minus VmRSS before it."
+            "process; saved tensors: distinct storages autograd keeps for backward (hooked); the peak-RSS rise "
+            "is VmHWM (reset before the loop) minus VmRSS before it (allocator noise of a few MiB)."
         )
         common.write_benchmarks_section("Quantization-aware training", "python bench/qat.py", text, notes)
 
