@@ -13,6 +13,7 @@ rank 0 is ``RESULT {json}`` with every top-1 figure (read by the tests and the b
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -319,11 +320,18 @@ def export(model: nn.Module, ctrl, path: str, example: torch.Tensor) -> str:
     return path
 
 
+def _finish_distributed() -> None:
+    """Free DDP's reducer (it sits in reference cycles and holds the group), then destroy the group."""
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _spawned(local_rank: int, args: argparse.Namespace) -> None:
     result = run(args, local_rank)
     if local_rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
-    dist.destroy_process_group()
+    _finish_distributed()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     if not dist.is_initialized() or dist.get_rank() == 0:
         print("RESULT " + json.dumps(result), flush=True)
     if dist.is_initialized():
-        dist.destroy_process_group()
+        _finish_distributed()
 
 
 if __name__ == "__main__":

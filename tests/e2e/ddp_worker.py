@@ -16,6 +16,7 @@ Each rank writes DIR/rank<r>.json with the tensors it holds at each stage:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -129,8 +130,11 @@ def main() -> None:
     else:
         report = run_qat(rank)
     report["rank"], report["world_size"] = dist.get_rank(), dist.get_world_size()
-    dist.barrier()
     Path(args.out, f"rank{rank}.json").write_text(json.dumps(report))
+    # DDP's reducer (in reference cycles) holds the gloo group: free it before the group is destroyed, or
+    # the group's C++ threads can be torn down at interpreter exit instead (SIGABRT, "terminate called")
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -93,6 +93,31 @@ def test_every_shipped_config_trains_from_the_fp32_weights(int8_run, config, tmp
     assert stages == expected
 
 
+@pytest.mark.slow
+def test_sample_under_torchrun_two_gloo_ranks(int8_run, tmp_path):
+    import socket
+
+    _, out = int8_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(SAMPLE / "main.py"),
+         "--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--weights", str(out / "fp32.pth"),
+         "--epochs", "1", "--checkpoint-dir", str(tmp_path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "2 rank(s)" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, done.stdout[-3000:]  # rank 0 alone reports
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    assert torch.load(tmp_path / "last.pth", weights_only=False)["compression_state"]
+
+
 def _sample_main():
     import importlib.util
 
