@@ -1,0 +1,148 @@
+"""examples/classification/main.py end to end: FP32 pre-training, QAT, best/last checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "classification"
+
+
+def _run(*args: str, timeout: int = 300) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    done = subprocess.run([sys.executable, str(SAMPLE / "main.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"sample failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-3000:]
+    return json.loads(lines[-1][len("RESULT "):]) | {"stdout": done.stdout}
+
+
+def _digits_test_split():
+    sys.path.insert(0, str(SAMPLE))
+    from sample_data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("int8")
+    result = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--pretrain-epochs", "3",
+                  "--epochs", "1", "--checkpoint-dir", str(out), "--export", str(out / "model.onnx"))
+    return result, out
+
+
+@pytest.mark.slow
+def test_sample_pretrains_then_qat_keeps_accuracy_and_prints_statistics(int8_run):
+    result, out = int8_run
+    assert result["fp32_top1"] >= 0.95, result
+    assert [e["epoch"] for e in result["epochs"]] == [0]
+    assert result["epochs"][0]["stage"] == 2  # FULLY_COMPRESSED
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    assert f"top-1 {result['epochs'][0]['top1']:.4f}" in result["stdout"]
+    assert (out / "best.pth").exists() and (out / "last.pth").exists() and (out / "fp32.pth").exists()
+
+
+@pytest.mark.slow
+def test_sample_export_runs_in_onnxruntime_with_the_printed_accuracy(int8_run):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    result, out = int8_run
+    proto = onnx.load(str(out / "model.onnx"))
+    assert any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    data = _digits_test_split()
+    logits = session.run(None, {session.get_inputs()[0].name: data.x_test.numpy()})[0]
+    accuracy = float((np.argmax(logits, 1) == data.y_test.numpy()).mean())
+    assert abs(accuracy - result["final_top1"]) <= 2 / len(data.y_test), (accuracy, result["final_top1"])
+
+
+@pytest.mark.slow
+def test_sample_resume_restores_the_exact_model_and_continues(int8_run):
+    result, out = int8_run
+    checkpoint = torch.load(out / "last.pth", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["compression_state"]
+    resumed = _run("--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--resume", str(out / "last.pth"),
+                   "--epochs", "2", "--checkpoint-dir", str(out / "resumed"))
+    assert resumed["init_top1"] == checkpoint["acc1"] == result["final_top1"]  # identical model, no re-init
+    assert [e["epoch"] for e in resumed["epochs"]] == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["digits_fp32", "digits_int8_asym_per_channel", "digits_int8_staged"])
+def test_every_shipped_config_trains_from_the_fp32_weights(int8_run, config, tmp_path):
+    _, out = int8_run
+    epochs = "3" if config == "digits_int8_staged" else "1"
+    result = _run("--config", str(SAMPLE / "configs" / f"{config}.json"), "--weights", str(out / "fp32.pth"),
+                  "--epochs", epochs, "--checkpoint-dir", str(tmp_path))
+    assert result["fp32_top1"] >= 0.95
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    stages = [e["stage"] for e in result["epochs"]]
+    expected = {"digits_fp32": [0], "digits_int8_asym_per_channel": [2], "digits_int8_staged": [0, 1, 2]}[config]
+    assert stages == expected
+
+
+@pytest.mark.slow
+def test_sample_under_torchrun_two_gloo_ranks(int8_run, tmp_path):
+    import socket
+
+    _, out = int8_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(SAMPLE / "main.py"),
+         "--config", str(SAMPLE / "configs" / "digits_int8_sym.json"), "--weights", str(out / "fp32.pth"),
+         "--epochs", "1", "--checkpoint-dir", str(tmp_path)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "2 rank(s)" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, done.stdout[-3000:]  # rank 0 alone reports
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["final_top1"] >= result["fp32_top1"] - 0.02, result
+    assert torch.load(tmp_path / "last.pth", weights_only=False)["compression_state"]
+
+
+def _sample_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("classification_sample_main", SAMPLE / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_checkpoint_rule_prefers_the_higher_stage_then_the_higher_top1():
+    is_better = _sample_main().is_better
+    assert is_better(0, 0.5, None)
+    assert is_better(2, 0.90, (1, 0.99))  # a higher stage wins even with a lower top-1
+    assert not is_better(1, 0.999, (2, 0.90))
+    assert is_better(2, 0.91, (2, 0.90)) and not is_better(2, 0.90, (2, 0.90))
+
+
+def test_staged_schedule_poly_lr_drop_and_weight_decay_off():
+    main = _sample_main()
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    params = {"base_lr": 1e-3, "base_wd": 1e-5, "lr_poly_drop_start_epoch": 2, "lr_poly_drop_duration_epochs": 2,
+              "disable_wd_start_epoch": 3}
+    schedule = main.StagedSchedule(params, optimizer)
+    expected = {1.0: (1e-3, 1e-5), 2.5: (1e-3 * 0.75**2.1, 1e-5), 3.0: (1e-3 * 0.5**2.1, 0.0), 4.5: (0.0, 0.0)}
+    for epoch, (lr, wd) in expected.items():
+        schedule.update(epoch)
+        group = optimizer.param_groups[0]
+        assert group["lr"] == pytest.approx(lr, rel=1e-12, abs=0) and group["weight_decay"] == wd, epoch
