@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TypeVar
 
 from nncompress.dataset import Dataset
-from nncompress.errors import UnsupportedBackendError
 
 TModel = TypeVar("TModel")
 

@@ -51,12 +51,14 @@ class RangeInitSpec:
 
 @dataclass(frozen=True)
 class QuantizerGroupSpec:
-    """``weights`` or ``activations`` of a quantization section; ``signed`` None: from init statistics."""
+    """``weights`` or ``activations`` of a quantization section; ``signed`` None: from init statistics;
+    ``per_channel`` None (unset): per channel for weights (the hardware config's first choice; per tensor on
+    TRIAL), per tensor for activations."""
 
     mode: str = "symmetric"
     bits: int = 8
     signed: bool | None = None
-    per_channel: bool = False
+    per_channel: bool | None = None
     logarithm_scale: bool = False
     target_scopes: tuple = ()
     ignored_scopes: tuple = ()
@@ -197,7 +199,7 @@ def _group(raw: dict, default_mode: str, path: str) -> QuantizerGroupSpec:
         mode=raw.get("mode", default_mode),
         bits=raw.get("bits", 8),
         signed=raw.get("signed"),
-        per_channel=raw.get("per_channel", False),
+        per_channel=raw.get("per_channel"),
         logarithm_scale=raw.get("logarithm_scale", False),
         target_scopes=scopes(raw.get("target_scopes"), f"{path}.target_scopes"),
         ignored_scopes=scopes(raw.get("ignored_scopes"), f"{path}.ignored_scopes"),

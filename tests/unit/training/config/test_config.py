@@ -35,8 +35,8 @@ def test_config_alias_and_dict_behaviour():
 
 def test_quantization_defaults():
     spec = _spec({})
-    assert spec.weights == QuantizerGroupSpec(mode="symmetric", bits=8, signed=None, per_channel=False)
-    assert spec.activations == QuantizerGroupSpec(mode="symmetric", bits=8, signed=None, per_channel=False)
+    assert spec.weights == QuantizerGroupSpec(mode="symmetric", bits=8, signed=None, per_channel=None)
+    assert spec.activations == QuantizerGroupSpec(mode="symmetric", bits=8, signed=None, per_channel=None)
     assert spec.range_init == (RangeInitSpec("mixed_min_max", 256, 0.1, 99.9, (), (), None),)
     assert spec.num_bn_adaptation_samples is None  # section absent: NNCF skips BN adaptation
     assert (spec.preset, spec.quantize_inputs, spec.quantize_outputs, spec.overflow_fix) == (

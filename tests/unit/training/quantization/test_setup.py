@@ -29,10 +29,19 @@ def test_defaults_symmetric_8_bit_half_range_weights_on_any_device():
     for name in (W1, W2, WFC):
         c = configs[name]
         assert (c.mode, c.bits, c.signed, c.half_range, c.narrow_range, c.per_channel) == (
-            "symmetric", 8, True, True, False, False)
+            "symmetric", 8, True, True, False, True)  # per channel: the hardware config's first choice
     for name in (A_IN, A1, A2):
         c = configs[name]
         assert (c.mode, c.bits, c.signed, c.narrow_range, c.half_range) == ("symmetric", 8, None, False, False)
+
+
+@pytest.mark.parametrize("device, section, per_channel", [
+    ("TRIAL", {}, False), (None, {"weights": {"per_channel": False}}, False), ("GPU", {}, True),
+])
+def test_weights_are_per_channel_unless_trial_or_set(device, section, per_channel):
+    configs, _ = _setup(target_device=device, **section)
+    assert {configs[n].per_channel for n in (W1, W2, WFC)} == {per_channel}
+    assert {configs[n].per_channel for n in (A_IN, A1, A2)} == {False}
 
 
 def test_preset_mixed_makes_activations_asymmetric():
