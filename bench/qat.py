@@ -275,7 +275,8 @@ def main() -> None:
         notes = (
             f"{harness.provenance('python bench/qat.py')} Step-time load: {result['step_load']}. "
             f"Digits CNN of bench/ptq.py (0.36M parameters, one residual add), 594 held-out images. QAT: default "
-            f"INT8 config (symmetric per-tensor, mixed_min_max range init on 512 images, BN adaptation 512), "
+            "INT8 config (symmetric; weights per channel, activations per tensor; mixed_min_max range init on 512 "
+            "images, BN adaptation 512), "
             f"Adam lr {QAT_LR}, batch {BATCH}, no augmentation. Step times: FP32 and QAT steps (forward, backward, "
             f"Adam) on the same batch interleaved, {harness.REPEATS} rounds of {STEPS_PER_FIGURE} steps after a "
             f"warm-up, the ratio taken per round, {STEP_THREADS} torch thread. Memory: each model in its own "
