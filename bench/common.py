@@ -9,6 +9,7 @@ so that an FP32 model and its INT8 counterpart are compared like for like.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import sys
@@ -32,6 +33,26 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, in MiB (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def hwm_mb() -> float:
+    """Resident-set high-water mark since the last ``reset_peak`` (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
+def reset_peak() -> float:
+    """Reset the high-water mark to the current RSS (after a garbage collection); returns that RSS (MiB)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return rss_mb()
 
 
 @dataclass

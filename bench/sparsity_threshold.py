@@ -15,8 +15,6 @@ during it minus RSS before it. Prints the table (BENCHMARKS.md is not written by
 from __future__ import annotations
 
 import argparse
-import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,23 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench import common, harness  # noqa: E402
 from nncompress.numerics import sparsity as sp  # noqa: E402
-
-
-def _rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return common.peak_rss_mb()
-
-
-def _reset_peak() -> float:
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")
-    return _rss_mb()
 
 
 def gpt2(n_embd: int, n_layer: int):
@@ -74,11 +55,11 @@ def by_sort(weights: list, level: float) -> float:
 
 
 def memory_case(weights: list, level: float, compute) -> dict:
-    base = _reset_peak()
+    base = common.reset_peak()
     start = time.perf_counter()
     value = compute(weights, level)
     seconds = time.perf_counter() - start
-    return {"threshold": value, "rise_mb": _hwm_mb() - base, "seconds": seconds}
+    return {"threshold": value, "rise_mb": common.hwm_mb() - base, "seconds": seconds}
 
 
 def main() -> None:

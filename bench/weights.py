@@ -18,7 +18,6 @@ average around them; the script refuses to start on a busy machine unless ``--al
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -90,34 +89,16 @@ SMOLLM_REPEATS = int(os.environ.get("NNCOMPRESS_BENCH_SMOLLM_REPEATS", "1"))
 # --------------------------------------------------------------------------- memory
 
 
-def _rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return common.peak_rss_mb()
-
-
-def _reset_peak() -> float:
-    """Reset the high-water mark to the current RSS; returns the current RSS (MiB)."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")
-    return _rss_mb()
-
-
 def _measured(compress, repeats: int = harness.REPEATS) -> dict:
     """The first call's result and memory; the wall time of ``repeats`` calls (the first included) and
     the load average around them."""
-    base = _reset_peak()
+    base = common.reset_peak()
     load = harness.LoadRecord()
     load.read()
     start = time.perf_counter()
     result = compress()
     times = [time.perf_counter() - start]
-    peak = _hwm_mb()
+    peak = common.hwm_mb()
     for _ in range(repeats - 1):
         load.read()
         start = time.perf_counter()
@@ -272,8 +253,8 @@ def smollm_case(backend: str, label: str) -> dict:
     kwargs = next(args for name, args, _ in SMOLLM_CASES + SMOLLM_FORMAT_CASES if name == label)
     tok = llm.tokenizer()
     model = llm.load(backend)
-    figures = {"seconds": None, "load": "-", "busy": False, "peak_mb": _hwm_mb(), "rise_mb": 0.0, "size_ratio": 1.0,
-               "notes": []}
+    figures = {"seconds": None, "load": "-", "busy": False, "peak_mb": common.hwm_mb(), "rise_mb": 0.0,
+               "size_ratio": 1.0, "notes": []}
     compressed = model
     if kwargs is not None:
         kwargs = dict(kwargs)
