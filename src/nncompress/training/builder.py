@@ -19,8 +19,6 @@ from nncompress.training.controller import (
     CompressionStage,
 )
 
-_IMPLEMENTED = ("quantization",)
-
 
 def create_compressed_model(
     model: Any,
@@ -148,15 +146,58 @@ def _split_state(state: Any) -> tuple[dict | None, dict | None, dict | None]:
     )
 
 
-def _make_builder(spec: Any, builder_state: dict | None):
-    name = getattr(spec, "name", None) or getattr(spec, "algorithm", "?")
-    if name != "quantization":
+# algorithm name -> "module:Builder". A builder is constructed as Builder(spec, saved_state_or_None) and gives
+# ``edits(graph, names, capabilities)`` and ``build_controller(compressed_model)``. An algorithm whose
+# module is not present yet is refused as not implemented.
+BUILDERS = {
+    "quantization": "nncompress.training.quantization.builder:QuantizationBuilder",
+    "magnitude_sparsity": "nncompress.training.sparsity.builder:MagnitudeSparsityBuilder",
+    "rb_sparsity": "nncompress.training.sparsity.builder:RBSparsityBuilder",
+    "const_sparsity": "nncompress.training.sparsity.builder:ConstSparsityBuilder",
+    "filter_pruning": "nncompress.training.pruning.builder:FilterPruningBuilder",
+    "binarization": "nncompress.training.binarization.builder:BinarizationBuilder",
+}
+
+
+def builder_class(name: str):
+    """The builder class registered for algorithm ``name``; UnsupportedBackendError when absent."""
+    import importlib
+
+    target = BUILDERS.get(name)
+    cls = None
+    if target is not None:
+        module_name, _, attr = target.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr, None)
+        except ModuleNotFoundError as error:
+            if error.name != module_name and not module_name.startswith(f"{error.name}."):
+                raise
+    if cls is None:
         raise UnsupportedBackendError(
             f"the {name!r} algorithm is not implemented yet in nncompress' training-time API; implemented: "
-            f"{', '.join(_IMPLEMENTED)}"
+            f"{', '.join(implemented_algorithms())}"
         )
-    from nncompress.training.quantization.builder import QuantizationBuilder
+    return cls
 
+
+def implemented_algorithms() -> list[str]:
+    """The registered algorithms whose builder module is present."""
+    import importlib.util
+
+    names = []
+    for name, target in BUILDERS.items():
+        try:
+            present = importlib.util.find_spec(target.partition(":")[0]) is not None
+        except ModuleNotFoundError:
+            present = False
+        if present:
+            names.append(name)
+    return names
+
+
+def _make_builder(spec: Any, builder_state: dict | None):
+    name = getattr(spec, "name", None) or getattr(spec, "algorithm", "?")
+    cls = builder_class(name)
     state = None
     if builder_state is not None:
         if name not in builder_state:
@@ -165,7 +206,7 @@ def _make_builder(spec: Any, builder_state: dict | None):
                 "algorithms must be those the state was saved with"
             )
         state = builder_state[name]
-    return QuantizationBuilder(spec, state)
+    return cls(spec, state)
 
 
 def example_input(config: Any, model: Any) -> Any:
