@@ -60,6 +60,10 @@ class CompressionAlgorithmController:
     """One algorithm's controller. Subclasses fill in the algorithm-specific parts."""
 
     name = "compression"
+    # A composite strips its children in ascending priority, whatever the config's list order: masks are
+    # baked into weights first (sparsity 10), channels removed next (pruning 20, slicing the per-channel
+    # parameters of hooks left on the shrunk weights), quantizers converted last (quantization 50).
+    strip_priority = 50
 
     def __init__(self, model: Any, scheduler: BaseCompressionScheduler | None = None):
         self._model = model
@@ -204,7 +208,8 @@ class CompositeCompressionAlgorithmController(CompressionAlgorithmController):
         return {"builder_state": builder_state, "ctrl_state": self.get_state()}
 
     def strip_model(self, model: Any, do_copy: bool = True) -> Any:
-        for index, child in enumerate(self.children):
+        ordered = sorted(self.children, key=lambda child: child.strip_priority)
+        for index, child in enumerate(ordered):
             model = child.strip_model(model, do_copy=do_copy and index == 0)
         return model
 
