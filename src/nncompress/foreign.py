@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ T = TypeVar("T")
 _ALIASES = {"QuantizationScheme": ("QuantizationMode",)}
 
 
+@functools.cache
 def _public_types() -> dict[str, list[type]]:
     """nncompress' option records and enums by name (a name may have several classes, e.g. QuantizationMode)."""
     from nncompress import parameters, scopes, weight_parameters
