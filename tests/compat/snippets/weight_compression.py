@@ -41,7 +41,9 @@ assert int8_cos > 0.999 and int4_cos > 0.9, (int8_cos, int4_cos)
 
 # --- data-aware compression of a causal LM (random weights of a small GPT-2, the tokenizer's vocabulary) -----
 torch.manual_seed(0)
-llm = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=64, n_layer=2, n_head=4)).eval()
+config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=64, n_layer=2, n_head=4,
+                    bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+llm = GPT2LMHeadModel(config).eval()
 texts = generate_text_data(llm, tokenizer, seq_len=16, dataset_size=8)
 assert len(texts) == 8 and all(isinstance(text, str) and text for text in texts)
 
