@@ -217,6 +217,10 @@ def coerce_enum(value: Any, enum_cls: type[E], what: str, allow_none: bool = Fal
         return None
     if isinstance(value, enum_cls):
         return value
+    from nncompress.foreign import is_foreign
+
+    if isinstance(value, Enum) and is_foreign(value, enum_cls):  # e.g. NNCF's own enum member
+        value = value.value
     for member in enum_cls:
         if value == member.value or (isinstance(value, str) and value.upper() == member.name):
             return member

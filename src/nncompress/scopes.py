@@ -34,6 +34,9 @@ def match_ignored_scope(scope: IgnoredScope | None, graph: Graph) -> dict[str, s
     """{node name: rule that matched}. Raises ValidationError for unmatched rules when validating."""
     if scope is None:
         return {}
+    from nncompress.foreign import adopt
+
+    scope = adopt(scope, IgnoredScope, "ignored_scope")
     if not isinstance(scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(scope).__name__}")
     matched: dict[str, str] = {}

@@ -39,8 +39,6 @@ def test_is_wrapped_model():
     "call, message",
     [
         (lambda: nncf_torch.wrap_model(torch.nn.Linear(2, 2), torch.ones(1, 2)), "wrap_model is not implemented"),
-        (lambda: nncf_torch.get_config(torch.nn.Linear(2, 2)), "torch.save"),
-        (lambda: nncf_torch.load_from_config(torch.nn.Linear(2, 2), {}), "load_from_config is not implemented"),
     ],
 )
 def test_unavailable_helpers_raise_with_guidance(call, message):

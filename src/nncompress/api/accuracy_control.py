@@ -21,6 +21,7 @@ from nncompress.api.quantize import check_first_item, validate_quantize_args
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import AccuracyDropError, ValidationError, one_of
+from nncompress.foreign import adopt
 from nncompress.log import warn_once
 from nncompress.parameters import (
     AdvancedAccuracyRestorerParameters,
@@ -63,6 +64,8 @@ def quantize_with_accuracy_control(
     it returns a metric or ``(metric, per_sample_values)``. Raises ``AccuracyDropError`` (carrying the
     best model) when the budget cannot be reached. The report is available from ``nncompress.last_report()``.
     """
+    calibration_dataset = adopt(calibration_dataset, Dataset, "calibration_dataset")
+    validation_dataset = adopt(validation_dataset, Dataset, "validation_dataset")
     adapter = get_adapter(model)
     options = validate_quantize_args(
         calibration_dataset, preset=preset, target_device=target_device, subset_size=subset_size,
@@ -106,6 +109,8 @@ def _restorer_options(
     advanced: AdvancedAccuracyRestorerParameters | None = None,
 ) -> RestorerOptions:
     """Check the accuracy-control arguments and turn them into restorer options."""
+    dataset = adopt(dataset, Dataset, "validation_dataset")
+    advanced = adopt(advanced, AdvancedAccuracyRestorerParameters, "advanced_accuracy_restorer_parameters")
     if not isinstance(dataset, Dataset):
         raise ValidationError(
             f"validation_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "

@@ -16,6 +16,7 @@ from nncompress.api.quantize import check_first_item
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.foreign import adopt
 from nncompress.log import logger, warn_once
 from nncompress.numerics.lowbit import (
     FIXED_GROUP_SIZES,
@@ -184,6 +185,9 @@ def validate_compress_args(
             f"compression_format={fmt.value!r} (fake-quantize formats for QAT) is not supported; use 'dequantize'"
         )
     _positive(subset_size, "subset_size")
+    dataset = adopt(dataset, Dataset, "dataset")
+    ignored_scope = adopt(ignored_scope, IgnoredScope, "ignored_scope")
+    advanced = adopt(advanced, AdvancedCompressionParameters, "advanced_parameters")
     if dataset is not None and not isinstance(dataset, Dataset):
         raise ValidationError(f"dataset must be an nncompress.Dataset; got {type(dataset).__name__}")
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):

@@ -7,7 +7,7 @@ from typing import Any
 
 from nncompress.backends.adapter import check_export, check_strip
 from nncompress.backends.registry import get_adapter
-from nncompress.errors import UnsupportedBackendError, ValidationError, one_of
+from nncompress.errors import ValidationError, one_of
 from nncompress.parameters import StripFormat, coerce_enum
 
 EXPORT_FORMATS = ("onnx", "openvino")
@@ -23,25 +23,28 @@ def strip(
 ) -> Any:
     """``model`` without nncompress' compression machinery (NNCF's signature).
 
-    PyTorch: fake-quantized weights are written into the parameters (activation quantizers stay unless
-    ``keep_activation_quantizers=False``), in a copy or, with ``do_copy=False``, in ``model`` itself.
-    OpenVINO and ONNX models are already plain: returned as is (they cannot drop their activation
-    quantizers: ``keep_activation_quantizers=False`` raises UnsupportedBackendError). Only
-    ``StripFormat.NATIVE`` is implemented; ``example_input`` is accepted for NNCF compatibility and not
-    needed by NATIVE.
+    PyTorch, in a copy or, with ``do_copy=False``, in ``model`` itself (activation quantizers stay unless
+    ``keep_activation_quantizers=False``):
+
+    - ``NATIVE``: fake-quantized weights are written into the float parameters;
+    - ``DQ``: quantized weights are stored as integer levels + scale + zero point, dequantized in forward
+      (outputs equal NATIVE's up to float rounding); weights from ``compress_weights`` already are;
+    - ``IN_PLACE``: every compressed weight becomes a float parameter holding its compressed value (weights
+      stored compressed by ``compress_weights`` are decompressed; no compression module stays on weights).
+
+    OpenVINO and ONNX models are already plain (QDQ or decompression subgraphs): returned as is for every
+    format (they cannot drop their activation quantizers: ``keep_activation_quantizers=False`` raises
+    UnsupportedBackendError). ``example_input`` is accepted for NNCF compatibility; no format needs it.
     """
     fmt = coerce_enum(strip_format, StripFormat, "strip_format")
-    if fmt is not StripFormat.NATIVE:
-        raise UnsupportedBackendError(
-            f"strip_format={fmt.value!r} is not implemented yet; use StripFormat.NATIVE ('native'), which bakes "
-            "quantized weights into the parameters (weights from compress_weights are already stored compressed)"
-        )
     if not isinstance(do_copy, bool):
         raise ValidationError(f"do_copy must be True or False; got {do_copy!r}")
     adapter = get_adapter(model)
     if not check_strip(adapter.capabilities, keep_activation_quantizers):
         return model
-    return adapter.strip(model, keep_activation_quantizers, do_copy)
+    if fmt is StripFormat.NATIVE:
+        return adapter.strip(model, keep_activation_quantizers, do_copy)
+    return adapter.strip(model, keep_activation_quantizers, do_copy, strip_format=fmt.value)
 
 
 def export(

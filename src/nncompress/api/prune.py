@@ -23,6 +23,7 @@ import numpy as np
 
 from nncompress.backends.registry import get_adapter
 from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.foreign import adopt
 from nncompress.graph.edits import MaskWeight
 from nncompress.graph.ops import OpKind
 from nncompress.log import logger
@@ -59,6 +60,7 @@ def prune(
             "prune needs examples_inputs=... (one model input: a tensor, a tuple of positional arguments or a dict "
             "of keyword arguments) to trace the model"
         )
+    ignored_scope = adopt(ignored_scope, IgnoredScope, "ignored_scope")
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     adapter = get_adapter(model, example_input=examples_inputs)

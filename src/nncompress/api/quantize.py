@@ -8,6 +8,7 @@ from nncompress.algorithms.quantization.pipeline import PTQOptions, run_ptq
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
 from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.foreign import adopt
 from nncompress.parameters import (
     AdvancedQuantizationParameters,
     ModelType,
@@ -43,6 +44,7 @@ def quantize(
     The report of what was quantized and what was left in float is printed when ``verbose`` and is
     available afterwards from ``nncompress.last_report()``.
     """
+    calibration_dataset = adopt(calibration_dataset, Dataset, "calibration_dataset")
     adapter = get_adapter(model)
     options = validate_quantize_args(
         calibration_dataset, mode=mode, preset=preset, target_device=target_device, subset_size=subset_size,
@@ -77,6 +79,9 @@ def validate_quantize_args(
 ) -> PTQOptions:
     """Check ``quantize``'s arguments (the options by keyword, defaults as in ``quantize``; ``advanced`` is
     its ``advanced_parameters``) and turn them into pipeline options."""
+    dataset = adopt(dataset, Dataset, "calibration_dataset")
+    advanced = adopt(advanced, AdvancedQuantizationParameters, "advanced_parameters")
+    ignored_scope = adopt(ignored_scope, IgnoredScope, "ignored_scope")
     if not isinstance(dataset, Dataset):
         raise ValidationError(
             f"calibration_dataset must be an nncompress.Dataset; got {type(dataset).__name__}. "

@@ -112,8 +112,9 @@ class Adapter(Protocol):
     def check_inputs(self, model: Any, item: Any) -> None:
         """Raise CalibrationError when ``item`` is not a valid input of ``model`` (no other effect)."""
 
-    def strip(self, model: Any, keep_activation_quantizers: bool, do_copy: bool) -> Any:
-        """``model`` with its compression machinery baked in (a copy unless ``do_copy`` is False).
+    def strip(self, model: Any, keep_activation_quantizers: bool, do_copy: bool, strip_format: str = "native") -> Any:
+        """``model`` with its compression machinery baked in (a copy unless ``do_copy`` is False);
+        ``strip_format`` is a ``StripFormat`` value.
 
         Called only when ``capabilities.strippable``; otherwise ``nncompress.strip`` returns the model.
         """

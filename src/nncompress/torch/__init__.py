@@ -83,18 +83,23 @@ def wrap_model(model: TModel, example_input: Any, trace_parameters: bool = False
 
 
 def get_config(model: Any) -> dict[str, Any]:
-    """Not available: save a compressed PyTorch model with ``torch.save(model)`` (it pickles) instead."""
-    raise UnsupportedBackendError(
-        "nncompress.torch.get_config is not implemented; a compressed model pickles with torch.save(model), and its "
-        "state_dict loads into a model compressed the same way"
-    )
+    """The structure of the compression applied to a PyTorch ``model`` as JSON-serialisable data (no tensor
+    values): save it beside ``model.state_dict()`` and rebuild with ``load_from_config``."""
+    from nncompress.backends.torch.config_io import get_config as describe
+
+    return describe(model)
 
 
 def load_from_config(
-    model: TModel, config: dict[str, Any], *, allowed_modules: tuple[str, ...] = ("nncf.*",)
+    model: TModel, config: dict[str, Any], example_input: Any = None, *, allowed_modules: tuple[str, ...] = ("nncf.*",)
 ) -> TModel:
-    """Not available: see ``get_config``."""
-    raise UnsupportedBackendError(
-        "nncompress.torch.load_from_config is not implemented; load a compressed model saved with "
-        "torch.save(model), or compress the float model again and load its state_dict"
-    )
+    """A copy of the float ``model`` with the compression structure of ``config`` (from ``get_config``); load the
+    compressed model's ``state_dict`` into it to get the compressed model back.
+
+    ``example_input`` (NNCF 2.x's third argument) is accepted and not needed: the config names every hook.
+    Only classes and functions in ``allowed_modules`` (``nncf.*`` means nncompress' own) and ``torch.nn.*`` are
+    rebuilt from the config.
+    """
+    from nncompress.backends.torch.config_io import load_from_config as rebuild
+
+    return rebuild(model, config, tuple(allowed_modules))

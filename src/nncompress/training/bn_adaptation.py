@@ -79,6 +79,9 @@ def batch_norm_adaptation(model: Any, calibration_dataset: Any, *, num_iteration
 
     if not isinstance(model, nn.Module):
         raise ValidationError(f"batch_norm_adaptation needs a torch.nn.Module; got {type(model).__name__}")
+    from nncompress.foreign import adopt
+
+    calibration_dataset = adopt(calibration_dataset, Dataset, "calibration_dataset")
     if not isinstance(calibration_dataset, Dataset):
         raise ValidationError(
             f"calibration_dataset must be an nncompress.Dataset; got {type(calibration_dataset).__name__}"

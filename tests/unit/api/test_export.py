@@ -1,4 +1,6 @@
-"""strip(model, do_copy, strip_format, example_input): NNCF's signature; NATIVE implemented, in place on request."""
+"""strip(model, do_copy, strip_format, example_input): NNCF's signature; NATIVE, DQ and IN_PLACE, in place on request.
+
+The DQ and IN_PLACE formats themselves are pinned in tests/unit/backends/torch/test_strip_formats.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import copy
 import pytest
 
 import nncompress as nncf
-from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.errors import ValidationError
 
 torch = pytest.importorskip("torch")
 
@@ -47,14 +49,6 @@ def test_do_copy_false_strips_the_model_itself(quantized):
         assert torch.allclose(target(x), float_model(x), atol=0.02)  # INT8 weights, float activations
 
 
-@pytest.mark.parametrize("fmt", [nncf.StripFormat.DQ, "dequantize", nncf.StripFormat.IN_PLACE, "in_place"])
-def test_unimplemented_strip_formats_are_named(quantized, fmt):
-    value = getattr(fmt, "value", fmt)
-    message = f"strip_format='{value}' is not implemented yet; use StripFormat.NATIVE"
-    with pytest.raises(UnsupportedBackendError, match=message):
-        nncf.strip(quantized[0], strip_format=fmt)
-
-
 def test_bad_strip_arguments(quantized):
     message = "strip_format must be one of 'native', 'dequantize', 'in_place'; got 'fast'"
     with pytest.raises(ValidationError, match=message):
@@ -67,3 +61,13 @@ def test_torch_namespace_strip_is_the_same_function():
     from nncompress import torch as nncf_torch
 
     assert nncf_torch.strip is nncf.strip
+
+
+@pytest.mark.parametrize("fmt", [nncf.StripFormat.DQ, "dequantize", nncf.StripFormat.IN_PLACE, "in_place"])
+def test_every_strip_format_matches_native_outputs(quantized, fmt):
+    model, x, _ = quantized
+    with torch.no_grad():
+        native = nncf.strip(model)(x)
+        stripped = nncf.strip(model, strip_format=fmt, example_input=x)
+        assert stripped is not model and _has_hooks(model)
+        assert torch.allclose(stripped(x), native, rtol=0, atol=1e-6)

@@ -151,11 +151,15 @@ class TorchAdapter:
         holding compressed weights, see ``weight_storage``)."""
         return apply_edits(model, self.source(model), edits)
 
-    def strip(self, model: nn.Module, keep_activation_quantizers: bool = True, do_copy: bool = True) -> nn.Module:
-        """A copy (or ``model`` itself) with fake-quantized weights baked into the parameters."""
+    def strip(self, model: nn.Module, keep_activation_quantizers: bool = True, do_copy: bool = True,
+              strip_format: str = "native") -> nn.Module:
+        """A copy (or ``model`` itself) with fake-quantized weights baked into the parameters (``native``),
+        stored as integers + scale (``dequantize``) or every compressed weight as float (``in_place``)."""
+        from nncompress.backends.torch import strip_formats
         from nncompress.backends.torch.export import strip
 
-        return strip(model, keep_activation_quantizers, do_copy)
+        function = {"dequantize": strip_formats.strip_dequantize, "in_place": strip_formats.strip_in_place}
+        return function.get(strip_format, strip)(model, keep_activation_quantizers, do_copy)
 
     def export(self, model: nn.Module, path: Path, format: str, example_input: Any, dynamic_axes=None) -> Path:
         """ONNX with QuantizeLinear/DequantizeLinear, or OpenVINO IR converted from it."""
