@@ -130,7 +130,8 @@ def test_rb_compression_lr_multiplier_scales_mask_gradients():
     grads = []
     for multiplier in (None, 4.0):
         torch.manual_seed(0)
-        section = {"algorithm": "rb_sparsity"} | ({} if multiplier is None else {"compression_lr_multiplier": multiplier})
+        extra = {} if multiplier is None else {"compression_lr_multiplier": multiplier}
+        section = {"algorithm": "rb_sparsity", **extra}
         config = nncf.NNCFConfig.from_dict({"input_info": {"sample_size": [1, 1, 8, 8]}, "compression": section})
         ctrl, model = nncf.create_compressed_model(SmallCNN(), config)
         ctrl.set_sparsity_level(0.5)
