@@ -88,7 +88,7 @@ class SparsityController(CompressionAlgorithmController):
         rows = [
             ("Sparsity level of the model (all parameters)", _pct(zeros / model_params if model_params else 0.0)),
             ("Sparsity level of the sparsified weights", _pct(self.measured_level())),
-            ("Scheduled level / target", f"{_pct(self._level)} / {_pct(self.target_level())}"),
+            ("Scheduled level / target", f"{_pct(self.compression_rate)} / {_pct(self.target_level())}"),
             ("Sparsified weights (elements)", f"{len(self.masks)} ({in_scope})"),
             *self._extra_rows(),
             ("Compression stage", self.compression_stage().name),
@@ -226,10 +226,9 @@ class ConstSparsityController(SparsityController):
 
     def __init__(self, model: Any, masks: dict[str, Any], section: dict | None = None):
         super().__init__(model, masks, StubCompressionScheduler(), section)
-        self._level = self.measured_level()
 
     def target_level(self) -> float:
-        return self._level
+        return self.measured_level()
 
     @property
     def compression_rate(self) -> float:
@@ -242,10 +241,6 @@ class ConstSparsityController(SparsityController):
 
     def compression_stage(self) -> CompressionStage:
         return CompressionStage.FULLY_COMPRESSED
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        super().load_state(state)
-        self._level = self.measured_level()
 
 
 def bake_masks(model: Any, do_copy: bool = True) -> Any:

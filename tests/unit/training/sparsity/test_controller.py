@@ -273,7 +273,7 @@ def test_rb_loss_gradient_reaches_the_logits_and_local_loss_matches_numerics():
     ctrl.set_sparsity_level(0.3)
     ctrl.set_sparsity_level(0.6, "fc")
     names = list(ctrl.masks)
-    kept = [float(ctrl.masks[n].kept()) for n in names]
+    kept = [ctrl.masks[n].kept().item() for n in names]
     totals = [ctrl.masks[n].mask.numel() for n in names]
     targets = [0.6 if n == "fc.weight" else 0.3 for n in names]
     loss = ctrl.loss()
