@@ -184,6 +184,11 @@ class StagedSchedule:
             group["lr"], group["weight_decay"] = lr, wd
 
 
+def algorithms(nncf_dict: dict) -> list[str]:
+    sections = nncf_dict.get("compression", [])
+    return [section.get("algorithm") for section in ([sections] if isinstance(sections, dict) else sections)]
+
+
 def staged_params(nncf_dict: dict) -> dict | None:
     sections = nncf_dict.get("compression", [])
     for section in [sections] if isinstance(sections, dict) else sections:
@@ -274,8 +279,9 @@ def run(args: argparse.Namespace, local_rank: int | None = None) -> dict:
     loader = make_loader(data.x_train, data.y_train, settings["batch_size"], settings["seed"], shuffle=True)
     ctrl, model = compress(model, config, loader, device, resume)
     staged_p = staged_params(config)
-    # the staged scheduler's disabled quantizers get no gradients: DDP must not wait for them
-    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(staged_p)) if world > 1 else model
+    # the staged scheduler's disabled quantizers and frozen RB masks get no gradients: DDP must not wait for them
+    unused = bool(staged_p) or "rb_sparsity" in algorithms(config)
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
     if ctrl is not None and world > 1:
         ctrl.distributed()
     result["init_top1"] = top1(net, data.x_test, data.y_test, device)
