@@ -214,7 +214,8 @@ def table(rows: list[dict]) -> str:
             lines.append(["magnitude + INT8: sparsity / zeros in the exported int8 weights, wall time",
                           f"{_pct(r['sparsity'])} / {_pct(r['onnx_int8_zero_share'])}, {r['wall_s']:.1f} s"])
             for name, label in (("ort", "ONNX Runtime"), ("ov", "OpenVINO")):
-                lines.append([f"magnitude + INT8 exported, {label}: top-1 agreement with PyTorch, max |Δ| (its top-1)",
+                lines.append([f"magnitude + INT8 exported, {label}: top-1 agreement with PyTorch, "
+                              "max abs difference (its top-1)",
                               f"{_pct(r[f'{name}_agreement'])}, {r[f'{name}_max_abs_diff']:.4f} of "
                               f"{r['torch_output_range']:.2f} ({_pct(r[f'{name}_top1'])})"])
         elif "label" in r and "value" in r:  # rows of another part (pruning)
