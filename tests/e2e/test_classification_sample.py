@@ -149,10 +149,9 @@ def test_staged_schedule_poly_lr_drop_and_weight_decay_off():
 
 
 @pytest.mark.slow
-def test_magnitude_sparsity_then_const_sparsity_int8_from_its_stripped_weights(int8_run, tmp_path):
-    _, out = int8_run
-    mag = _run("--config", str(SAMPLE / "configs" / "digits_magnitude_sparsity.json"), "--weights",
-               str(out / "fp32.pth"), "--epochs", "3", "--checkpoint-dir", str(tmp_path / "mag"))
+def test_magnitude_sparsity_then_const_sparsity_int8_from_its_stripped_weights(tmp_path):
+    mag = _run("--config", str(SAMPLE / "configs" / "digits_magnitude_sparsity.json"), "--pretrain-epochs", "3",
+               "--epochs", "3", "--checkpoint-dir", str(tmp_path / "mag"), timeout=900)
     assert [e["stage"] for e in mag["epochs"]] == [1, 1, 2]  # 10 % -> ... -> 50 % at epoch 2
     assert mag["final_top1"] >= mag["fp32_top1"] - 0.02, mag
     assert "Statistics of the magnitude_sparsity algorithm" in mag["stdout"]
@@ -162,7 +161,7 @@ def test_magnitude_sparsity_then_const_sparsity_int8_from_its_stripped_weights(i
     assert 0.49 <= zeros <= 0.51
     const = _run("--config", str(SAMPLE / "configs" / "digits_const_sparsity_int8.json"), "--weights",
                  str(tmp_path / "mag" / "stripped.pth"), "--epochs", "1", "--checkpoint-dir", str(tmp_path / "const"),
-                 "--export", str(tmp_path / "const" / "model.onnx"))
+                 "--export", str(tmp_path / "const" / "model.onnx"), timeout=900)
     assert const["final_top1"] >= mag["final_top1"] - 0.02, const
     assert "Statistics of the const_sparsity algorithm" in const["stdout"]
     levels = [line.split("│")[2].strip() for line in const["stdout"].splitlines()
