@@ -123,6 +123,19 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.devic
     return correct / len(x)
 
 
+def param_groups(net: nn.Module, opt: dict) -> Any:
+    """The parameters, with compression parameters (RB mask logits, quantizer scales) in a group of their own
+    at ``optimizer.compression_lr`` when the config sets it (a sample key)."""
+    if "compression_lr" not in opt:
+        return net.parameters()
+    from nncompress.backends.torch.hooks import is_storage_path
+
+    named = list(net.named_parameters())
+    compression = [p for name, p in named if is_storage_path(name)]
+    model = [p for name, p in named if not is_storage_path(name)]
+    return [{"params": model}, {"params": compression, "lr": float(opt["compression_lr"])}]
+
+
 def make_optimizer(params, opt: dict) -> torch.optim.Optimizer:
     kind = opt.get("type", "Adam").lower()
     lr, wd = float(opt["base_lr"]), float(opt.get("weight_decay", 0.0))
@@ -169,6 +182,11 @@ class StagedSchedule:
         wd = 0.0 if wd_off is not None and epoch >= wd_off else self.base_wd
         for group in self.optimizer.param_groups:
             group["lr"], group["weight_decay"] = lr, wd
+
+
+def algorithms(nncf_dict: dict) -> list[str]:
+    sections = nncf_dict.get("compression", [])
+    return [section.get("algorithm") for section in ([sections] if isinstance(sections, dict) else sections)]
 
 
 def staged_params(nncf_dict: dict) -> dict | None:
@@ -261,13 +279,14 @@ def run(args: argparse.Namespace, local_rank: int | None = None) -> dict:
     loader = make_loader(data.x_train, data.y_train, settings["batch_size"], settings["seed"], shuffle=True)
     ctrl, model = compress(model, config, loader, device, resume)
     staged_p = staged_params(config)
-    # the staged scheduler's disabled quantizers get no gradients: DDP must not wait for them
-    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=bool(staged_p)) if world > 1 else model
+    # the staged scheduler's disabled quantizers and frozen RB masks get no gradients: DDP must not wait for them
+    unused = bool(staged_p) or "rb_sparsity" in algorithms(config)
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
     if ctrl is not None and world > 1:
         ctrl.distributed()
     result["init_top1"] = top1(net, data.x_test, data.y_test, device)
     log(rank, f"top-1 after compression init: {result['init_top1']:.4f}")
-    optimizer = make_optimizer(net.parameters(), settings["optimizer"])
+    optimizer = make_optimizer(param_groups(net, settings["optimizer"]), settings["optimizer"])
     staged = StagedSchedule(staged_p, optimizer) if staged_p else None
     start, best = 0, None
     if resume:
@@ -284,6 +303,8 @@ def run(args: argparse.Namespace, local_rank: int | None = None) -> dict:
             save_checkpoint(Path(args.checkpoint_dir) / "last.pth", model, ctrl, optimizer, epoch, acc, stage, best)
     result["final_top1"] = top1(net, data.x_test, data.y_test, device)
     result["best"] = best
+    if ctrl is not None and rank == 0:
+        save_stripped(ctrl, Path(args.checkpoint_dir) / "stripped.pth")
     if args.export and rank == 0:
         result["export"] = export(model, ctrl, args.export, data.x_test[:1])
     return result
@@ -318,6 +339,16 @@ def export(model: nn.Module, ctrl, path: str, example: torch.Tensor) -> str:
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     return path
+
+
+def save_stripped(ctrl, path: Path) -> None:
+    """The stripped model's plain state_dict (sparsity masks baked into zeros), when strip leaves no hook: it
+    loads with --weights (e.g. into the const_sparsity config)."""
+    from nncompress.backends.torch.hooks import storage_of
+
+    stripped = ctrl.strip()
+    if storage_of(stripped) is None:
+        torch.save(stripped.state_dict(), path)
 
 
 def _finish_distributed() -> None:

@@ -146,3 +146,25 @@ def test_staged_schedule_poly_lr_drop_and_weight_decay_off():
         schedule.update(epoch)
         group = optimizer.param_groups[0]
         assert group["lr"] == pytest.approx(lr, rel=1e-12, abs=0) and group["weight_decay"] == wd, epoch
+
+
+@pytest.mark.slow
+def test_magnitude_sparsity_then_const_sparsity_int8_from_its_stripped_weights(tmp_path):
+    mag = _run("--config", str(SAMPLE / "configs" / "digits_magnitude_sparsity.json"), "--pretrain-epochs", "3",
+               "--epochs", "3", "--checkpoint-dir", str(tmp_path / "mag"), timeout=900)
+    assert [e["stage"] for e in mag["epochs"]] == [1, 1, 2]  # 10 % -> ... -> 50 % at epoch 2
+    assert mag["final_top1"] >= mag["fp32_top1"] - 0.02, mag
+    assert "Statistics of the magnitude_sparsity algorithm" in mag["stdout"]
+    weights = torch.load(tmp_path / "mag" / "stripped.pth", weights_only=True)
+    sparse = [k for k, v in weights.items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((weights[k] == 0).sum()) for k in sparse) / sum(weights[k].numel() for k in sparse)
+    assert 0.49 <= zeros <= 0.51
+    const = _run("--config", str(SAMPLE / "configs" / "digits_const_sparsity_int8.json"), "--weights",
+                 str(tmp_path / "mag" / "stripped.pth"), "--epochs", "1", "--checkpoint-dir", str(tmp_path / "const"),
+                 "--export", str(tmp_path / "const" / "model.onnx"), timeout=900)
+    assert const["final_top1"] >= mag["final_top1"] - 0.02, const
+    assert "Statistics of the const_sparsity algorithm" in const["stdout"]
+    levels = [line.split("│")[2].strip() for line in const["stdout"].splitlines()
+              if "Sparsity level of the sparsified weights" in line]
+    assert levels and all(abs(float(level.rstrip(" %")) - 100 * zeros) < 0.01 for level in levels), levels
+    assert (tmp_path / "const" / "model.onnx").exists()

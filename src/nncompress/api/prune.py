@@ -106,16 +106,23 @@ def _weight_groups(graph, ignored_scope: IgnoredScope | None, model_name: str, r
     """{weight name: the prunable nodes reading it} for the weights in scope (graph order). Nodes whose graph
     names the stored constant (``attrs["constant_names"]``) group by it: a shared weight gets one mask."""
     ignored = match_ignored_scope(ignored_scope, graph)
-    groups: dict[str, list] = {}
-    for node in graph:
-        if node.kind in PRUNABLE and node.weight is not None and node.name not in ignored:
-            name = node.attrs.get("constant_names", {}).get(node.weight.port, node.name)
-            groups.setdefault(name, []).append(node)
+    groups = weight_groups(graph, ignored)
     if not groups and required:
         raise ValidationError(
             f"{model_name} has no Conv/Linear/Embedding weight in scope to prune"
             + (f" ({len(ignored)} operations ignored)" if ignored else "")
         )
+    return groups
+
+
+def weight_groups(graph, skip=frozenset()) -> dict[str, list]:
+    """{weight name: the Conv/ConvTranspose/Linear/Embedding nodes reading it} for the nodes not in ``skip``,
+    in graph order (also training-time sparsity's targets). A weight read by several nodes is one group."""
+    groups: dict[str, list] = {}
+    for node in graph:
+        if node.kind in PRUNABLE and node.weight is not None and node.name not in skip:
+            name = node.attrs.get("constant_names", {}).get(node.weight.port, node.name)
+            groups.setdefault(name, []).append(node)
     return groups
 
 

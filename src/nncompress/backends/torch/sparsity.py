@@ -57,6 +57,37 @@ class BinaryMask(nn.Module):
         return weight * self._binary_mask.to(weight.device)  # bool promotes to the weight's dtype
 
 
+class SharedGenerator:
+    """One seed, one ``torch.Generator`` per device made from it on first use: masks that share it draw one
+    sequence, and processes that share the seed (``reseed`` with a broadcast value) draw the same one.
+
+    Copies and pickles keep the seed and restart the sequence (a ``torch.Generator`` is not copied)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def on(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        generator = self._generators.get(key)
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = generator
+        return generator
+
+    def reseed(self, seed: int) -> None:
+        """Start every device's sequence again from ``seed``."""
+        self.seed = int(seed)
+        self._generators.clear()
+
+    def __getstate__(self) -> dict:
+        return {"seed": self.seed}
+
+    def __setstate__(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self._generators = {}
+
+
 class RBMask(nn.Module):
     """Trainable RB mask: logits ``mask``, stochastic in training, deterministic in eval or frozen."""
 
@@ -66,7 +97,8 @@ class RBMask(nn.Module):
         self.register_buffer("frozen", torch.tensor(False))
         self.eps = eps
         self.tensor_name = tensor_name
-        self.generator: torch.Generator | None = None  # sampling RNG (None: torch's global one)
+        # sampling RNG: None (torch's global one), a torch.Generator, or a SharedGenerator
+        self.generator: torch.Generator | SharedGenerator | None = None
 
     @classmethod
     def from_mask(cls, mask, tensor_name: str = "") -> RBMask:
@@ -90,7 +122,10 @@ class RBMask(nn.Module):
     def sample(self) -> torch.Tensor:
         """The 0/1 mask of this forward (float32, STE to the logits)."""
         if self.training and not bool(self.frozen):
-            u = torch.rand(self.mask.shape, generator=self.generator, device=self.mask.device)
+            generator = self.generator
+            if isinstance(generator, SharedGenerator):
+                generator = generator.on(self.mask.device)
+            u = torch.rand(self.mask.shape, generator=generator, device=self.mask.device)
             return sp.rb_mask(self.mask, u, self.eps)
         return sp.rb_mask(self.mask)
 

@@ -113,3 +113,26 @@ def test_mask_weight_edit_becomes_a_binary_mask_hook_and_strips():
     torch.testing.assert_close(trainable(x), by_hand(x))
     with pytest.raises(ValidationError, match="does not fit"):
         adapter.apply(model, [MaskWeight(conv.name, conv.weight.port, np.ones(5), "bad")])
+
+
+def test_shared_generator_same_seed_same_masks_reseed_restarts_copy_keeps_seed():
+    import copy
+
+    from nncompress.backends.torch.sparsity import SharedGenerator
+
+    def masks(generator, count=3):
+        layer = RBMask((64,))
+        with torch.no_grad():
+            layer.mask.zero_()
+        layer.generator = generator
+        return [layer.train().sample() for _ in range(count)]
+
+    a, b = SharedGenerator(7), SharedGenerator(7)
+    first = masks(a)
+    assert all(torch.equal(x, y) for x, y in zip(first, masks(b)))
+    assert not torch.equal(first[0], first[1])  # the sequence moves on
+    a.reseed(7)
+    assert torch.equal(masks(a, 1)[0], first[0])
+    clone = copy.deepcopy(a)
+    assert clone.seed == 7 and torch.equal(masks(clone, 1)[0], first[0])
+    assert not torch.equal(masks(SharedGenerator(8), 1)[0], first[0])
