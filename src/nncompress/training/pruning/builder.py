@@ -54,7 +54,7 @@ class FilterPruningBuilder:
             logger.warning("filter_pruning: no channel group of this model can be pruned (the reasons are logged "
                            "above); the model stays unpruned")
         points = mask_points(self.channels, {}, self.params.prune_batch_norms)
-        return [MaskChannels(node, port, dim, mask, mask_hook_name(node, port, dim)) for node, port, dim, mask in points]
+        return [MaskChannels(n, port, dim, mask, mask_hook_name(n, port, dim)) for n, port, dim, mask in points]
 
     def build_controller(self, model: Any) -> FilterPruningController:
         if self.channels is None:

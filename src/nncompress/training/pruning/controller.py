@@ -111,7 +111,8 @@ class FilterPruningController(CompressionAlgorithmController):
 
     # --- state ------------------------------------------------------------------------------------
     def builder_state(self) -> dict[str, Any]:
-        return {"params": self.params.to_dict(), "groups": [list(g.producers) for g in self.channels.groups.prunable()]}
+        groups = [list(g.producers) for g in self.channels.groups.prunable()]
+        return {"params": self.params.to_dict(), "groups": groups}
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
@@ -140,18 +141,19 @@ class FilterPruningController(CompressionAlgorithmController):
     def statistics(self, quickly_collected_only: bool = False) -> Statistics:
         full, now = self.full, pruned_cost(self.channels.groups, self.keep)
         groups = self.channels.groups
+        prunable = groups.prunable()
         mode = "FLOPs fraction" if self.params.flops else "filter fraction per group"
+        removed = 100 * (1 - now.params / max(full.params, 1))
         rows = [
-            ("Pruning level (" + mode + "): current / target", f"{self._level:.3f} / {self.params.target:.3f}"),
-            ("FLOPs (M): full / current", f"{full.flops / 1e6:.3f} / {now.flops / 1e6:.3f} "
-                                          f"({100 * now.level(full):.1f} % removed)"),
-            ("Parameters (conv / linear): full / current", f"{full.params} / {now.params} "
-                                                           f"({100 * (1 - now.params / max(full.params, 1)):.1f} % removed)"),
+            (f"Pruning level ({mode}): current / target", f"{self._level:.3f} / {self.params.target:.3f}"),
+            ("FLOPs (M): full / current",
+             f"{full.flops / 1e6:.3f} / {now.flops / 1e6:.3f} ({100 * now.level(full):.1f} % removed)"),
+            ("Parameters (conv / linear): full / current", f"{full.params} / {now.params} ({removed:.1f} % removed)"),
             ("Filters: full / current", f"{full.filters} / {now.filters}"),
-            ("Channel groups: prunable / skipped", f"{len(groups.prunable())} / {len(groups) - len(groups.prunable())}"),
+            ("Channel groups: prunable / skipped", f"{len(prunable)} / {len(groups) - len(prunable)}"),
             ("Compression stage", self.compression_stage().name),
         ]
-        for group in groups.prunable():
+        for group in prunable:
             mask = self.keep[group.id]
             for producer in group.producers:
                 rows.append((f"{producer} pruning rate",

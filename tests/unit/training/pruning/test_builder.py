@@ -31,7 +31,11 @@ def test_masks_are_pruning_mask_edits_on_every_weight_bias_and_norm_of_the_pruna
         return result
 
     monkeypatch.setattr(FilterPruningBuilder, "edits", spy)
-    monkeypatch.setattr(adapter_module, "capture_graph", lambda *a, **k: captures.append(1) or original_capture(*a, **k))
+    def counting_capture(*args, **kwargs):
+        captures.append(1)
+        return original_capture(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_module, "capture_graph", counting_capture)
     ctrl, compressed = create_compressed_model(model(), config())
     assert len(captures) == 1  # the groups come from create_compressed_model's own capture
     assert all(isinstance(e, MaskChannels) and e.stage is Stage.PRUNING_MASK for e in seen)
