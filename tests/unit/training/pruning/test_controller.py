@@ -194,3 +194,15 @@ def _nncf(cfg: dict):
     from nncompress.training.config import NNCFConfig
 
     return NNCFConfig.from_dict(cfg)
+
+
+def test_all_weights_uses_one_global_threshold_over_normalised_weights():
+    cfg = config({"schedule": "baseline", "pruning_target": 0.4, "all_weights": True}, pruning_init=0.4)
+    ctrl, _ = create_compressed_model(model(), cfg)
+    channels = model_channels(model(), example(1), RULES)
+    imps = group_importances(channels.groups, lambda n: channels.weight_of(model(), n), "l2", normalize=True)
+    expected = masks_for_level(imps, 0.4, all_weights=True)
+    for gid, mask in expected.items():
+        np.testing.assert_array_equal(ctrl.keep[gid], mask)
+    uniform = _reference_masks(0.4)
+    assert any(not np.array_equal(expected[g], uniform[g]) for g in expected)  # not the per-group level
