@@ -66,9 +66,9 @@ class Fire(nn.Module):
 
 
 class ResidualDWNet(nn.Module):
-    def __init__(self, classes: int = 100):
+    def __init__(self, classes: int = 100, in_channels: int = 3):
         super().__init__()
-        self.stem = conv_bn(3, 32, 3, 2)
+        self.stem = conv_bn(in_channels, 32, 3, 2)
         self.stage1 = nn.Sequential(InvertedResidual(32), InvertedResidual(32))
         self.down1 = conv_bn(32, 64, 3, 2)
         self.stage2 = nn.Sequential(InvertedResidual(64), InvertedResidual(64))

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_data import DATASETS, SmallCNN, load_dataset  # noqa: E402
+from sample_data import DATASETS, load_dataset, make_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +65,7 @@ def load_sample_config(args: argparse.Namespace) -> tuple[dict, Any]:
     if args.lr is not None:
         optimizer["base_lr"] = args.lr
     settings = {
+        "model": raw.get("model", "small_cnn"),
         "dataset": args.dataset or raw.get("dataset", "digits"),
         "epochs": args.epochs if args.epochs is not None else raw.get("epochs", 2),
         "pretrain_epochs": args.pretrain_epochs if args.pretrain_epochs is not None else raw.get("pretrain_epochs", 8),
@@ -228,7 +229,8 @@ def train_epoch(net, ctrl, loader, optimizer, staged: StagedSchedule | None, epo
 
 def save_checkpoint(path: Path, model, ctrl, optimizer, epoch: int, acc: float, stage: int, best) -> None:
     state = {
-        "epoch": epoch, "arch": "small_cnn", "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "epoch": epoch, "arch": type(model).__name__, "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "acc1": acc, "compression_stage": stage, "best": best,
         "compression_state": ctrl.get_compression_state() if ctrl is not None else None,
     }
@@ -254,7 +256,7 @@ def compress(model: nn.Module, config, loader, device, resume: dict | None):
 def prepare_model(args, settings: dict, data, device, rank: int) -> tuple[nn.Module, float]:
     """The FP32 model (loaded or pre-trained) and its top-1."""
     torch.manual_seed(settings["seed"])
-    model = SmallCNN(in_channels=data.x_train.shape[1]).to(device)
+    model = make_model(settings["model"], in_channels=data.x_train.shape[1]).to(device)
     if args.weights:
         model.load_state_dict(torch.load(args.weights, map_location=device, weights_only=True))
     elif not args.resume:

@@ -1,4 +1,4 @@
-"""Data and model of the classification sample: offline datasets and a small CNN.
+"""Data and models of the classification sample: offline datasets, a small CNN and a residual CNN.
 
 - ``digits``: scikit-learn's 1,797 8x8 digits (bundled), upsampled to 16x16, 594 held out (stratified, seed 0).
 - ``fashion_mnist``: 60k/10k 28x28 images from ``/usr/share/datasets/fashion-mnist`` (Debian package
@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("digits", "fashion_mnist")
+MODELS = ("small_cnn", "residual_cnn")
 
 
 class Split(NamedTuple):
@@ -89,3 +90,38 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(x, 1))
+
+
+def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
+
+
+class ResidualCNN(nn.Module):
+    """A stem, an inverted residual block (1x1 expand, depthwise 3x3, 1x1 project, skip add), a fire block
+    (1x1 squeeze, 1x1 and 3x3 expands concatenated), global average pooling and a linear head: the
+    structures filter pruning has to keep consistent (residual adds, depthwise convs, a concat)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = _conv_bn_relu(in_channels, 32)
+        self.expand, self.dw, self.project = _conv_bn(32, 96), _conv_bn(96, 96, 3, groups=96), _conv_bn(96, 32)
+        self.squeeze, self.e1, self.e3 = _conv_bn(32, 24), _conv_bn(24, 48), _conv_bn(24, 48, 3)
+        self.classifier = nn.Linear(96, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.stem(x), 2)
+        y = F.relu6(self.dw(F.relu6(self.expand(x))))
+        x = x + self.project(y)
+        s = F.relu(self.squeeze(x))
+        x = torch.cat([F.relu(self.e1(s)), F.relu(self.e3(s))], dim=1)
+        x = F.adaptive_avg_pool2d(F.max_pool2d(x, 2), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def make_model(name: str, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """The sample model called ``name`` (the config's ``"model"``)."""
+    if name == "small_cnn":
+        return SmallCNN(num_classes, in_channels)
+    if name == "residual_cnn":
+        return ResidualCNN(num_classes, in_channels)
+    raise SystemExit(f"model {name!r} is not known: valid models are {', '.join(MODELS)}")

@@ -168,3 +168,53 @@ def test_magnitude_sparsity_then_const_sparsity_int8_from_its_stripped_weights(t
               if "Sparsity level of the sparsified weights" in line]
     assert levels and all(abs(float(level.rstrip(" %")) - 100 * zeros) < 0.01 for level in levels), levels
     assert (tmp_path / "const" / "model.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def pruning_run(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("pruning")
+    result = _run("--config", str(SAMPLE / "configs" / "digits_filter_pruning.json"), "--pretrain-epochs", "4",
+                  "--epochs", "1", "--checkpoint-dir", str(out), "--export", str(out / "model.xml"))
+    return result, out
+
+
+def _onnx_initializer_shapes(path: Path) -> list[tuple[int, ...]]:
+    onnx = pytest.importorskip("onnx")
+    return [tuple(t.dims) for t in onnx.load(str(path)).graph.initializer]
+
+
+@pytest.mark.slow
+def test_sample_prunes_the_residual_cnn_and_exports_the_smaller_openvino_model(pruning_run):
+    ov = pytest.importorskip("openvino")
+    result, out = pruning_run
+    assert result["fp32_top1"] >= 0.9, result
+    assert [e["stage"] for e in result["epochs"]] == [1]  # exponential schedule: pruning_init at epoch 0
+    assert result["final_top1"] >= result["fp32_top1"] - 0.05, result
+    assert "filter_pruning algorithm" in result["stdout"] and "FLOPs (M): full / current" in result["stdout"]
+    model = ov.Core().read_model(str(out / "model.xml"))
+    shapes = [tuple(op.get_output_partial_shape(0).to_shape()) for op in model.get_ops()
+              if op.get_type_name() == "Constant"]
+    assert not any(len(s) == 4 and s[0] == 96 for s in shapes)  # the 96-filter expand conv lost filters
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    data = _digits_test_split()
+    logits = np.asarray(compiled(data.x_test.numpy())[0])
+    accuracy = float((np.argmax(logits, 1) == data.y_test.numpy()).mean())
+    assert abs(accuracy - result["final_top1"]) <= 2 / len(data.y_test), (accuracy, result["final_top1"])
+
+
+@pytest.mark.slow
+def test_sample_stacks_pruning_with_int8_and_exports_a_smaller_qdq_model(pruning_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    _, out = pruning_run
+    result = _run("--config", str(SAMPLE / "configs" / "digits_filter_pruning_int8.json"), "--weights",
+                  str(out / "fp32.pth"), "--epochs", "2", "--checkpoint-dir", str(tmp_path), "--export",
+                  str(tmp_path / "model.onnx"))
+    assert [e["stage"] for e in result["epochs"]] == [1, 2]  # the FLOPs target at epoch 1 (pruning_steps 2)
+    assert result["final_top1"] >= result["fp32_top1"] - 0.05, result
+    shapes = _onnx_initializer_shapes(tmp_path / "model.onnx")
+    assert not any(len(s) == 4 and s[0] == 96 for s in shapes), shapes
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    data = _digits_test_split()
+    logits = session.run(None, {session.get_inputs()[0].name: data.x_test.numpy()})[0]
+    accuracy = float((np.argmax(logits, 1) == data.y_test.numpy()).mean())
+    assert abs(accuracy - result["final_top1"]) <= 2 / len(data.y_test), (accuracy, result["final_top1"])

@@ -26,7 +26,7 @@ class Stage(IntEnum):
 
     SET_CONSTANT = 10  # replace a constant's value: everything after sees the new value
     TRANSFORM = 20  # scale an activation (InsertMultiply)
-    PRUNING_MASK = 30  # reserved: structured pruning masks
+    PRUNING_MASK = 30  # MaskChannels: structured (filter) pruning masks
     SPARSITY_MASK = 40  # MaskWeight: unstructured sparsity masks
     WEIGHT_QUANTIZER = 50  # QuantizeWeight, CompressWeight: the weight's stored form
     CORRECTION = 60  # AddLowRankCorrection: added to the output of the (compressed) layer
@@ -125,7 +125,24 @@ class MaskWeight:
     trainable: bool = False
 
 
-Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply | MaskWeight
+@dataclass(frozen=True, eq=False)
+class MaskChannels:
+    """Multiply the constant on input ``port`` of ``node`` by the 0/1 ``mask`` along dimension ``dim``
+    (filter pruning: a producer's output filters and bias, a consumer's input channels, a norm's affine
+    parameters). PyTorch masks on the fly (a ``FilterPruningMask`` hook named ``name``, updated as
+    training goes); other backends do not carry it out.
+    """
+
+    stage: ClassVar[Stage] = Stage.PRUNING_MASK
+
+    node: str
+    port: int
+    dim: int
+    mask: np.ndarray
+    name: str
+
+
+Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply | MaskWeight | MaskChannels
 
 
 @dataclass(frozen=True)
@@ -193,7 +210,7 @@ def stage_of(edit) -> Stage:
 
 def target_of(edit) -> tuple:
     """The place of the model ``edit`` acts on: a constant input, an activation tensor or a layer output."""
-    if isinstance(edit, (SetConstant, QuantizeWeight, CompressWeight, MaskWeight)):
+    if isinstance(edit, (SetConstant, QuantizeWeight, CompressWeight, MaskWeight, MaskChannels)):
         return ("constant", edit.node, edit.port)
     if isinstance(edit, AddLowRankCorrection):
         return ("output", edit.node)
@@ -230,4 +247,5 @@ def _checked(stream: EditStream) -> Iterator:
 
 
 _KINDS = {cls.__name__: cls for cls in (QuantizeActivation, QuantizeWeight, SetConstant, InsertMultiply,
-                                        CompressWeight, AddLowRankCorrection, MaskWeight)}
+                                        CompressWeight, AddLowRankCorrection, MaskWeight,
+                                        MaskChannels)}

@@ -52,6 +52,8 @@ def create_compressed_model(
     names = node_names(graph, model)
     edits = []
     for builder in builders:
+        if hasattr(builder, "bind_model"):  # builders that need the float model and its capture (filter pruning)
+            builder.bind_model(model, adapter)
         edits.extend(builder.edits(graph, names, adapter.capabilities))
     compressed = adapter.apply(model, edits)
     controllers = [builder.build_controller(compressed) for builder in builders]
@@ -147,8 +149,9 @@ def _split_state(state: Any) -> tuple[dict | None, dict | None, dict | None]:
 
 
 # algorithm name -> "module:Builder". A builder is constructed as Builder(spec, saved_state_or_None) and gives
-# ``edits(graph, names, capabilities)`` and ``build_controller(compressed_model)``. An algorithm whose
-# module is not present yet is refused as not implemented.
+# ``edits(graph, names, capabilities)`` and ``build_controller(compressed_model)``; an optional
+# ``bind_model(model, adapter)`` is called first (the float model, and the adapter holding its capture).
+# An algorithm whose module is not present yet is refused as not implemented.
 BUILDERS = {
     "quantization": "nncompress.training.quantization.builder:QuantizationBuilder",
     "magnitude_sparsity": "nncompress.training.sparsity.builder:MagnitudeSparsityBuilder",

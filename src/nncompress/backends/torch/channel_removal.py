@@ -66,7 +66,14 @@ def model_channels(model: nn.Module, example_input: Any, rules: PruningRules | N
     """Capture ``model`` on ``example_input`` and compute its channel groups (skipped ones are logged)."""
     from nncompress.backends.torch.capture import capture_graph
 
-    capture = capture_graph(model, example_input)
+    return channels_from_capture(model, capture_graph(model, example_input), rules)
+
+
+def channels_from_capture(
+    model: nn.Module, capture: Capture, rules: PruningRules | None = None, log: bool = True
+) -> ModelChannels:
+    """The channel groups of ``model`` from a capture of it (e.g. the one ``create_compressed_model``
+    already made): calls of one module merged, groups needing a module this backend cannot resize skipped."""
     graph = capture.graph
     params: dict[str, set[str]] = {}
     for (node, _), name in capture.port_params.items():
@@ -90,7 +97,8 @@ def model_channels(model: nn.Module, example_input: Any, rules: PruningRules | N
                 group.reasons.append(f"'{node}': {reason}")
             elif _read_elsewhere(capture, path, calls[path]):
                 group.reasons.append(f"the parameters of module '{path}' are also read outside it")
-    log_skipped(groups)
+    if log:
+        log_skipped(groups)
     return ModelChannels(groups, capture, modules)
 
 
@@ -119,8 +127,11 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
-def remove_channels(model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray]) -> nn.Module:
-    """A copy of ``model`` (same class) with the channels ``keep`` drops physically removed.
+def remove_channels(
+    model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray], do_copy: bool = True
+) -> nn.Module:
+    """A copy of ``model`` (same class; ``do_copy`` False: ``model`` itself) with the channels ``keep``
+    drops physically removed.
 
     ``keep``: group id -> bool mask over the group's channels (groups not given keep everything; masks
     of groups that are not prunable are refused).
@@ -134,7 +145,7 @@ def remove_channels(model: nn.Module, channels: ModelChannels, keep: Mapping[int
             raise ValidationError(f"group {gid} needs a mask of {group.channels} booleans with at least one True")
         if not group.prunable and not mask.all():
             raise ValidationError(f"group {gid} cannot be pruned: {group.reason}")
-    result = copy_model(model)
+    result = copy_model(model) if do_copy else model
     for path, masks in _module_masks(channels, keep).items():
         _shrink(result.get_submodule(path), path, masks)
     return result

@@ -10,6 +10,7 @@ Every edit becomes a hook module at a point of the data flow (see ``hooks``):
 - ``MaskWeight``: a ``sparsity.BinaryMask`` (``trainable``: an ``RBMask``) in the pre-hook chain of the
   constant input (stage SPARSITY_MASK: after a replaced constant, before a weight quantizer); edits with one
   name share one module; ``strip`` bakes it in.
+- ``MaskChannels``: a ``pruning_mask.FilterPruningMask`` in the pre-hook chain of the constant (filter pruning).
 - ``SetConstant``: written into the copy's parameter or buffer when no other operation reads it;
   otherwise (tied weights, constants computed inside ``forward``) a ``Replace`` hook at the start of
   that input's chain.
@@ -39,6 +40,7 @@ from nncompress.graph.edits import (
     Edit,
     EditStream,
     InsertMultiply,
+    MaskChannels,
     MaskWeight,
     QuantizeActivation,
     QuantizeWeight,
@@ -95,6 +97,8 @@ class Editor:
                 self._set_constant(edit)
             elif isinstance(edit, MaskWeight):
                 self._mask_weight(edit)
+            elif isinstance(edit, MaskChannels):
+                self._mask_channels(edit)
             else:
                 raise ValidationError(f"the torch backend cannot apply an edit of type {type(edit).__name__}")
 
@@ -167,6 +171,26 @@ class Editor:
                 module.to(named_tensor(self.model, pname).device)  # the weight's device: not moved every forward
             module.train(self.model.training)
             self._masks[edit.name] = module  # a weight read by several operations: one mask
+        self._insert(key, index, edit.name, module)
+        self._note_constant(key)
+
+    def _mask_channels(self, edit: MaskChannels) -> None:
+        from .pruning_mask import FilterPruningMask
+
+        self._check_constant(edit.node, edit.port)
+        shape = tuple(self.graph.node(edit.node).const_ports[edit.port])
+        mask = np.asarray(edit.mask)
+        if not -len(shape) <= edit.dim < len(shape) or mask.shape != (shape[edit.dim],):
+            raise ValidationError(
+                f"MaskChannels on {edit.node!r} input {edit.port}: a mask of shape {mask.shape} along dim "
+                f"{edit.dim} does not fit {shape}"
+            )
+        module = FilterPruningMask(len(mask), edit.dim)
+        module.set_mask(mask)
+        pname = self.capture.port_params.get((edit.node, edit.port))
+        if pname is not None:
+            module.to(named_tensor(self.model, pname).device)
+        key, index = self._before(InputRef(edit.node, edit.port))
         self._insert(key, index, edit.name, module)
         self._note_constant(key)
 

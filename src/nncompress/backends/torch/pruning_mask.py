@@ -90,7 +90,8 @@ def _ones(like: np.ndarray | None) -> np.ndarray | None:
     return None if like is None else np.ones(like.shape, bool)
 
 
-def _hook_name(node: str, port: int, dim: int) -> str:
+def mask_hook_name(node: str, port: int, dim: int) -> str:
+    """The hook name of the pruning mask on input ``port`` of ``node`` along ``dim``."""
     return f"{node}/pruning_mask_{port}_{dim}"
 
 
@@ -110,7 +111,7 @@ def insert_pruning_masks(
         hook = FilterPruningMask(len(mask), dim)
         hook.set_mask(mask)
         key, index = editor._before(InputRef(node, port))
-        editor._insert(key, index, _hook_name(node, port, dim), hook)
+        editor._insert(key, index, mask_hook_name(node, port, dim), hook)
         editor._note_constant(key)
     return result
 
@@ -121,9 +122,68 @@ def update_pruning_masks(masked: nn.Module, channels: ModelChannels, keep: Mappi
     if storage is None:
         raise ValidationError("this model has no pruning masks; make it with insert_pruning_masks")
     for node, port, dim, mask in mask_points(channels, keep):
-        name = _hook_name(node, port, dim)
+        name = mask_hook_name(node, port, dim)
         if name not in storage.keys and channels.graph.node(node).kind in (K.BATCH_NORM, K.GROUP_NORM):
             continue  # made with prune_batch_norms=False
         if name not in storage.keys:
             raise ValidationError(f"no pruning mask {name!r} in this model; it was made from other channel groups")
         storage.module(name).set_mask(mask)
+
+
+def strip_pruning(
+    model: nn.Module, channels: ModelChannels, keep: Mapping[int, np.ndarray], do_copy: bool = True
+) -> nn.Module:
+    """``model`` (a copy unless ``do_copy`` is False) with its ``FilterPruningMask`` hooks removed and the
+    channels ``keep`` drops physically removed (``remove_channels``). Other hooks left on a shrunk
+    constant (a per-channel weight quantizer's scale ``[C, 1, 1, 1]``, ...) lose the same channels, so
+    the result computes what the masked model computes."""
+    from .channel_removal import remove_channels
+    from .hooks import detach_storage
+
+    result = copy_model(model) if do_copy else model
+    storage = storage_of(result)
+    if storage is not None:
+        for name in list(storage.keys):
+            if isinstance(storage.module(name), FilterPruningMask):
+                storage.remove(name)
+    keep = {gid: np.asarray(mask, bool) for gid, mask in keep.items()}
+    remove_channels(result, channels, keep, do_copy=False)
+    if storage is not None:
+        _slice_hooks(storage, channels, mask_points(channels, keep))
+        if len(storage) == 0:
+            detach_storage(result)  # nothing left: a plain model with its class's own forward
+    return result
+
+
+def _slice_hooks(storage, channels: ModelChannels, points) -> None:
+    done: set[tuple[int, int]] = set()
+    for node, port, dim, mask in points:
+        if mask.all():
+            continue
+        rank = len(channels.graph.node(node).const_ports[port])
+        dim %= rank
+        for hook in storage.chain("pre", node, port):
+            module = storage.module(hook)
+            if (id(module), dim) not in done:
+                done.add((id(module), dim))
+                slice_channels(module, rank, dim, mask)
+
+
+def slice_channels(module: nn.Module, rank: int, dim: int, mask: np.ndarray) -> None:
+    """Keep only the ``mask`` entries along ``dim`` of every parameter and buffer of ``module`` (its own,
+    not its children's) of rank ``rank`` with ``len(mask)`` entries there: a hook's per-channel state."""
+    if len(mask) < 2:
+        return
+    index = torch.as_tensor(np.flatnonzero(mask))
+    with torch.no_grad():
+        for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if tensor is None or tensor.dim() != rank or tensor.shape[dim] != len(mask):
+                continue
+            value = tensor.detach().index_select(dim, index.to(tensor.device)).clone()
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, name, nn.Parameter(value, requires_grad=tensor.requires_grad))
+            else:
+                module._buffers[name] = value
+    shape = getattr(module, "shape", None)
+    if isinstance(shape, tuple) and len(shape) == rank and shape[dim] == len(mask):
+        module.shape = shape[:dim] + (int(mask.sum()),) + shape[dim + 1:]

@@ -122,3 +122,36 @@ def test_masked_model_strips_and_exports_with_the_masks(tmp_path):
     session = ort.InferenceSession(str(export_onnx(masked, tmp_path / "m.onnx", x)), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_mask_channels_edit_puts_a_mask_hook_at_the_pruning_stage_and_checks_its_shape():
+    from nncompress.backends.torch.adapter import TorchAdapter
+    from nncompress.graph.edits import FakeQuantParams, MaskChannels, QuantizeWeight
+
+    model = sequential().eval()
+    x = torch.randn(2, 3, 8, 8)
+    adapter = TorchAdapter(example_input=x)
+    conv = next(n for n in adapter.build_graph(model) if n.name.endswith("conv2d_0") and n.name.startswith("3"))
+    params = FakeQuantParams(np.float32(-1.0), np.float32(1.0), 256, None, True, False)
+    mask = np.array([1, 0] * 16, bool)
+    edits = [QuantizeWeight(conv.name, 1, params, "q"), MaskChannels(conv.name, 1, 0, mask, "m")]
+    hooked = adapter.apply(model, edits)
+    assert storage_of(hooked).chain("pre", conv.name, 1) == ["m", "q"]  # list order does not matter
+    expected = model[3].weight * torch.from_numpy(mask).float().view(-1, 1, 1, 1)
+    assert torch.equal(storage_of(hooked).module("m")(model[3].weight), expected)
+    with pytest.raises(ValidationError, match="does not fit"):
+        adapter.apply(model, [MaskChannels(conv.name, 1, 0, np.ones(31, bool), "bad")])
+
+
+def test_slice_channels_keeps_the_per_channel_state_of_a_hook_and_leaves_per_tensor_state():
+    from nncompress.backends.torch.pruning_mask import slice_channels
+
+    hook = torch.nn.Module()
+    hook.scale = torch.nn.Parameter(torch.arange(4.0).view(4, 1, 1, 1))
+    hook.register_buffer("low", torch.arange(4.0).view(4, 1, 1, 1) * 10)
+    hook.per_tensor = torch.nn.Parameter(torch.ones(1))
+    hook.shape = (4, 1, 1, 1)
+    slice_channels(hook, 4, 0, np.array([True, False, True, False]))
+    assert hook.scale.view(-1).tolist() == [0.0, 2.0] and isinstance(hook.scale, torch.nn.Parameter)
+    assert hook.low.view(-1).tolist() == [0.0, 20.0] and "low" in dict(hook.named_buffers())
+    assert hook.per_tensor.shape == (1,) and hook.shape == (2, 1, 1, 1)

@@ -1,0 +1,1 @@
+"""Filter pruning in the training-time API (``"algorithm": "filter_pruning"``)."""
