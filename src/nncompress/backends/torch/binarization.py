@@ -60,6 +60,10 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def _refresh_flags(module: nn.Module, incompatible_keys) -> None:
+    module.refresh_flags()
+
+
 def export_binarized_weight(w: torch.Tensor, mode: str) -> torch.Tensor:
     """An int8 constant of ±1 codes and a DequantizeLinear with α (ONNX export form)."""
     value = w.detach().float().cpu().numpy()  # numpy: the exporter records constants, not the computation
@@ -95,16 +99,24 @@ class WeightBinarizer(BinarizedWeight):
     def __init__(self, mode: str = "xnor"):
         super().__init__(mode)
         self.register_buffer("enabled", torch.tensor([1], dtype=torch.int32))
+        self._enabled = True
+        self.register_load_state_dict_post_hook(_refresh_flags)
 
     @property
     def is_enabled(self) -> bool:
-        return bool(self.enabled[0])
+        return self._enabled
 
     def enable(self) -> None:
+        self._enabled = True
         self.enabled.fill_(1)
 
     def disable(self) -> None:
+        self._enabled = False
         self.enabled.fill_(0)
+
+    def refresh_flags(self) -> None:
+        """Mirror the ``enabled`` buffer (after a state dict load or a broadcast) into the Python flag."""
+        self._enabled = bool(self.enabled.reshape(-1)[0])
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.is_enabled:
@@ -149,25 +161,36 @@ class ActivationBinarizer(nn.Module):
         self.threshold = nn.Parameter(torch.zeros(shape))  # logit T: T = 0.5
         self.register_buffer("enabled", torch.tensor([1], dtype=torch.int32))
         self.register_buffer("initialized", torch.tensor([0], dtype=torch.int32))
+        self._enabled, self._initialized = True, False  # Python mirrors: no device sync in forward
         self._collected: list[float] | None = None
+        self.register_load_state_dict_post_hook(_refresh_flags)
 
     @property
     def is_enabled(self) -> bool:
-        return bool(self.enabled[0])
+        return self._enabled
 
     @property
     def is_initialized(self) -> bool:
-        return bool(self.initialized[0])
+        return self._initialized
 
     def enable(self) -> None:
+        self._enabled = True
         self.enabled.fill_(1)
 
     def disable(self) -> None:
+        self._enabled = False
         self.enabled.fill_(0)
 
     def reset_initialization(self) -> None:
         """The next training forward (or ``set_scale``) sets the scale again."""
+        self._initialized = False
         self.initialized.fill_(0)
+
+    def refresh_flags(self) -> None:
+        """Mirror the ``enabled``/``initialized`` buffers (after a state dict load or a broadcast) into the
+        Python flags."""
+        self._enabled = bool(self.enabled.reshape(-1)[0])
+        self._initialized = bool(self.initialized.reshape(-1)[0])
 
     def scale_value(self) -> torch.Tensor:
         """``S = exp(scale)`` (with autograd)."""
@@ -191,6 +214,7 @@ class ActivationBinarizer(nn.Module):
             )
         with torch.no_grad():
             self.scale.fill_(float(np.log(value)))
+        self._initialized = True
         self.initialized.fill_(1)
 
     # --- initialisation from statistics ------------------------------------------------------------

@@ -107,6 +107,8 @@ class BinarizationController(CompressionAlgorithmController):
             return
         if dist.is_distributed():
             dist.broadcast_modules(dict(sorted(self.quantizers().items())))
+            for module in self.quantizers().values():
+                module.refresh_flags()
 
     # --- state, statistics ------------------------------------------------------------------------
     def builder_state(self) -> dict[str, Any]:
