@@ -117,3 +117,21 @@ def test_compression_lr_multiplier_scales_the_binarizer_gradients():
         compressed(x).square().sum().backward()
         grads.append(ctrl.activation_binarizers[0].threshold.grad.clone())
     assert torch.allclose(grads[1], grads[0] * 10, rtol=1e-5, atol=1e-7)
+
+
+def test_attach_optimizer_with_a_given_epoch_length_and_bad_arguments():
+    from nncompress.errors import ValidationError
+
+    params = {"lr_poly_drop_start_epoch": 0, "lr_poly_drop_duration_epochs": 1, "base_lr": 1.0}
+    _, ctrl, compressed = _compress(params=params)
+    optimizer = torch.optim.SGD(compressed.parameters(), lr=0.5)  # no weight decay key change needed
+    ctrl.scheduler.attach_optimizer(optimizer, steps_per_epoch=2)
+    ctrl.scheduler.epoch_step()
+    ctrl.scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 1.0  # epoch 0.0
+    ctrl.scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5**2.1)  # epoch 0.5
+    with pytest.raises(ValidationError, match="param_groups"):
+        ctrl.scheduler.attach_optimizer(object())
+    with pytest.raises(ValidationError, match="steps_per_epoch"):
+        ctrl.scheduler.attach_optimizer(optimizer, steps_per_epoch=0)
