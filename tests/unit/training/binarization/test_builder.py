@@ -153,3 +153,69 @@ def test_staged_training_recovers_accuracy_on_digits(mode):
     assert ctrl.compression_stage() == 2
     top1 = accuracy(model, loader("val"))
     assert fp32_top1 > 0.95 and top1 > fp32_top1 - 0.03, (fp32_top1, top1)  # seen: xnor -0.0, dorefa -0.5 pp
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """ResNet-18's module structure (conv1, layer1-4 of two BasicBlocks, fc) with few channels."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        widths = [width, width * 2, width * 4, width * 8]
+        layers, cin = [], width
+        for i, w in enumerate(widths):
+            layers.append(nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)))
+            cin = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_the_reference_resnet18_xnor_config_runs_unchanged(tmp_path):
+    import copy
+
+    import onnxruntime as ort
+
+    from tests.unit.training.config.example_configs import RESNET18_BINARIZATION_XNOR
+
+    section = copy.deepcopy(RESNET18_BINARIZATION_XNOR)
+    section["input_info"] = {"sample_size": [1, 3, 32, 32]}  # the only change: a small input
+    torch.manual_seed(0)
+    ctrl, model = nncf.create_compressed_model(ResNet(), nncf.NNCFConfig.from_dict(section))
+    nodes = [layer.node for layer in ctrl.layers]
+    assert len(nodes) == 16 and "conv1/conv2d_0" not in nodes  # 20 convs minus conv1 and 3 downsample convs
+    assert not any("downsample" in n for n in nodes) and "layer1.0.conv1/conv2d_0" in nodes
+    for _ in range(31):
+        ctrl.scheduler.epoch_step()
+    assert ctrl.compression_stage() is CompressionStage.FULLY_COMPRESSED
+    x = torch.rand(2, 3, 32, 32)
+    model.train()
+    model(x)  # the first training forward sets the activation scales (no init loader registered)
+    model.eval()
+    path = ctrl.export_model(tmp_path / "resnet.onnx")
+    session = ort.InferenceSession(str(path))
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
