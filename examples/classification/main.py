@@ -193,7 +193,7 @@ def algorithms(nncf_dict: dict) -> list[str]:
 def staged_params(nncf_dict: dict) -> dict | None:
     sections = nncf_dict.get("compression", [])
     for section in [sections] if isinstance(sections, dict) else sections:
-        if section.get("algorithm") == "quantization" and "params" in section:
+        if section.get("algorithm") in ("quantization", "binarization") and "params" in section:
             return dict(section["params"])
     return None
 
