@@ -42,6 +42,7 @@ from nncompress.numerics.lowbit import CompressedWeight
 
 from .capture import Capture
 from .inputs import copy_model, named_tensor
+from .mode import op_module_path
 from .module_graph import is_linear_like
 
 Slot = tuple[nn.Module, str, str]  # (module, "_parameters" | "_buffers", attribute)
@@ -321,7 +322,7 @@ class WeightStore:
         return storage
 
     def _scope(self, node: str) -> nn.Module:
-        scope = node.rpartition("/")[0]
+        scope = op_module_path(node)
         try:
             return self.model.get_submodule(scope) if scope else self.model
         except AttributeError:
