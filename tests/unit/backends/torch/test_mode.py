@@ -218,5 +218,6 @@ def test_nncf_style_ignored_scope_names_and_patterns_match_and_the_report_uses_t
     assert "layer1/1/conv1/conv2d/0/fq_weights_1" in quantized
     assert not any(name.startswith(("layer1/0/conv1/conv2d/0/", "lm_head/", "stem/")) for name in quantized)
     old_style = nncf.IgnoredScope(names=["layer1.0.conv1/conv2d_0"])
-    with pytest.raises(ValidationError, match=r"'layer1\.0\.conv1/conv2d_0' \(closest names: 'layer1/0/conv1/conv2d/0'"):
+    hint = r"'layer1\.0\.conv1/conv2d_0' \(closest names: 'layer1/0/conv1/conv2d/0'"
+    with pytest.raises(ValidationError, match=hint):
         nncf.quantize(model, data, subset_size=2, ignored_scope=old_style)
