@@ -159,6 +159,12 @@ class HookedForward:
     def __wrapped__(self):
         return original_forward(self.model)
 
+    @property
+    def __code__(self):
+        """The original forward's code object (``torch.export`` reads it for source locations)."""
+        forward = original_forward(self.model)
+        return getattr(forward, "__code__", type(self).__call__.__code__)
+
     def __repr__(self) -> str:
         model = self._model()
         return f"<nncompress hooked forward of {type(model).__name__ if model is not None else 'a freed model'}>"

@@ -288,8 +288,10 @@ class ScopeTracker:
         self.names: dict[int, str] = {}
 
     def __enter__(self) -> ScopeTracker:
+        # keyed by the module's ``__dict__``: tracers that stand a proxy in for a submodule (the module
+        # stack tracer of ``torch.export``) give it the module's own ``__dict__``
         self.names = {
-            id(module): name
+            id(module.__dict__): name
             for name, module in self.model.named_modules()
             if module is not self.model and not is_storage_path(name)
         }
@@ -340,14 +342,14 @@ def _active_trackers() -> list[ScopeTracker]:
 
 def _global_pre_hook(module, args) -> None:
     for tracker in _active_trackers():
-        name = tracker.names.get(id(module))
+        name = tracker.names.get(id(module.__dict__))
         if name is not None:
             _push_scope(tracker.mode, name, module, args)
 
 
 def _global_post_hook(module, args, output) -> None:
     for tracker in _active_trackers():
-        if id(module) in tracker.names:
+        if id(module.__dict__) in tracker.names:
             _pop_scope(tracker.mode, module, args, output)
 
 
