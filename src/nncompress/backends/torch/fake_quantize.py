@@ -24,7 +24,8 @@ Traced for conversion (``torch.jit.trace`` as ``ov.convert_model(q, example_inpu
 cache: the traced graph is the same on every call. Under ``torch.compile`` the eager form runs (its
 gradients train the ranges), without the weight cache.
 
-During the TorchScript ``torch.onnx.export`` an activation quantizer emits ``torch.fake_quantize_per_{tensor,channel}_affine``
+During the TorchScript ``torch.onnx.export`` an activation quantizer emits
+``torch.fake_quantize_per_{tensor,channel}_affine``
 (written as QuantizeLinear/DequantizeLinear; a Clip first when the grid is narrower than int8/uint8)
 and a weight quantizer an int8/uint8 constant followed by DequantizeLinear.
 """

@@ -65,7 +65,8 @@ def _quantized_lm():
     torch.manual_seed(0)
     model = TinyLM().eval()
     data = [torch.randint(0, 64, (1, 12)) for _ in range(4)]
-    return model, nncf.quantize(model, nncf.Dataset(data), subset_size=4, model_type=nncf.ModelType.TRANSFORMER), data[0]
+    quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=4, model_type=nncf.ModelType.TRANSFORMER)
+    return model, quantized, data[0]
 
 
 def _compressed(mode):
