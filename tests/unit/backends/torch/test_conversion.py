@@ -156,3 +156,48 @@ def test_torch_onnx_export_dynamo_of_a_quantized_model(name, tmp_path):
     session = ort.InferenceSession(str(path))
     out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     _check_close_to_quantized(model, quantized, x, out)
+
+
+def _exported(name):
+    """(float module, its torch.export GraphModule, calibration items) as in NNCF's torch_fx examples."""
+    torch.manual_seed(0)
+    if name == "cnn":
+        model, data = CNN().eval(), [torch.randn(1, 3, 16, 16) for _ in range(3)]
+    else:
+        model, data = TinyLM().eval(), [torch.randint(0, 64, (1, 12)) for _ in range(3)]
+    return model, torch.export.export(model, (data[0],)).module(), data
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_quantize_accepts_a_torch_export_graph_module_like_the_module_it_came_from(name):
+    model, graph_module, data = _exported(name)
+    x = data[0]
+    before = graph_module(x).detach().clone()
+    model_type = nncf.ModelType.TRANSFORMER if name == "lm" else None
+    from_module = nncf.quantize(model, nncf.Dataset(data), subset_size=3, model_type=model_type)
+    quantized = nncf.quantize(graph_module, nncf.Dataset(data), subset_size=3, model_type=model_type)
+    assert isinstance(quantized, torch.fx.GraphModule) and quantized is not graph_module
+    assert _count_quantizers(quantized) == _count_quantizers(from_module) > 0
+    torch.testing.assert_close(quantized(x), from_module(x), rtol=0, atol=0)
+    assert not torch.equal(quantized(x), before)
+    assert torch.equal(graph_module(x), before) and _count_quantizers(graph_module) == 0  # the input is untouched
+
+
+@pytest.mark.parametrize("mode", WEIGHT_MODES[:2], ids=lambda m: m.value)
+def test_compress_weights_accepts_a_torch_export_graph_module_without_data(mode):
+    model, graph_module, data = _exported("lm")
+    options = {"group_size": 16, "ratio": 1.0} if mode is nncf.CompressWeightsMode.INT4_SYM else {}
+    from_module = nncf.compress_weights(model, mode=mode, **options)
+    compressed = nncf.compress_weights(graph_module, mode=mode, **options)
+    assert isinstance(compressed, torch.fx.GraphModule)
+    torch.testing.assert_close(compressed(data[1]), from_module(data[1]), rtol=0, atol=0)
+    assert not torch.equal(compressed(data[1]), graph_module(data[1]))
+
+
+@pytest.mark.slow
+def test_ov_convert_model_of_a_quantized_graph_module():
+    ov = pytest.importorskip("openvino")
+    model, graph_module, data = _exported("cnn")
+    quantized = nncf.quantize(graph_module, nncf.Dataset(data), subset_size=3)
+    out = ov.compile_model(ov.convert_model(quantized, example_input=data[0]), "CPU", OV_CONFIG)(data[0].numpy())[0]
+    _check_close_to_quantized(graph_module, quantized, data[0], out)
