@@ -27,6 +27,7 @@ import weakref
 from typing import Any
 
 from torch import nn
+from torch.fx import GraphModule
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.edits import Stage
@@ -224,7 +225,26 @@ def attach_storage(model: nn.Module) -> HookStorage:
     previous = model.__dict__.get("forward")
     if not isinstance(previous, HookedForward):
         model.forward = HookedForward(model, previous, host)
+    _preserve_in_graph_module_copies(model, {STORAGE_ATTR: storage, "forward": model.__dict__["forward"]})
     return storage
+
+
+# the attributes a torch.fx GraphModule's deepcopy sets again on the copy (it rebuilds the copy from
+# its graph, keeping only the submodules the graph reads)
+_FX_PRESERVED = "_user_preserved_attributes"
+
+
+def _preserve_in_graph_module_copies(model: nn.Module, attributes: dict[str, Any] | None) -> None:
+    """Make copies of a GraphModule keep (``attributes``) or drop (None) the hook storage and forward."""
+    meta = getattr(model, "meta", None)
+    if not isinstance(model, GraphModule) or not isinstance(meta, dict):
+        return
+    kept = meta.setdefault(_FX_PRESERVED, {})
+    if attributes is None:
+        for name in (STORAGE_ATTR, "forward"):
+            kept.pop(name, None)
+    else:
+        kept.update(attributes)
 
 
 def detach_storage(model: nn.Module) -> None:
@@ -233,6 +253,7 @@ def detach_storage(model: nn.Module) -> None:
     if STORAGE_ATTR in host._modules:
         del host._modules[STORAGE_ATTR]
     forward = model.__dict__.get("forward")
+    _preserve_in_graph_module_copies(model, None)
     if isinstance(forward, HookedForward):
         del model.__dict__["forward"]
         if forward.inner is not None:

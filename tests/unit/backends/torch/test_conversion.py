@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,9 @@ def test_quantize_accepts_a_torch_export_graph_module_like_the_module_it_came_fr
     torch.testing.assert_close(quantized(x), from_module(x), rtol=0, atol=0)
     assert not torch.equal(quantized(x), before)
     assert torch.equal(graph_module(x), before) and _count_quantizers(graph_module) == 0  # the input is untouched
+    # a GraphModule's deepcopy rebuilds it from its graph: the quantizers must come along (strip copies too)
+    assert torch.equal(copy.deepcopy(quantized)(x), quantized(x))
+    torch.testing.assert_close(nncf.strip(quantized)(x), quantized(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", WEIGHT_MODES[:2], ids=lambda m: m.value)
