@@ -16,7 +16,9 @@ A hooked model is a deep copy of the user's model with two additions, both on th
 - ``forward``: a ``HookedForward`` instance attribute that runs the class's own ``forward`` under
   the function mode (``mode.run_model``), which names every op and applies the chains.
 
-The model stays an instance of the user's class; the class itself is never changed.
+The model stays an instance of the user's class; the class itself is never changed. A torch.fx
+``GraphModule`` (from ``torch.export``) also lists both in ``meta["_user_preserved_attributes"]``: its
+deepcopy rebuilds the copy from the graph and sets only those attributes again.
 """
 
 from __future__ import annotations
