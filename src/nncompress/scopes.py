@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ def match_ignored_scope(scope: IgnoredScope | None, graph: Graph) -> dict[str, s
         if name in graph.nodes:
             matched.setdefault(name, f"name {name!r}")
         else:
-            unmatched.append(f"name {name!r}")
+            unmatched.append(f"name {name!r}{_closest(name, graph)}")
     for pattern in scope.patterns:
         hits = _match_pattern(pattern, graph)
         for hit in hits:
@@ -72,6 +73,12 @@ def match_ignored_scope(scope: IgnoredScope | None, graph: Graph) -> dict[str, s
             " or IgnoredScope(validate=False) to allow unmatched rules."
         )
     return matched
+
+
+def _closest(name: str, graph: Graph) -> str:
+    """The graph's names nearest to an unmatched ``name`` (e.g. an old-style PyTorch op name), as a hint."""
+    close = difflib.get_close_matches(name, list(graph.nodes), n=3, cutoff=0.6)
+    return f" (closest names: {', '.join(repr(c) for c in close)})" if close else ""
 
 
 def _match_pattern(pattern: str, graph: Graph) -> list[str]:

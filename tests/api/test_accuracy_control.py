@@ -15,7 +15,7 @@ from tests import accuracy_control_models as acm
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-HARMFUL = {"onnx": "/conv3/conv3.0/Conv", "openvino": "/conv3/conv3.0/Conv/WithoutBiases", "torch": "conv3.0/conv2d_0"}
+HARMFUL = {"onnx": "/conv3/conv3.0/Conv", "openvino": "/conv3/conv3.0/Conv/WithoutBiases", "torch": "conv3/0/conv2d/0"}
 NUM_VALIDATION = 200
 
 

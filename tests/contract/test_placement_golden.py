@@ -19,14 +19,14 @@ OPENVINO_ALIASES = {"/MatMul_1": "/MatMul"}
 
 
 def torch_aliases(linear_op: str) -> dict:
-    """Torch op names ("conv1/conv2d_0") as the ONNX exporter names the same operations."""
-    return {"add_0": "/Add", "matmul_0": "/MatMul", "conv2d": "Conv", "linear": linear_op}
+    """Torch op names ("conv1/conv2d/0") as the ONNX exporter names the same operations."""
+    return {"add/0": "/Add", "matmul/0": "/MatMul", "conv2d": "Conv", "linear": linear_op}
 
 
 def _norm(name: str, aliases: dict | None = None) -> str:
     name = re.sub(r"/WithoutBiases$", "", name)
     aliases = aliases or {}
-    match = re.fullmatch(r"(\w+)/(conv2d|linear)_0", name)
+    match = re.fullmatch(r"(\w+)/(conv2d|linear)/0", name)
     if match and match.group(2) in aliases:
         return f"/{match.group(1)}/{aliases[match.group(2)]}"
     return aliases.get(name, name)

@@ -62,3 +62,12 @@ def test_matched_info_over_several_graphs_and_validation():
     with pytest.raises(ValidationError, match=r"names \['nope'\]"):
         validate_ignored_scope(scope, graphs)
     validate_ignored_scope(matched, graphs)
+
+
+def test_an_unmatched_name_lists_the_closest_names():
+    graph = _graph()
+    with pytest.raises(ValidationError, match=r"name 'block1/conv_0' \(closest names: 'block1/conv'"):
+        get_ignored_node_names_from_ignored_scope(IgnoredScope(names=["block1/conv_0"]), graph)
+    with pytest.raises(ValidationError) as info:
+        get_ignored_node_names_from_ignored_scope(IgnoredScope(names=["zzz"]), graph)
+    assert "closest" not in str(info.value)

@@ -61,22 +61,24 @@ def code_values(data: Array, mode: Mode, stored_shape: tuple[int, ...], book: Se
 
 
 def dequantize(values: Array, scale: Array, zero_point: Array | None = None,
-               global_scale: Array | None = None) -> Array:
-    """``(values - zero_point) * (scale [* global_scale])``, written into ``values`` (fresh float32);
+               global_scale: Array | None = None, inplace: bool = True) -> Array:
+    """``(values - zero_point) * (scale [* global_scale])``, written into ``values`` (fresh float32;
+    a new array when not ``inplace``: graph tracers follow out-of-place arithmetic only);
     ``scale`` is used as given (a float32 product with ``global_scale``).
 
     The per-group product ``scale * global_scale`` comes first: runtimes fold it into one scale constant.
     """
     if zero_point is not None:
-        values = xp.isub(values, xp.float32(zero_point))
+        zero_point = xp.float32(zero_point)
+        values = xp.isub(values, zero_point) if inplace else values - zero_point
     if global_scale is not None:
         scale = xp.float32(scale * global_scale)
-    return xp.imul(values, scale)
+    return xp.imul(values, scale) if inplace else values * scale
 
 
 def decode(data: Array, mode: Mode, shape: tuple[int, ...], stored_shape: tuple[int, ...], scale: Array,
            zero_point: Array | None = None, global_scale: Array | None = None,
-           book: Sequence[float] | None = None) -> Array:
+           book: Sequence[float] | None = None, inplace: bool = True) -> Array:
     """The float32 weight (in ``shape``) of stored codes ``data`` (see the module docstring)."""
     values = code_values(data, mode, stored_shape, book)
-    return dequantize(values, xp.float32(scale), zero_point, global_scale).reshape(shape)
+    return dequantize(values, xp.float32(scale), zero_point, global_scale, inplace).reshape(shape)

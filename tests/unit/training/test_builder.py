@@ -32,15 +32,15 @@ def test_returns_a_new_model_of_the_users_class_and_leaves_the_input_alone():
     assert ctrl.model is compressed
     # 3 activation quantizers (the input; relu 1 feeding conv2; relu 2, moved up through max-pool, feeding fc)
     names = sorted(ctrl.quantizers())
-    assert names == ["conv1/conv2d_0/fq_weights_1", "conv2/conv2d_0/fq_weights_1", "fc/linear_0/fq_weights_1",
-                     "relu_0/fq_output_0", "relu_1/fq_output_0", "x/fq_output_0"]
+    assert names == ["conv1/conv2d/0/fq_weights_1", "conv2/conv2d/0/fq_weights_1", "fc/linear/0/fq_weights_1",
+                     "relu/0/fq_output_0", "relu/1/fq_output_0", "x/fq_output_0"]
     assert all(isinstance(q, BaseQATQuantizer) for q in ctrl.quantizers().values())
 
 
 def test_state_dict_names_are_stable_across_builds():
     keys = [list(nncf.create_compressed_model(SmallCNN(), _config())[1].state_dict()) for _ in range(2)]
     assert keys[0] == keys[1]
-    assert "_nncompress_hooks.hooks.conv1/conv2d_0/fq_weights_1.scale" in keys[0]
+    assert "_nncompress_hooks.hooks.conv1/conv2d/0/fq_weights_1.scale" in keys[0]
 
 
 def test_refuses_an_already_compressed_model():
@@ -160,7 +160,7 @@ def test_dump_graphs_writes_the_captured_graph(tmp_path):
         "compression": {"algorithm": "quantization", **NO_INIT},
     })
     nncf.create_compressed_model(SmallCNN(), config, dump_graphs=True)
-    assert "conv1/conv2d_0" in (tmp_path / "original_graph.txt").read_text()
+    assert "conv1/conv2d/0" in (tmp_path / "original_graph.txt").read_text()
 
 
 def test_nncf_names_and_module_paths_without_importing_torch():

@@ -53,7 +53,7 @@ def test_strip_gives_ptq_fake_quantizers_computing_the_same_outputs():
     assert stripped is not model
     storage = storage_of(stripped)
     assert len(storage) == 6 and all(isinstance(storage.module(h), FakeQuantizer) for h in storage.keys)
-    assert storage.module("conv1/conv2d_0/fq_weights_1").level_low == -64  # half range: the 7-bit training grid
+    assert storage.module("conv1/conv2d/0/fq_weights_1").level_low == -64  # half range: the 7-bit training grid
     with torch.no_grad():
         assert torch.equal(stripped(x), model(x))
     baked = nncf.strip(stripped)  # nncompress.strip bakes the weights into the parameters

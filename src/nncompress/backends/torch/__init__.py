@@ -7,8 +7,9 @@ Design
    that track the module scope for the running thread. Both exist only while a run lasts: no
    wrapped or mutated user modules or tensors. Every torch call (functional, tensor method, operator) except
    metadata queries (``size()``, ``shape``, ``dtype``...) gets a deterministic name
-   ``"{module scope}/{op name}_{k}"`` (scope = dotted module path, empty at the root; ``k`` counts
-   that op name in that scope). Leaf layers (``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding``,
+   ``"{module path}/{op name}/{k}"`` (NNCF's scheme, ``mode.op_name``: the module path with ``/``
+   between its parts, none at the root; ``k`` counts that op name in that module). Leaf layers
+   (``nn.Linear``, ``nn.Conv2d``, ``nn.Embedding``,
    ``nn.LayerNorm``, ``nn.BatchNorm*``) make exactly one functional call, so each is ONE op with its
    parameters as constant inputs (weight port 1, bias port 2: ``F.linear(x, W, b)``,
    ``F.conv2d(x, W, b, ...)``, ``F.embedding(ids, W)``); Hugging Face ``Conv1D``'s

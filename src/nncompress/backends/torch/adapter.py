@@ -29,7 +29,15 @@ from nncompress.graph.ir import Graph, TensorRef
 from .capture import Capture, capture_graph
 from .edits import apply_edits
 from .hooks import storage_of
-from .inputs import check_model_readable, eval_mode, named_tensor, output_arrays, split_item, to_numpy
+from .inputs import (
+    check_model_readable,
+    eval_mode,
+    exported_example,
+    named_tensor,
+    output_arrays,
+    split_item,
+    to_numpy,
+)
 from .mode import Observer, OpCall, output_tensors, run_model
 from .module_graph import module_capture
 
@@ -92,10 +100,10 @@ class TorchAdapter:
         cached = self._sources.get(model)
         if cached is None:
             check_model_readable(model)
-            if self.example_input is None:
-                cached = module_capture(model)
-            else:
-                cached = capture_graph(model, self.example_input)
+            example = self.example_input
+            if example is None:
+                example = exported_example(model)  # a torch.export GraphModule: its layers are not modules
+            cached = module_capture(model) if example is None else capture_graph(model, example)
             for (node, port), pname in cached.port_params.items():  # shared weights: one name, several nodes
                 if node in cached.graph.nodes:
                     cached.graph.node(node).attrs.setdefault("constant_names", {})[port] = pname

@@ -18,7 +18,14 @@ the clamped level outside). Ranges live in ``nn.Parameter``s created with ``requ
 - ``AsymmetricQuantizer``: ``scale`` and ``zero_point`` (rounded with a straight-through estimator);
   ``input_low``/``input_range`` give the equivalent FakeQuantize range.
 
-During ``torch.onnx.export`` an activation quantizer emits ``torch.fake_quantize_per_{tensor,channel}_affine``
+Traced for conversion (``torch.jit.trace`` as ``ov.convert_model(q, example_input=x)`` does,
+``torch.export.export``, ``torch.onnx.export(dynamo=True)``) a quantizer is one standard op,
+``torch.fake_quantize_per_{tensor,channel}_affine`` on its grid (FakeQuantize in OpenVINO), with no
+cache: the traced graph is the same on every call. Under ``torch.compile`` the eager form runs (its
+gradients train the ranges), without the weight cache.
+
+During the TorchScript ``torch.onnx.export`` an activation quantizer emits
+``torch.fake_quantize_per_{tensor,channel}_affine``
 (written as QuantizeLinear/DequantizeLinear; a Clip first when the grid is narrower than int8/uint8)
 and a weight quantizer an int8/uint8 constant followed by DequantizeLinear.
 """
@@ -49,6 +56,12 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return grid_fake_quantize(x, scale, zero_point, level_low, level_high, ste=True)
 
 
+def is_tracing() -> bool:
+    """Whether the model runs to be traced (``torch.jit.trace``, ``torch.export``, ``torch.compile``, the
+    ONNX exporters) rather than eagerly: traced code must be the same on every call."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def _channel_shape(ndim: int, axis: int | None) -> tuple[int, ...]:
     if axis is None:
         return ()
@@ -77,8 +90,10 @@ class FakeQuantizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.onnx.is_in_onnx_export():
-            return self._export_forward(x)
+        if torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling():
+            return self._export_forward(x)  # TorchScript ONNX exporter: QuantizeLinear/DequantizeLinear
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # to convert: not torch.compile's training
+            return self._traced_forward(x)
         scale, zero_point = self.grid()
         shape = _channel_shape(x.ndim, self.axis)
         scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
@@ -87,7 +102,7 @@ class FakeQuantizer(nn.Module):
         value = x if x.dtype is torch.float32 else x.float()
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             y = fake_quantize(value, scale, zero_point, self.level_low, self.level_high)
-        elif self.on_constant:
+        elif self.on_constant and not torch.compiler.is_compiling():
             y = self._cached(x, value, scale, zero_point)
         else:
             y = grid_fake_quantize(value, scale, zero_point, self.level_low, self.level_high)
@@ -118,6 +133,21 @@ class FakeQuantizer(nn.Module):
         """(int8/uint8 levels, scale, zero point) of ``values``: what ``forward`` dequantizes."""
         scale, zero_point = (t.detach().cpu().numpy().astype(np.float32) for t in self.grid())
         return integer_levels(values, scale, zero_point, self.level_low, self.level_high, self.axis)
+
+    def _traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same grid as one standard op, ``torch.fake_quantize_per_{tensor,channel}_affine``, for
+        ``torch.jit.trace`` (``ov.convert_model``) and ``torch.export``: no cache, no Python-side state,
+        and converters turn it into FakeQuantize / QuantizeLinear→DequantizeLinear. Its rounding
+        (``x * (1/scale)``) can differ from the eager ``x / scale`` by one step at exact ties."""
+        scale, zero_point = self.grid()
+        zero_t = zero_point.round().to(torch.int32)
+        y = x if x.dtype is torch.float32 else x.float()
+        if self.axis is None:
+            y = torch.fake_quantize_per_tensor_affine(y, scale, zero_t, self.level_low, self.level_high)
+        else:
+            axis = self.axis % x.ndim
+            y = torch.fake_quantize_per_channel_affine(y, scale, zero_t, axis, self.level_low, self.level_high)
+        return y if y.dtype is x.dtype else y.to(x.dtype)
 
     def _export_forward(self, x: torch.Tensor) -> torch.Tensor:
         """QuantizeLinear/DequantizeLinear form of the quantizer for the ONNX exporter."""

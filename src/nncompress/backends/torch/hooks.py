@@ -16,7 +16,9 @@ A hooked model is a deep copy of the user's model with two additions, both on th
 - ``forward``: a ``HookedForward`` instance attribute that runs the class's own ``forward`` under
   the function mode (``mode.run_model``), which names every op and applies the chains.
 
-The model stays an instance of the user's class; the class itself is never changed.
+The model stays an instance of the user's class; the class itself is never changed. A torch.fx
+``GraphModule`` (from ``torch.export``) also lists both in ``meta["_user_preserved_attributes"]``: its
+deepcopy rebuilds the copy from the graph and sets only those attributes again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import weakref
 from typing import Any
 
 from torch import nn
+from torch.fx import GraphModule
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.edits import Stage
@@ -159,6 +162,12 @@ class HookedForward:
     def __wrapped__(self):
         return original_forward(self.model)
 
+    @property
+    def __code__(self):
+        """The original forward's code object (``torch.export`` reads it for source locations)."""
+        forward = original_forward(self.model)
+        return getattr(forward, "__code__", type(self).__call__.__code__)
+
     def __repr__(self) -> str:
         model = self._model()
         return f"<nncompress hooked forward of {type(model).__name__ if model is not None else 'a freed model'}>"
@@ -218,7 +227,26 @@ def attach_storage(model: nn.Module) -> HookStorage:
     previous = model.__dict__.get("forward")
     if not isinstance(previous, HookedForward):
         model.forward = HookedForward(model, previous, host)
+    _preserve_in_graph_module_copies(model, {STORAGE_ATTR: storage, "forward": model.__dict__["forward"]})
     return storage
+
+
+# the attributes a torch.fx GraphModule's deepcopy sets again on the copy (it rebuilds the copy from
+# its graph, keeping only the submodules the graph reads)
+_FX_PRESERVED = "_user_preserved_attributes"
+
+
+def _preserve_in_graph_module_copies(model: nn.Module, attributes: dict[str, Any] | None) -> None:
+    """Make copies of a GraphModule keep (``attributes``) or drop (None) the hook storage and forward."""
+    meta = getattr(model, "meta", None)
+    if not isinstance(model, GraphModule) or not isinstance(meta, dict):
+        return
+    kept = meta.setdefault(_FX_PRESERVED, {})
+    if attributes is None:
+        for name in (STORAGE_ATTR, "forward"):
+            kept.pop(name, None)
+    else:
+        kept.update(attributes)
 
 
 def detach_storage(model: nn.Module) -> None:
@@ -227,6 +255,7 @@ def detach_storage(model: nn.Module) -> None:
     if STORAGE_ATTR in host._modules:
         del host._modules[STORAGE_ATTR]
     forward = model.__dict__.get("forward")
+    _preserve_in_graph_module_copies(model, None)
     if isinstance(forward, HookedForward):
         del model.__dict__["forward"]
         if forward.inner is not None:

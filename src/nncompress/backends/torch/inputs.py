@@ -82,7 +82,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         entry = _EVAL_RUNS.get(model)
         if entry is None:
             entry = _EVAL_RUNS[model] = [0, [(m, m.training) for m in model.modules()]]
-            model.eval()
+            for module in model.modules():  # not model.eval(): torch.export's GraphModules refuse it
+                module.training = False
         entry[0] += 1
     try:
         yield
@@ -146,3 +147,24 @@ def named_tensor(model: nn.Module, name: str) -> torch.Tensor:
     module_name, _, attr = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     return getattr(module, attr)
+
+
+def exported_example(model: nn.Module) -> tuple | None:
+    """Zero tensors shaped like the inputs a ``torch.export`` GraphModule was exported with (its
+    placeholders' recorded values), None for other models or inputs of unknown shape."""
+    graph = getattr(model, "graph", None)
+    if not isinstance(model, torch.fx.GraphModule) or graph is None:
+        return None
+    values = []
+    for node in graph.nodes:
+        if node.op != "placeholder":
+            continue
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            return None
+        try:
+            shape = [int(d) for d in value.shape]
+        except (TypeError, ValueError):  # a symbolic size without a hint
+            return None
+        values.append(torch.zeros(shape, dtype=value.dtype, device=value.device))
+    return tuple(values) if values else None

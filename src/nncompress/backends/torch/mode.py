@@ -4,10 +4,11 @@
 ``torch.overrides.TorchFunctionMode``, per thread) while a ``ScopeTracker`` follows the module scope
 through module forward hooks that exist only while a run is active and serve the running thread only
 (the user's modules and tensors are never wrapped or mutated; several threads may run one model).
-Every intercepted call except metadata queries gets the name
-``"{module scope}/{op name}_{k}"`` — the scope is the dotted path of the innermost module running
-(empty at the root, then the name is ``"{op name}_{k}"``) and ``k`` counts calls of that op name in
-that scope — so the same forward path always produces the same names.
+Every intercepted call except metadata queries gets a name in NNCF's scheme (``op_name``):
+``"{module path}/{op name}/{k}"`` — the module path is the path of the innermost module running with
+``/`` between its parts (``layer1/0/conv1``; at the root there is none and the name is
+``"{op name}/{k}"``) and ``k`` counts calls of that op name in that module — so the same forward path
+always produces the same names (``layer1/0/conv1/conv2d/0``, ``lm_head/linear/0``, ``relu/0``).
 
 Ports of an op are its tensor arguments in flattening order (positional, then keyword; lists and
 tuples flattened), plus, for binary arithmetic, a Python-number operand. Outputs are the tensors of
@@ -103,6 +104,25 @@ def output_tensors(out: Any) -> list[torch.Tensor]:
     return [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
 
 
+def op_name(scope: str, op: str, index: int) -> str:
+    """The name of call ``index`` of ``op`` in module ``scope`` (a dotted module path, "" for the root)."""
+    path = scope.replace(".", "/")
+    return f"{path}/{op}/{index}" if path else f"{op}/{index}"
+
+
+def split_op_name(name: str) -> tuple[str, str, str]:
+    """(dotted module path, op, call index) of a name made by ``op_name``."""
+    parts = name.split("/")
+    if len(parts) < 2:
+        return "", name, ""
+    return ".".join(parts[:-2]), parts[-2], parts[-1]
+
+
+def op_module_path(name: str) -> str:
+    """The dotted path of the module an op named by ``op_name`` ran in ("" for the root)."""
+    return split_op_name(name)[0]
+
+
 class HookMode(TorchFunctionMode):
     """Names each torch call, runs pre-/post-hook chains and reports to an observer."""
 
@@ -128,7 +148,7 @@ class HookMode(TorchFunctionMode):
         key = (scope, info.name)
         k = self.counters.get(key, 0)
         self.counters[key] = k + 1
-        name = f"{scope}/{info.name}_{k}" if scope else f"{info.name}_{k}"
+        name = op_name(scope, info.name, k)
         self.current = (name, info.qualified)
         if info.name == "iter":  # iterating a tensor: record the rows as outputs of one op
             return iter(self._dispatch(_listed(func), info, name, args, kwargs))
@@ -268,8 +288,10 @@ class ScopeTracker:
         self.names: dict[int, str] = {}
 
     def __enter__(self) -> ScopeTracker:
+        # keyed by the module's ``__dict__``: tracers that stand a proxy in for a submodule (the module
+        # stack tracer of ``torch.export``) give it the module's own ``__dict__``
         self.names = {
-            id(module): name
+            id(module.__dict__): name
             for name, module in self.model.named_modules()
             if module is not self.model and not is_storage_path(name)
         }
@@ -320,14 +342,14 @@ def _active_trackers() -> list[ScopeTracker]:
 
 def _global_pre_hook(module, args) -> None:
     for tracker in _active_trackers():
-        name = tracker.names.get(id(module))
+        name = tracker.names.get(id(module.__dict__))
         if name is not None:
             _push_scope(tracker.mode, name, module, args)
 
 
 def _global_post_hook(module, args, output) -> None:
     for tracker in _active_trackers():
-        if id(module) in tracker.names:
+        if id(module.__dict__) in tracker.names:
             _pop_scope(tracker.mode, module, args, output)
 
 

@@ -3,8 +3,8 @@
 Data-free weight compression needs only the weights, so a PyTorch model can be compressed without
 an example input: every ``nn.Linear``, Hugging Face ``Conv1D``, ``nn.Embedding`` and convolution
 module whose weight is a plain parameter becomes one node, in module registration order (a language
-model's head comes last). Nodes are named as a capture names them (``"{module path}/linear_0"``,
-``".../addmm_0"`` for ``Conv1D``, ``".../embedding_0"``, ``".../conv2d_0"``), with the same weight and
+model's head comes last). Nodes are named as a capture names them (``mode.op_name``: ``"{module path}/linear/0"``,
+``".../addmm/0"`` for ``Conv1D``, ``".../embedding/0"``, ``".../conv2d/0"``), with the same weight and
 bias ports, so both graphs address the same weights. Activation inputs are unknown (``None``):
 statistics, AWQ patterns and activation edits need the captured graph.
 
@@ -23,6 +23,7 @@ from nncompress.graph.ops import OpKind as K
 
 from .capture import Capture, model_constants
 from .hooks import is_storage_path
+from .mode import op_name
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def module_capture(model: nn.Module) -> Capture:
         spec = layer_spec(module)
         if spec is None or path in skipped:
             continue
-        name = f"{path}/{spec.op}_0" if path else f"{spec.op}_0"
+        name = op_name(path, spec.op, 0)
         weight = module._parameters["weight"]
         const_ports = {spec.port: tuple(weight.shape)}
         node = Node(

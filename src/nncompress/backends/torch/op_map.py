@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
+from torch._ops import OpOverload
 from torch.overrides import resolve_name
 
 from nncompress.graph.ir import WeightInfo
@@ -120,6 +121,8 @@ class FuncInfo:
 @lru_cache(maxsize=4096)
 def func_info(func) -> FuncInfo:
     """The naming record of an intercepted torch callable (cached per callable)."""
+    if isinstance(func, OpOverload):  # ``torch.ops.aten.conv2d.default`` in a torch.export GraphModule
+        return _name_info(func._opname, f"torch.ops.{func.namespace}.{func._opname}.{func._overloadname}")
     try:
         qualified = resolve_name(func)
     except Exception:  # an unusual callable: fall back to its own name
@@ -130,6 +133,10 @@ def func_info(func) -> FuncInfo:
     if last in ("__get__", "__set__") and len(parts) > 1:  # attribute access: shape is metadata, .T is an op
         prop = parts[-2]
         return FuncInfo(prop, prop, qualified, prop in PASSTHROUGH or last == "__set__", False, False)
+    return _name_info(last, qualified)
+
+
+def _name_info(last: str, qualified: str) -> FuncInfo:
     name = last[2:-2] if last.startswith("__") and last.endswith("__") and len(last) > 4 else last
     inplace = name.endswith("_") and not name.startswith("_") or name in ("setitem",) or (
         last.startswith("__i") and name[1:] in KIND_BY_NAME
@@ -186,6 +193,9 @@ def op_spec(info: FuncInfo, ports: list, active: list[bool], args: tuple, kwargs
     if base == "embedding":
         if len(ports) > 1 and active[0] and not active[1] and _ndim(ports[1]) == 2:
             return OpSpec(K.EMBEDDING, WeightInfo(1, tuple(ports[1].shape), 0, 1))
+        if info.qualified.startswith("torch.ops.") and len(ports) > 1 and active[1] and not active[0] \
+                and _ndim(ports[0]) == 2:  # ``aten.embedding(weight, indices)``
+            return OpSpec(K.EMBEDDING, WeightInfo(0, tuple(ports[0].shape), 0, 1))
         return OpSpec(K.GATHER)
     if base in ("max", "min"):
         two = sum(1 for p in ports if _ndim(p) is not None) >= 2

@@ -41,7 +41,9 @@ from nncompress.numerics.grids import nearest_e4m3
 from nncompress.numerics.lowbit import CompressedWeight
 
 from .capture import Capture
+from .fake_quantize import is_tracing
 from .inputs import copy_model, named_tensor
+from .mode import op_module_path
 from .module_graph import is_linear_like
 
 Slot = tuple[nn.Module, str, str]  # (module, "_parameters" | "_buffers", attribute)
@@ -89,7 +91,7 @@ class CompressedStorage(nn.Module):
     def forward(self) -> torch.Tensor:
         book = None if self.codebook is None else self.codebook.tolist()
         values = decode(self.data, self.mode, self.shape, self.stored_shape, self.scale, self.zero_point,
-                        self.tensor_scale, book)
+                        self.tensor_scale, book, inplace=not is_tracing())
         return values.to(self.dtype_ref.dtype)
 
     def matches(self, weight: CompressedWeight) -> bool:
@@ -321,7 +323,7 @@ class WeightStore:
         return storage
 
     def _scope(self, node: str) -> nn.Module:
-        scope = node.rpartition("/")[0]
+        scope = op_module_path(node)
         try:
             return self.model.get_submodule(scope) if scope else self.model
         except AttributeError:

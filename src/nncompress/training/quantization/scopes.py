@@ -1,7 +1,7 @@
 """NNCF scope strings for the nodes of a captured graph, and matching of ``ignored_scopes``-style lists.
 
-Every node answers to several names: nncompress' own (``layer1.0.conv1/conv2d_0``), NNCF's scope form
-(``ResNet/Sequential[layer1]/BasicBlock[0]/Conv2d[conv1]/conv2d_0``; the ``NNCF`` prefix of NNCF's
+Every node answers to several names: nncompress' own (NNCF 3.x's form, ``layer1/0/conv1/conv2d/0``), NNCF
+2.x's scope form (``ResNet/Sequential[layer1]/BasicBlock[0]/Conv2d[conv1]/conv2d_0``; the ``NNCF`` prefix of NNCF's
 wrapped module classes, as in ``NNCFConv2d[conv1]``, is accepted too), and the module path
 (``layer1.0.conv1``). A plain scope matches a name exactly or any operation inside a module scope
 (NNCF itself only matches exactly); ``{re}`` scopes are regular expressions searched in every name
@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from nncompress.backends.torch.mode import split_op_name
 from nncompress.errors import ValidationError
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import OpKind
@@ -35,8 +36,8 @@ def node_names(graph: Graph, model: Any) -> dict[str, tuple[str, ...]]:
         elif node.name in outputs:
             found += [f"/nncf_model_output_{outputs.index(node.name)}"]
         else:
-            path, _, op = node.name.rpartition("/")
-            found.append("/".join([root, *_module_scopes(model, path), op]))
+            path, op, index = split_op_name(node.name)
+            found.append("/".join([root, *_module_scopes(model, path), f"{op}_{index}"]))
             if path:
                 found.append(path)
         names[node.name] = tuple(found)

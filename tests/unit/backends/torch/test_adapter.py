@@ -28,8 +28,8 @@ def test_collect_sees_values_before_later_inplace_ops():
     x = torch.tensor([[-1.0, 0.25, 2.0]])
     adapter = TorchAdapter(example_input=x)
     graph = adapter.build_graph(model)
-    assert [n.name for n in graph][1:5] == ["mul_0", "sub_0", "add__0", "relu/relu_0"]
-    wanted = [TensorRef("sub_0", 0), TensorRef("add__0", 0), TensorRef("relu/relu_0", 0)]
+    assert [n.name for n in graph][1:5] == ["mul/0", "sub/0", "add_/0", "relu/relu/0"]
+    wanted = [TensorRef("sub/0", 0), TensorRef("add_/0", 0), TensorRef("relu/relu/0", 0)]
     seen = []
     adapter.collect(model, wanted, [x], seen.append)
     values = seen[0]

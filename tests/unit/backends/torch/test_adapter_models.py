@@ -72,7 +72,7 @@ def _numpy_mlp(m: MLP, x, fq_x=None, fq_w1=None, fq_relu=None) -> np.ndarray:
 def test_collect_gives_the_intermediate_tensors(mlp):
     adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
-    refs = [TensorRef("x"), TensorRef("fc1/linear_0"), TensorRef("relu_0"), TensorRef("add_0")]
+    refs = [TensorRef("x"), TensorRef("fc1/linear/0"), TensorRef("relu/0"), TensorRef("add/0")]
     seen: dict[str, torch.Tensor] = {}
     handle = mlp.fc1.register_forward_hook(lambda m, a, out: seen.setdefault("fc1", out.detach().clone()))
     with torch.no_grad():
@@ -82,9 +82,9 @@ def test_collect_gives_the_intermediate_tensors(mlp):
     adapter.collect(mlp, refs, [X, X * 2], values.append)
     assert len(values) == 2 and set(values[0]) == set(refs)
     assert np.array_equal(values[0][TensorRef("x")], X.numpy())
-    assert np.array_equal(values[0][TensorRef("fc1/linear_0")], seen["fc1"].numpy())
-    assert np.array_equal(values[0][TensorRef("relu_0")], np.maximum(seen["fc1"].numpy(), 0))
-    assert np.array_equal(values[0][TensorRef("add_0")], expected.numpy())
+    assert np.array_equal(values[0][TensorRef("fc1/linear/0")], seen["fc1"].numpy())
+    assert np.array_equal(values[0][TensorRef("relu/0")], np.maximum(seen["fc1"].numpy(), 0))
+    assert np.array_equal(values[0][TensorRef("add/0")], expected.numpy())
     assert values[1][TensorRef("x")].max() == pytest.approx(float(X.max() * 2))
 
 
@@ -96,9 +96,9 @@ def test_apply_quantizers_matches_the_numpy_reference_and_keeps_the_input(mlp):
     fq_w1 = _weight_params(mlp.fc1.weight.detach().numpy())
     fq_relu = FakeQuantParams(np.float32(0.0), np.float32(1.5), 256, signed=False)
     edits = [
-        QuantizeActivation(TensorRef("x"), (InputRef("fc1/linear_0", 0),), fq_x, "fc1/linear_0/fq_input_0"),
-        QuantizeWeight("fc1/linear_0", 1, fq_w1, "fc1/linear_0/fq_weights_1"),
-        QuantizeActivation(TensorRef("relu_0"), None, fq_relu, "relu_0/fq_output_0"),
+        QuantizeActivation(TensorRef("x"), (InputRef("fc1/linear/0", 0),), fq_x, "fc1/linear/0/fq_input_0"),
+        QuantizeWeight("fc1/linear/0", 1, fq_w1, "fc1/linear/0/fq_weights_1"),
+        QuantizeActivation(TensorRef("relu/0"), None, fq_relu, "relu/0/fq_output_0"),
     ]
     quantized = adapter.apply(mlp, edits)
     assert isinstance(quantized, MLP) and type(quantized) is MLP
@@ -108,26 +108,26 @@ def test_apply_quantizers_matches_the_numpy_reference_and_keeps_the_input(mlp):
     assert np.array_equal(adapter.infer(quantized, X)[0], out)
     # the skip branch reads x unquantized; the float weight is kept, fake-quantized on the fly
     assert torch.equal(quantized.fc1.weight, mlp.fc1.weight)
-    assert np.array_equal(adapter.get_constant(quantized, "fc1/linear_0", 1),
+    assert np.array_equal(adapter.get_constant(quantized, "fc1/linear/0", 1),
                           fake_quantize(mlp.fc1.weight.detach().numpy(), fq_w1))
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
     assert "forward" not in mlp.__dict__ and not hasattr(mlp, "_nncompress_hooks")
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in mlp.modules())
     graph = adapter.build_graph(quantized)  # quantizers on activations are nodes of the hooked graph
-    assert graph.node("relu_0/fq_output_0").inputs == [TensorRef("relu_0")]
-    assert graph.node("fc2/linear_0").inputs[0] == TensorRef("relu_0/fq_output_0")
-    assert "fc1/linear_0/fq_weights_1" not in graph.nodes
+    assert graph.node("relu/0/fq_output_0").inputs == [TensorRef("relu/0")]
+    assert graph.node("fc2/linear/0").inputs[0] == TensorRef("relu/0/fq_output_0")
+    assert "fc1/linear/0/fq_weights_1" not in graph.nodes
 
 
 def test_state_dict_round_trip_deepcopy_and_pickle(mlp):
     adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     wide = FakeQuantParams(np.float32(-4.0), np.float32(4.0), 256)
-    edits = [QuantizeActivation(TensorRef("relu_0"), None, wide, "relu_0/fq_output_0"),
-             QuantizeWeight("fc2/linear_0", 1, _weight_params(mlp.fc2.weight.detach().numpy()), "fc2/fq_weights_1")]
+    edits = [QuantizeActivation(TensorRef("relu/0"), None, wide, "relu/0/fq_output_0"),
+             QuantizeWeight("fc2/linear/0", 1, _weight_params(mlp.fc2.weight.detach().numpy()), "fc2/fq_weights_1")]
     first = adapter.apply(mlp, edits)
     with torch.no_grad():
-        first._nncompress_hooks.module("relu_0/fq_output_0").scale.mul_(0.5)  # as after QAT
+        first._nncompress_hooks.module("relu/0/fq_output_0").scale.mul_(0.5)  # as after QAT
         first.fc2.bias.add_(0.1)
         expected = first(X)
     second = adapter.apply(mlp, edits)
@@ -148,22 +148,22 @@ def test_set_constant_multiply_and_edits_on_a_hooked_model(mlp):
     scale = np.linspace(0.5, 2.0, 16).astype(np.float32)
     weight = mlp.fc1.weight.detach().numpy() * scale
     smoothed = adapter.apply(mlp, [
-        SetConstant("fc1/linear_0", 1, weight),
-        SetConstant("fc1/linear_0", 2, np.zeros(32, np.float32)),
-        InsertMultiply(TensorRef("x"), (InputRef("fc1/linear_0", 0),), 1.0 / scale, "x/smooth"),
+        SetConstant("fc1/linear/0", 1, weight),
+        SetConstant("fc1/linear/0", 2, np.zeros(32, np.float32)),
+        InsertMultiply(TensorRef("x"), (InputRef("fc1/linear/0", 0),), 1.0 / scale, "x/smooth"),
     ])
     with torch.no_grad():
         reference = torch.relu(X @ mlp.fc1.weight.T) @ mlp.fc2.weight.T + mlp.fc2.bias + mlp.skip(X)
         np.testing.assert_allclose(smoothed(X).numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
-    assert np.array_equal(adapter.get_constant(smoothed, "fc1/linear_0", 1), weight)
+    assert np.array_equal(adapter.get_constant(smoothed, "fc1/linear/0", 1), weight)
     graph = adapter.build_graph(smoothed)
     assert graph.node("x/smooth").inputs == [TensorRef("x"), None]
-    assert graph.node("fc1/linear_0").inputs[0] == TensorRef("x/smooth")
-    assert graph.node("skip/linear_0").inputs[0] == TensorRef("x")
+    assert graph.node("fc1/linear/0").inputs[0] == TensorRef("x/smooth")
+    assert graph.node("skip/linear/0").inputs[0] == TensorRef("x")
     params = FakeQuantParams(np.float32(-3.0), np.float32(3.0), 256)
     quantized = adapter.apply(smoothed, [
         QuantizeActivation(TensorRef("x/smooth"), None, params, "x/smooth/fq_output_0")])
-    assert quantized._nncompress_hooks.chains[("pre", "fc1/linear_0", 0)] == ["x/smooth", "x/smooth/fq_output_0"]
+    assert quantized._nncompress_hooks.chains[("pre", "fc1/linear/0", 0)] == ["x/smooth", "x/smooth/fq_output_0"]
     with torch.no_grad():
         h = fake_quantize((X / torch.from_numpy(scale)).numpy(), params) @ weight.T
         expected = np.maximum(h, 0) @ mlp.fc2.weight.numpy().T + mlp.fc2.bias.numpy() + mlp.skip(X).numpy()
@@ -184,10 +184,10 @@ def test_gpt2_quantize_then_generate_and_tied_weights_stay_separate():
     adapter = TorchAdapter(example_input=data[0])
     adapter.check_inputs(model, data[0])
     table = model.transformer.wte.weight.detach().numpy()
-    changed = adapter.apply(model, [SetConstant("lm_head/linear_0", 1, table * 2)])
+    changed = adapter.apply(model, [SetConstant("lm_head/linear/0", 1, table * 2)])
     assert torch.equal(changed.transformer.wte.weight, model.transformer.wte.weight)  # shared: a Replace hook
-    assert np.array_equal(adapter.get_constant(changed, "lm_head/linear_0", 1), table * 2)
-    assert np.array_equal(adapter.get_constant(changed, "transformer.wte/embedding_0", 1), table)
+    assert np.array_equal(adapter.get_constant(changed, "lm_head/linear/0", 1), table * 2)
+    assert np.array_equal(adapter.get_constant(changed, "transformer/wte/embedding/0", 1), table)
 
 
 class SmallCNN(nn.Module):
@@ -233,14 +233,14 @@ def test_computed_weights_are_constants_that_can_be_quantized_and_replaced():
     model = ComputedWeight().eval()
     adapter = TorchAdapter(example_input=X)
     graph = adapter.build_graph(model)
-    assert [n.name for n in graph] == ["x", "linear_0", "output/0"] and graph.node("linear_0").weight.port == 1
-    weight = adapter.get_constant(model, "linear_0", 1)
+    assert [n.name for n in graph] == ["x", "linear/0", "output/0"] and graph.node("linear/0").weight.port == 1
+    weight = adapter.get_constant(model, "linear/0", 1)
     assert np.array_equal(weight, model.raw.detach().numpy() * 2)
     params = _weight_params(weight)
-    quantized = adapter.apply(model, [QuantizeWeight("linear_0", 1, params, "linear_0/fq_weights_1")])
+    quantized = adapter.apply(model, [QuantizeWeight("linear/0", 1, params, "linear/0/fq_weights_1")])
     with torch.no_grad():
         np.testing.assert_allclose(quantized(X).numpy(), X.numpy() @ fake_quantize(weight, params).T, atol=1e-5)
-    replaced = adapter.apply(model, [SetConstant("linear_0", 1, np.ones((6, 16), np.float32))])
+    replaced = adapter.apply(model, [SetConstant("linear/0", 1, np.ones((6, 16), np.float32))])
     with torch.no_grad():
         assert torch.allclose(replaced(X), X.sum(dim=1, keepdim=True).expand(8, 6))
     assert torch.equal(replaced.raw, model.raw)
@@ -250,9 +250,9 @@ def test_quantized_model_trains_with_straight_through_gradients(mlp):
     adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     quantized = adapter.apply(mlp, [
-        QuantizeActivation(TensorRef("relu_0"), None, FakeQuantParams(np.float32(0), np.float32(2), 256, signed=False),
-                           "relu_0/fq_output_0"),
-        QuantizeWeight("fc1/linear_0", 1, _weight_params(mlp.fc1.weight.detach().numpy()), "fc1/fq_weights_1"),
+        QuantizeActivation(TensorRef("relu/0"), None, FakeQuantParams(np.float32(0), np.float32(2), 256, signed=False),
+                           "relu/0/fq_output_0"),
+        QuantizeWeight("fc1/linear/0", 1, _weight_params(mlp.fc1.weight.detach().numpy()), "fc1/fq_weights_1"),
     ])
     quantized.train()
     for parameter in quantized._nncompress_hooks.parameters():
@@ -281,7 +281,7 @@ def test_hooks_never_run_on_another_op_that_took_their_name():
     adapter = TorchAdapter(example_input=(x,))
     adapter.check_inputs(model, (x,))
     coarse = FakeQuantParams(np.float32(-1.0), np.float32(1.0), 4)
-    quantized = adapter.apply(model, [QuantizeActivation(TensorRef("getitem_0"), None, coarse, "getitem_0/fq")])
+    quantized = adapter.apply(model, [QuantizeActivation(TensorRef("getitem/0"), None, coarse, "getitem/0/fq")])
     mask = torch.ones(2, 3, dtype=torch.long)
     with torch.no_grad():
         assert not torch.equal(quantized(x), model(x))
@@ -293,7 +293,7 @@ def test_quantizers_on_model_outputs(mlp):
     adapter = TorchAdapter(example_input=X)
     adapter.check_inputs(mlp, X)
     grid = FakeQuantParams(np.float32(-2.0), np.float32(2.0), 256)
-    quantized = adapter.apply(mlp, [QuantizeActivation(TensorRef("add_0"), (InputRef("output/0", 0),), grid, "out/fq")])
+    quantized = adapter.apply(mlp, [QuantizeActivation(TensorRef("add/0"), (InputRef("output/0", 0),), grid, "out/fq")])
     assert quantized._nncompress_hooks.chains == {("pre", "output/0", 0): ["out/fq"]}
     with torch.no_grad():
         assert np.array_equal(quantized(X).numpy(), fake_quantize(mlp(X).numpy(), grid))

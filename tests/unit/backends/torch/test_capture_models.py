@@ -63,32 +63,32 @@ def test_cnn_capture_kinds_weights_biases_and_scopes(cnn):
     kinds = {n.name: n.kind for n in graph}
     assert kinds == {
         "x": OpKind.INPUT,
-        "stem/conv2d_0": OpKind.CONV,
-        "block.conv/conv2d_0": OpKind.CONV,
-        "block.dw/conv2d_0": OpKind.DEPTHWISE_CONV,
-        "block.bn/batch_norm_0": OpKind.BATCH_NORM,
-        "block/relu_0": OpKind.RELU,
-        "block/add_0": OpKind.ADD,
-        "cat_0": OpKind.CONCAT,
-        "grouped/conv2d_0": OpKind.CONV,
-        "mean_0": OpKind.REDUCE_MEAN,
-        "fc/linear_0": OpKind.LINEAR,
+        "stem/conv2d/0": OpKind.CONV,
+        "block/conv/conv2d/0": OpKind.CONV,
+        "block/dw/conv2d/0": OpKind.DEPTHWISE_CONV,
+        "block/bn/batch_norm/0": OpKind.BATCH_NORM,
+        "block/relu/0": OpKind.RELU,
+        "block/add/0": OpKind.ADD,
+        "cat/0": OpKind.CONCAT,
+        "grouped/conv2d/0": OpKind.CONV,
+        "mean/0": OpKind.REDUCE_MEAN,
+        "fc/linear/0": OpKind.LINEAR,
         "output/0": OpKind.OUTPUT,
     }
-    add = graph.node("block/add_0")
-    assert add.inputs == [TensorRef("block/relu_0", 0), TensorRef("stem/conv2d_0", 0)]
-    dw = graph.node("block.dw/conv2d_0")
+    add = graph.node("block/add/0")
+    assert add.inputs == [TensorRef("block/relu/0", 0), TensorRef("stem/conv2d/0", 0)]
+    dw = graph.node("block/dw/conv2d/0")
     assert (dw.weight.port, dw.weight.shape, dw.weight.out_axis, dw.weight.in_axis, dw.weight.groups) == (
         1, (8, 1, 3, 3), 0, 1, 8)
-    assert dw.bias == BiasInfo("block.dw/conv2d_0", 2, (8,), TensorRef("block.dw/conv2d_0", 0))
-    assert graph.node("grouped/conv2d_0").weight.groups == 2
-    assert graph.node("grouped/conv2d_0").bias is None
-    fc = graph.node("fc/linear_0")
+    assert dw.bias == BiasInfo("block/dw/conv2d/0", 2, (8,), TensorRef("block/dw/conv2d/0", 0))
+    assert graph.node("grouped/conv2d/0").weight.groups == 2
+    assert graph.node("grouped/conv2d/0").bias is None
+    fc = graph.node("fc/linear/0")
     assert fc.weight.shape == (10, 8) and (fc.weight.out_axis, fc.weight.in_axis) == (0, 1)
     assert fc.inputs[1:] == [None, None] and fc.const_ports == {1: (10, 8), 2: (10,)}
-    assert graph.node("cat_0").output_shapes == [(2, 16, 8, 8)]
-    assert np.array_equal(adapter.get_constant(cnn, "fc/linear_0", 1), cnn.fc.weight.detach().numpy())
-    assert np.array_equal(adapter.get_constant(cnn, "block.dw/conv2d_0", 2), cnn.block.dw.bias.detach().numpy())
+    assert graph.node("cat/0").output_shapes == [(2, 16, 8, 8)]
+    assert np.array_equal(adapter.get_constant(cnn, "fc/linear/0", 1), cnn.fc.weight.detach().numpy())
+    assert np.array_equal(adapter.get_constant(cnn, "block/dw/conv2d/0", 2), cnn.block.dw.bias.detach().numpy())
 
 
 def test_capture_is_deterministic_and_leaves_the_model_untouched(cnn):
@@ -111,11 +111,11 @@ def test_tiny_bert_capture_with_dict_inputs_and_outputs():
     assert [n.name for n in graph.outputs()] == ["output/last_hidden_state", "output/pooler_output"]
     linear = [n.name for n in graph if n.kind is OpKind.LINEAR]
     assert len(linear) == 2 * 6 + 1
-    assert "encoder.layer.1.attention.self.query/linear_0" in linear
-    emb = graph.node("embeddings.word_embeddings/embedding_0")
+    assert "encoder/layer/1/attention/self/query/linear/0" in linear
+    emb = graph.node("embeddings/word_embeddings/embedding/0")
     assert emb.kind is OpKind.EMBEDDING and emb.weight.shape == (100, 64) and emb.inputs[0] == TensorRef("input_ids")
     assert sum(n.kind is OpKind.LAYER_NORM for n in graph) == 5
-    query = graph.node("encoder.layer.0.attention.self.query/linear_0")
+    query = graph.node("encoder/layer/0/attention/self/query/linear/0")
     assert query.bias.node == query.name and query.bias.port == 2
 
 
@@ -123,17 +123,17 @@ def test_tiny_gpt2_capture_conv1d_addmm_and_tied_weights():
     gpt2 = tiny_gpt2()
     adapter = TorchAdapter(example_input={"input_ids": torch.randint(0, 100, (1, 8))})
     graph = adapter.build_graph(gpt2)
-    c_attn = graph.node("transformer.h.0.attn.c_attn/addmm_0")
+    c_attn = graph.node("transformer/h/0/attn/c_attn/addmm/0")
     assert c_attn.kind is OpKind.LINEAR
     assert (c_attn.weight.port, c_attn.weight.shape, c_attn.weight.out_axis, c_attn.weight.in_axis) == (
         2, (64, 192), 1, 0)
     assert c_attn.bias.port == 0 and c_attn.inputs[0] is None and c_attn.inputs[2] is None
-    split = graph.node("transformer.h.0.attn/split_0")
+    split = graph.node("transformer/h/0/attn/split/0")
     assert split.kind is OpKind.SPLIT and len(split.output_shapes) == 3
-    assert graph.node("lm_head/linear_0").kind is OpKind.LINEAR
+    assert graph.node("lm_head/linear/0").kind is OpKind.LINEAR
     assert [n.name for n in graph.outputs()] == ["output/logits"]
     capture = adapter.capture(gpt2)
-    assert capture.port_params[("lm_head/linear_0", 1)] == capture.port_params[("transformer.wte/embedding_0", 1)]
+    assert capture.port_params[("lm_head/linear/0", 1)] == capture.port_params[("transformer/wte/embedding/0", 1)]
 
 
 def test_minilm_package_model_capture():
@@ -168,8 +168,8 @@ def test_nested_dict_inputs_kwargs_and_structured_outputs():
     graph = adapter.build_graph(model)
     assert [n.name for n in graph.inputs()] == ["inputs.x", "scale", "y"]
     assert [n.name for n in graph.outputs()] == ["output/h", "output/pair.0", "output/pair.1"]
-    assert graph.node("mul_0").inputs == [TensorRef("a/linear_0"), TensorRef("scale")]
-    assert graph.node("mul_1").const_ports == {1: ()}  # Python scalar operand
+    assert graph.node("mul/0").inputs == [TensorRef("a/linear/0"), TensorRef("scale")]
+    assert graph.node("mul/1").const_ports == {1: ()}  # Python scalar operand
     outputs = adapter.infer(model, item)
     assert [o.shape for o in outputs] == [(2, 4), (2, 4), (2, 1)]
 
@@ -195,13 +195,13 @@ def test_control_flow_follows_the_example_path_and_collect_reports_another_path(
     kinds = [n.kind for n in graph]
     assert kinds == [OpKind.INPUT, OpKind.LINEAR, OpKind.REDUCE_SUM, OpKind.COMPARISON, OpKind.RELU, OpKind.ADD,
                      OpKind.OUTPUT]
-    assert graph.node("gt_0").output_dtypes == ["bool"]
-    assert graph.node("add_0").const_ports == {1: ()}  # y.size(1) is a constant, not a node
+    assert graph.node("gt/0").output_dtypes == ["bool"]
+    assert graph.node("add/0").const_ports == {1: ()}  # y.size(1) is a constant, not a node
     seen = []
-    adapter.collect(model, [TensorRef("relu_0")], [torch.ones(1, 4)], seen.append)
+    adapter.collect(model, [TensorRef("relu/0")], [torch.ones(1, 4)], seen.append)
     assert len(seen) == 1
-    with pytest.raises(CalibrationError, match="relu_0"):
-        adapter.collect(model, [TensorRef("relu_0")], [torch.full((1, 4), -1000.0)], seen.append)
+    with pytest.raises(CalibrationError, match="relu/0"):
+        adapter.collect(model, [TensorRef("relu/0")], [torch.full((1, 4), -1000.0)], seen.append)
 
 
 class Broken(nn.Module):
@@ -217,7 +217,7 @@ def test_capture_error_names_operation_and_module():
     with pytest.raises(GraphCaptureError) as info:
         TorchAdapter(example_input=torch.randn(1, 4)).build_graph(Broken())
     message = str(info.value)
-    assert "body.2/linear_0" in message and "module 'body.2' (Linear)" in message and "RuntimeError" in message
+    assert "body/2/linear/0" in message and "module 'body.2' (Linear)" in message and "RuntimeError" in message
 
 
 def test_capture_needs_an_example_and_check_inputs_reports_bad_items(cnn):
@@ -247,8 +247,8 @@ class Unpacking(nn.Module):
 
 def test_tensor_iteration_and_attribute_ops_are_nodes():
     graph = TorchAdapter(example_input=torch.randn(5, 4)).build_graph(Unpacking().eval())
-    assert graph.node("unbind_0").kind is OpKind.SPLIT and len(graph.node("unbind_0").output_shapes) == 3
-    assert graph.node("T_0").kind is OpKind.TRANSPOSE and graph.node("T_0").inputs == [TensorRef("unbind_0", 1)]
+    assert graph.node("unbind/0").kind is OpKind.SPLIT and len(graph.node("unbind/0").output_shapes) == 3
+    assert graph.node("T/0").kind is OpKind.TRANSPOSE and graph.node("T/0").inputs == [TensorRef("unbind/0", 1)]
     matmuls = [n for n in graph if n.kind is OpKind.MATMUL]
     assert len(matmuls) == 2 and all(None not in n.inputs for n in matmuls)
-    assert graph.node("softmax_0").kind is OpKind.SOFTMAX
+    assert graph.node("softmax/0").kind is OpKind.SOFTMAX

@@ -55,16 +55,16 @@ def test_residual_depthwise_concat_groups():
     x = torch.randn(2, 3, 8, 8)
     channels = model_channels(ResidualDW(), x, FIRST)
     by = {tuple(g.producers): g for g in channels.groups}
-    assert set(by) == {("stem/conv2d_0", "project/conv2d_0"), ("expand/conv2d_0",), ("branch/conv2d_0",),
-                       ("down/conv2d_0",), ("head/linear_0",)}
-    skip = by[("stem/conv2d_0", "project/conv2d_0")]
-    assert skip.prunable and skip.followers == ["bn3/batch_norm_0"]
+    assert set(by) == {("stem/conv2d/0", "project/conv2d/0"), ("expand/conv2d/0",), ("branch/conv2d/0",),
+                       ("down/conv2d/0",), ("head/linear/0",)}
+    skip = by[("stem/conv2d/0", "project/conv2d/0")]
+    assert skip.prunable and skip.followers == ["bn3/batch_norm/0"]
     assert {(c.node, c.offset) for c in skip.consumers} == {
-        ("expand/conv2d_0", 0), ("branch/conv2d_0", 0), ("down/conv2d_0", 0)}
-    assert [(c.node, c.offset) for c in by[("branch/conv2d_0",)].consumers] == [("down/conv2d_0", 32)]
-    assert by[("expand/conv2d_0",)].followers == ["bn1/batch_norm_0", "dw/conv2d_0", "bn2/batch_norm_0"]
-    assert "downsampling conv" in by[("down/conv2d_0",)].reason
-    assert "model output" in by[("head/linear_0",)].reason
+        ("expand/conv2d/0", 0), ("branch/conv2d/0", 0), ("down/conv2d/0", 0)}
+    assert [(c.node, c.offset) for c in by[("branch/conv2d/0",)].consumers] == [("down/conv2d/0", 32)]
+    assert by[("expand/conv2d/0",)].followers == ["bn1/batch_norm/0", "dw/conv2d/0", "bn2/batch_norm/0"]
+    assert "downsampling conv" in by[("down/conv2d/0",)].reason
+    assert "model output" in by[("head/linear/0",)].reason
 
 
 def test_residual_depthwise_concat_masked_equals_removed():
@@ -85,7 +85,7 @@ def test_module_called_twice_is_shrunk_once():
     # stem 448->224, shared 2320->584, out 68->36
     channels, shrunk = _check(SharedTwice(), torch.randn(2, 3, 8, 8), FIRST, 224 + 1736 + 32)
     by = {tuple(g.producers): g for g in channels.groups}
-    assert ("stem/conv2d_0", "shared/conv2d_0", "shared/conv2d_1") in by
+    assert ("stem/conv2d/0", "shared/conv2d/0", "shared/conv2d/1") in by
     assert tuple(shrunk.shared.weight.shape) == (8, 8, 3, 3)
 
 
@@ -100,14 +100,14 @@ def test_squeeze_excite_gate_joins_its_input():
     # expand 288->80, out (inputs only) 132->68
     channels, _ = _check(SqueezeExcite(), torch.randn(2, 3, 8, 8), FIRST, 224 + 3472 + 196 + 208 + 64)
     groups = {tuple(g.producers) for g in channels.groups.prunable()}
-    assert ("conv/conv2d_0", "expand/conv2d_0") in groups and ("reduce/conv2d_0",) in groups
+    assert ("conv/conv2d/0", "expand/conv2d/0") in groups and ("reduce/conv2d/0",) in groups
 
 
 def test_token_mlp_prunes_the_hidden_layer_only():
     # fc1 64->32: 1088->544; fc2 in 1040->528
     channels, shrunk = _check(TokenMLP(), torch.randn(2, 5, 16), FIRST, 544 + 512)
     assert shrunk.fc1.out_features == 32 and shrunk.fc2.in_features == 32
-    assert "no prunable layer produces" in channels.groups.group_of("fc2/linear_0").reason
+    assert "no prunable layer produces" in channels.groups.group_of("fc2/linear/0").reason
 
 
 def test_shrunk_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
@@ -148,7 +148,7 @@ def test_group_norm_per_channel_and_transposed_conv_shrink():
 
 def test_group_norm_mixing_channels_blocks_its_group():
     channels = model_channels(_Norms(4), torch.randn(2, 3, 4, 4), FREE)
-    group = channels.groups.group_of("c1/conv2d_0")
+    group = channels.groups.group_of("c1/conv2d/0")
     assert "num_groups=4" in group.reason
 
 
@@ -164,7 +164,7 @@ class _Functional(nn.Module):
 
 def test_weights_outside_a_resizable_module_block_the_group():
     channels = model_channels(_Functional(), torch.randn(1, 3, 4, 4), FREE)
-    group = channels.groups.group_of("conv2d_0")
+    group = channels.groups.group_of("conv2d/0")
     assert "cannot be resized" in group.reason
 
 
@@ -172,10 +172,10 @@ def test_bad_masks_are_refused():
     x = torch.randn(1, 3, 8, 8)
     model = ResidualDW()
     channels = model_channels(model, x, FIRST)
-    down = channels.groups.group_of("down/conv2d_0")
+    down = channels.groups.group_of("down/conv2d/0")
     with pytest.raises(ValidationError, match="cannot be pruned: .*downsampling"):
         remove_channels(model, channels, {down.id: np.arange(24) < 8})
-    expand = channels.groups.group_of("expand/conv2d_0")
+    expand = channels.groups.group_of("expand/conv2d/0")
     with pytest.raises(ValidationError, match="64 booleans"):
         remove_channels(model, channels, {expand.id: np.ones(10, bool)})
     with pytest.raises(ValidationError, match="at least one True"):
@@ -188,14 +188,14 @@ def test_capture_records_channel_attributes():
     from nncompress.backends.torch.capture import capture_graph
 
     graph = capture_graph(ResidualDW(), torch.randn(1, 3, 8, 8)).graph
-    assert graph.node("down/conv2d_0").attrs["strides"] == (2, 2)
-    assert graph.node("dw/conv2d_0").attrs["strides"] == (1, 1)
-    assert graph.node("cat_0").attrs["axis"] == 1
+    assert graph.node("down/conv2d/0").attrs["strides"] == (2, 2)
+    assert graph.node("dw/conv2d/0").attrs["strides"] == (1, 1)
+    assert graph.node("cat/0").attrs["axis"] == 1
     graph = capture_graph(SqueezeExcite(), torch.randn(1, 3, 8, 8)).graph
-    attrs = graph.node("mean_0").attrs
+    attrs = graph.node("mean/0").attrs
     assert (attrs["axes"], attrs["keepdims"]) == ((2, 3), True)
     graph = capture_graph(_Norms(4), torch.randn(1, 3, 4, 4)).graph
-    assert graph.node("gn/group_norm_0").attrs["num_groups"] == 4
+    assert graph.node("gn/group_norm/0").attrs["num_groups"] == 4
 
 
 def test_groups_are_the_same_on_the_onnx_graph(tmp_path):

@@ -151,7 +151,7 @@ def test_hooks_at_one_point_follow_their_stage_not_their_insertion_order():
     from nncompress.graph.edits import Stage
 
     storage = HookStorage()
-    key = ("post", "relu_0", 0)
+    key = ("post", "relu/0", 0)
     storage.insert(key, 0, "quantizer", nn.Identity(), Stage.ACTIVATION_QUANTIZER)
     storage.insert(key, 1, "sparsity", nn.Identity(), Stage.SPARSITY_MASK)  # asked for the end: goes first
     storage.insert(key, 5, "pruning", nn.Identity(), Stage.PRUNING_MASK)
@@ -183,15 +183,15 @@ def test_a_mask_inserted_after_a_quantizer_at_the_same_point_runs_before_it():
     model = _ReluLinear().eval()
     quantized = nncf.quantize(model, nncf.Dataset([torch.randn(8, 4) for _ in range(4)]), subset_size=4)
     storage = storage_of(quantized)
-    key = ("post", "relu_0", 0)
-    assert storage.chain(*key) == ["relu_0/fq_output_0"]
+    key = ("post", "relu/0", 0)
+    assert storage.chain(*key) == ["relu/0/fq_output_0"]
     scale = torch.tensor([0.37, 1.0, 0.61, 1.0])
     storage.insert(key, len(storage.chain(*key)), "mask", Multiply(scale.numpy()), Stage.SPARSITY_MASK)
-    assert storage.chain(*key) == ["mask", "relu_0/fq_output_0"]
+    assert storage.chain(*key) == ["mask", "relu/0/fq_output_0"]
 
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
-    act_fq = storage.module("relu_0/fq_output_0")
-    weight = storage.module("fc/linear_0/fq_weights_1")(model.fc.weight)
+    act_fq = storage.module("relu/0/fq_output_0")
+    weight = storage.module("fc/linear/0/fq_weights_1")(model.fc.weight)
     with torch.no_grad():
         result = quantized(x)
         mask_first = F.linear(act_fq(torch.relu(x) * scale), weight, quantized.fc.bias)

@@ -115,3 +115,27 @@ def test_to_numpy_of_a_view_and_of_half_precision():
     np.testing.assert_array_equal(view, np.arange(6, dtype=np.float32).reshape(2, 3).T)
     half = to_numpy(torch.tensor([1.5, -2.0], dtype=torch.float16))
     assert half.dtype == np.float32 and half.tolist() == [1.5, -2.0]
+
+
+def test_exported_example_is_zeros_shaped_like_the_exported_inputs_and_eval_mode_accepts_graph_modules():
+    from nncompress.backends.torch.inputs import exported_example
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, ids, scale):
+            return self.drop(self.embed(ids)) * scale
+
+    model = TwoInputs()
+    graph_module = torch.export.export(model.eval(), (torch.ones(2, 3, dtype=torch.long), torch.ones(4))).module()
+    example = exported_example(graph_module)
+    assert [(tuple(t.shape), t.dtype) for t in example] == [((2, 3), torch.long), ((4,), torch.float32)]
+    assert all(not t.any() for t in example)
+    assert exported_example(model) is None
+    flags = [m.training for m in graph_module.modules()]
+    with eval_mode(graph_module):  # GraphModule.eval() raises NotImplementedError
+        assert not any(m.training for m in graph_module.modules())
+    assert [m.training for m in graph_module.modules()] == flags

@@ -37,7 +37,7 @@ def test_two_threads_capture_one_model_with_the_single_threaded_names():
     torch.manual_seed(0)
     model = Blocks().eval()
     expected = capture_graph(model, torch.randn(2, 16)).graph.dump()
-    assert "blocks.5.0/linear_0" in expected and "head/linear_0" in expected
+    assert "blocks/5/0/linear/0" in expected and "head/linear/0" in expected
     start = threading.Barrier(2, timeout=30)
     dumps: list[list[str]] = [[], []]
     errors = []
@@ -95,7 +95,7 @@ def _hooked(model, edits, example):
 
 def test_post_hook_on_an_inplace_op_reaches_every_later_read():
     x = torch.tensor([[0.1, 0.3, -0.7]])
-    hooked = _hooked(AddThenRead(), [_quantizer("q", TensorRef("add__0", 0))], x)
+    hooked = _hooked(AddThenRead(), [_quantizer("q", TensorRef("add_/0", 0))], x)
     scaled, total = hooked(x)
     expected = _snap(4 * x)
     torch.testing.assert_close(scaled, expected, rtol=0, atol=0)
@@ -105,7 +105,7 @@ def test_post_hook_on_an_inplace_op_reaches_every_later_read():
 
 def test_pre_hook_on_the_changed_input_of_an_inplace_op():
     x = torch.tensor([[0.1, 0.3, -0.7]])
-    edit = _quantizer("q", TensorRef("mul_0", 0), consumers=(InputRef("add__0", 0),))
+    edit = _quantizer("q", TensorRef("mul/0", 0), consumers=(InputRef("add_/0", 0),))
     hooked = _hooked(AddThenRead(), [edit], x)
     scaled, total = hooked(x)
     expected = _snap(3 * x) + x  # add_ runs on the quantized value; later reads see its result
@@ -122,7 +122,7 @@ class SetItem(nn.Module):
 
 def test_post_hook_on_setitem_applies_to_the_written_tensor():
     x = torch.tensor([[0.1, 0.7, -0.7]])
-    hooked = _hooked(SetItem(), [_quantizer("q", TensorRef("setitem_0", 0))], x)
+    hooked = _hooked(SetItem(), [_quantizer("q", TensorRef("setitem/0", 0))], x)
     torch.testing.assert_close(hooked(x), _snap(torch.tensor([[0.3, 0.7, -0.7]])), rtol=0, atol=0)
 
 
@@ -142,7 +142,7 @@ def test_training_through_hooked_inplace_ops_keeps_gradients():
     torch.manual_seed(0)
     model = InplaceReluBlock()
     x = torch.randn(2, 2, 3, 3)
-    edits = [_quantizer("q", TensorRef("relu/relu_0", 0)), _quantizer("p", TensorRef("conv/conv2d_0", 0))]
+    edits = [_quantizer("q", TensorRef("relu/relu/0", 0)), _quantizer("p", TensorRef("conv/conv2d/0", 0))]
     hooked = _hooked(model, edits, x)
     for quantizer in hooked._nncompress_hooks.hooks.values():
         for p in quantizer.parameters():
@@ -165,3 +165,59 @@ def test_mutates_first_knows_the_inplace_spellings():
     assert mutates(f.relu, x, inplace=True) and mutates(f.relu, x, True) and mutates(f.hardtanh, x, -1.0, 1.0, True)
     assert not mutates(f.relu, x) and not mutates(f.relu, x, False) and not mutates(torch.add, x, x)
     assert not mutates(f.dropout, x, 0.5, True)  # ``training``, not ``inplace``
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv1(x)) + x
+
+
+class _Named(nn.Module):
+    """Ops in nested modules, a module called twice and ops of the root's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layer1 = nn.Sequential(_Block(), _Block())
+        self.lm_head = nn.Linear(4, 5)
+
+    def forward(self, x):
+        x = self.layer1(torch.relu(self.stem(x)))
+        x = self.layer1[1](x)
+        return self.lm_head(torch.relu(x).mean((2, 3)))
+
+
+def test_op_names_follow_nncf_scheme_module_path_op_call_index():
+    graph = capture_graph(_Named().eval(), torch.randn(1, 3, 8, 8)).graph
+    names = [n.name for n in graph if n.kind.name not in ("INPUT", "OUTPUT")]
+    assert names == [
+        "stem/conv2d/0", "relu/0",
+        "layer1/0/conv1/conv2d/0", "layer1/0/relu/0", "layer1/0/add/0",
+        "layer1/1/conv1/conv2d/0", "layer1/1/relu/0", "layer1/1/add/0",
+        "layer1/1/conv1/conv2d/1", "layer1/1/relu/1", "layer1/1/add/1",  # the second call of layer1[1]
+        "relu/1", "mean/0", "lm_head/linear/0",
+    ]
+
+
+def test_nncf_style_ignored_scope_names_and_patterns_match_and_the_report_uses_them():
+    import nncompress as nncf
+    from nncompress.errors import ValidationError
+
+    torch.manual_seed(0)
+    model = _Named().eval()
+    data = nncf.Dataset([torch.randn(1, 3, 8, 8) for _ in range(2)])
+    scope = nncf.IgnoredScope(names=["layer1/0/conv1/conv2d/0", "lm_head/linear/0"], patterns=[r"stem/.*"])
+    nncf.quantize(model, data, subset_size=2, ignored_scope=scope, fast_bias_correction=False)
+    report = nncf.last_report()
+    assert {"layer1/0/conv1/conv2d/0", "lm_head/linear/0", "stem/conv2d/0"} <= set(report.skipped)
+    quantized = [name for name, _ in report.quantized]
+    assert "layer1/1/conv1/conv2d/0/fq_weights_1" in quantized
+    assert not any(name.startswith(("layer1/0/conv1/conv2d/0/", "lm_head/", "stem/")) for name in quantized)
+    old_style = nncf.IgnoredScope(names=["layer1.0.conv1/conv2d_0"])
+    hint = r"'layer1\.0\.conv1/conv2d_0' \(closest names: 'layer1/0/conv1/conv2d/0'"
+    with pytest.raises(ValidationError, match=hint):
+        nncf.quantize(model, data, subset_size=2, ignored_scope=old_style)

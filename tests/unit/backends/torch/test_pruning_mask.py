@@ -39,9 +39,9 @@ def test_masks_equal_zeroed_weights_and_sit_at_the_pruning_stage():
     keep = half_masks(channels.groups)
     masked = insert_pruning_masks(model, channels, keep)
 
-    g0 = channels.groups.group_of("0/conv2d_0").id
-    g3 = channels.groups.group_of("3/conv2d_0").id
-    g7 = channels.groups.group_of("7/linear_0").id
+    g0 = channels.groups.group_of("0/conv2d/0").id
+    g3 = channels.groups.group_of("3/conv2d/0").id
+    g7 = channels.groups.group_of("7/linear/0").id
     zeroed = copy.deepcopy(model)
     with torch.no_grad():
         for index, attrs in ((0, ("weight", "bias")), (1, ("weight", "bias"))):
@@ -74,7 +74,7 @@ def test_masks_are_trainable_through():
     keep = half_masks(channels.groups)
     masked = insert_pruning_masks(model, channels, keep).train()
     masked(x).sum().backward()
-    g0 = channels.groups.group_of("0/conv2d_0").id
+    g0 = channels.groups.group_of("0/conv2d/0").id
     grad = masked[0].weight.grad
     assert grad is not None and np.all(grad[~keep[g0]].numpy() == 0) and grad[keep[g0]].abs().sum() > 0
 

@@ -106,7 +106,7 @@ def compress_all(model, mode, example=None):
 
 
 def scope_of(model, node: str) -> nn.Module:
-    scope = node.rpartition("/")[0]
+    scope = ".".join(node.split("/")[:-2])  # "<module path>/<op>/<index>"
     return model.get_submodule(scope) if scope else model
 
 
@@ -154,10 +154,10 @@ def test_module_graph_matches_the_capture(name):
     from_modules, from_capture = weighted(modules), weighted(captured)
     # the capture folds an embedding read with constant indices (GPT-2 positions); the module tree has it
     assert {k: from_modules[k] for k in from_capture} == from_capture
-    assert set(from_modules) - set(from_capture) <= {"transformer.wpe/embedding_0"}
+    assert set(from_modules) - set(from_capture) <= {"transformer/wpe/embedding/0"}
     names = [n.name for n in modules.graph]
     if name != "mixed":
-        assert names[-1] == "lm_head/linear_0"  # registration order puts the head last
+        assert names[-1] == "lm_head/linear/0"  # registration order puts the head last
         head, embedding = modules.port_params[(names[-1], 1)], modules.port_params[(names[0], 1)]
         assert head == embedding and modules.param_uses[head] == 2  # the tied weight is one parameter
 
@@ -167,7 +167,7 @@ def test_build_graph_needs_no_example_but_statistics_do():
     adapter = TorchAdapter()
     graph = adapter.build_graph(model)
     assert {n.kind for n in graph} == {OpKind.LINEAR, OpKind.EMBEDDING}
-    node = graph.node("transformer.h.0.attn.c_attn/addmm_0")
+    node = graph.node("transformer/h/0/attn/c_attn/addmm/0")
     assert node.weight.port == 2 and node.weight.out_axis == 1 and node.weight.in_axis == 0
     np.testing.assert_array_equal(
         adapter.get_constant(model, node.name, 2), model.transformer.h[0].attn.c_attn.weight.detach().numpy()
@@ -263,11 +263,11 @@ def test_low_rank_correction_float_and_compressed_factors():
     x = torch.randn(4, 32)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((4, 32)).astype(np.float32) / 4, rng.standard_normal((48, 4)).astype(np.float32) / 4
-    weight = adapter.get_constant(model, "0/linear_0", 1)
+    weight = adapter.get_constant(model, "0/linear/0", 1)
     compressed = encode(weight, M.INT4_SYM, 1, 16, 0)
     for fa, fb in ((a, b), (encode(a, M.INT8_ASYM, 1, -1, 0), encode(b, M.INT8_ASYM, 1, -1, 0))):
-        lora = AddLowRankCorrection("0/linear_0", 0, fa, fb, "lora")
-        edits = [CompressWeight("0/linear_0", 1, compressed, "w0"), lora]
+        lora = AddLowRankCorrection("0/linear/0", 0, fa, fb, "lora")
+        edits = [CompressWeight("0/linear/0", 1, compressed, "w0"), lora]
         result = adapter.apply(model, edits)
         da, db = (torch.from_numpy(f.decompress() if hasattr(f, "decompress") else f) for f in (fa, fb))
         hidden = F.linear(x, torch.from_numpy(compressed.decompress()), model[0].bias) + (x @ da.T) @ db.T
@@ -291,7 +291,7 @@ def test_weight_read_outside_its_module_uses_a_hook():
     model = SharedReader().eval()
     x = torch.randn(3, 16)
     compressed, edits = compress_all(model, M.INT4_ASYM, example=(x,))
-    assert [e.node for e in edits] == ["linear_0"]
+    assert [e.node for e in edits] == ["linear/0"]
     assert storage_of(compressed) is not None  # decompressed by a hook in the hooked forward
     assert "inner.weight" not in dict(compressed.named_parameters())  # the float weight is freed
     assert_same_outputs(compressed, reference_model_shared(model, edits), (x,))

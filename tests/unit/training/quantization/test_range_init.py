@@ -67,7 +67,7 @@ def test_min_max_ranges_are_those_of_the_batches_seen():
     assert quantizers["x/fq_output_0"].scale.item() == pytest.approx(float(seen.max()), rel=1e-6)
     assert not quantizers["x/fq_output_0"].signed  # inputs >= 0: unsigned grid
     w = model.conv1.weight.detach().abs().amax(dim=(1, 2, 3)).clamp_min(0.1)  # per output channel, floored at 0.1
-    torch.testing.assert_close(quantizers["conv1/conv2d_0/fq_weights_1"].scale.detach().reshape(-1), w, rtol=1e-6,
+    torch.testing.assert_close(quantizers["conv1/conv2d/0/fq_weights_1"].scale.detach().reshape(-1), w, rtol=1e-6,
                                atol=0)
     assert all(q.initialized for q in quantizers.values())
 

@@ -36,24 +36,24 @@ def names():
 
 
 def test_nodes_answer_to_nncf_scope_strings(names):
-    assert names["layers.1.conv/conv2d_0"] == (
-        "layers.1.conv/conv2d_0", "_Net/Sequential[layers]/_Block[1]/Conv2d[conv]/conv2d_0", "layers.1.conv",
+    assert names["layers/1/conv/conv2d/0"] == (
+        "layers/1/conv/conv2d/0", "_Net/Sequential[layers]/_Block[1]/Conv2d[conv]/conv2d_0", "layers.1.conv",
     )
     assert "/nncf_model_input_0" in names["x"]
-    assert "_Net/linear_0" not in names["fc/linear_0"]
+    assert "_Net/linear_0" not in names["fc/linear/0"]
 
 
 def test_plain_scopes_match_exactly_or_a_module_and_its_insides(names):
     found = matching_nodes(["_Net/Sequential[layers]/_Block[0]"], names)
-    assert set(found) == {"layers.0.conv/conv2d_0", "layers.0/relu_0"}
-    assert set(matching_nodes(["_Net/NNCFLinear[fc]/linear_0"], names)) == {"fc/linear_0"}  # NNCF-wrapped name
-    assert set(matching_nodes(["layers.1"], names)) == {"layers.1.conv/conv2d_0", "layers.1/relu_0"}
-    assert not scope_matches("_Net/Sequential[layers]/_Block[0]/Conv", names["layers.0.conv/conv2d_0"])
+    assert set(found) == {"layers/0/conv/conv2d/0", "layers/0/relu/0"}
+    assert set(matching_nodes(["_Net/NNCFLinear[fc]/linear_0"], names)) == {"fc/linear/0"}  # NNCF-wrapped name
+    assert set(matching_nodes(["layers.1"], names)) == {"layers/1/conv/conv2d/0", "layers/1/relu/0"}
+    assert not scope_matches("_Net/Sequential[layers]/_Block[0]/Conv", names["layers/0/conv/conv2d/0"])
 
 
 def test_regex_scopes_are_searched(names):
     found = matching_nodes(["{re}.*Conv2d\\[conv\\]/conv2d_0$"], names)
-    assert set(found) == {"layers.0.conv/conv2d_0", "layers.1.conv/conv2d_0"}
+    assert set(found) == {"layers/0/conv/conv2d/0", "layers/1/conv/conv2d/0"}
     with pytest.raises(ValidationError, match="regular expression"):
         scope_matches("{re}[", ("a",))
 

@@ -19,8 +19,8 @@ def _setup(target_device=None, **section):
     return {c.name: c for c in ctrl.configs}, ctrl
 
 
-W1, W2, WFC = "conv1/conv2d_0/fq_weights_1", "conv2/conv2d_0/fq_weights_1", "fc/linear_0/fq_weights_1"
-A_IN, A1, A2 = "x/fq_output_0", "relu_0/fq_output_0", "relu_1/fq_output_0"
+W1, W2, WFC = "conv1/conv2d/0/fq_weights_1", "conv2/conv2d/0/fq_weights_1", "fc/linear/0/fq_weights_1"
+A_IN, A1, A2 = "x/fq_output_0", "relu/0/fq_output_0", "relu/1/fq_output_0"
 
 
 def test_defaults_symmetric_8_bit_half_range_weights_on_any_device():
@@ -74,7 +74,7 @@ def test_per_channel_and_bits():
 def test_quantize_inputs_and_outputs():
     configs, _ = _setup(quantize_inputs=False, quantize_outputs=True)
     assert A_IN not in configs
-    assert any(c.tensor and c.tensor[0] == "fc/linear_0" for c in configs.values())
+    assert any(c.tensor and c.tensor[0] == "fc/linear/0" for c in configs.values())
 
 
 def test_ignored_scopes_nncf_style_and_regex():
@@ -103,7 +103,7 @@ def test_validate_scopes():
 def test_scope_overrides_change_single_quantizers():
     configs, ctrl = _setup(scope_overrides={
         "weights": {"{re}.*conv1.*": {"mode": "asymmetric", "bits": 4}},
-        "activations": {"relu_0": {"mode": "asymmetric", "initializer": {"range": {"type": "percentile",
+        "activations": {"relu/0": {"mode": "asymmetric", "initializer": {"range": {"type": "percentile",
                                                                                     "num_init_samples": 10}}}},
     })
     assert (configs[W1].mode, configs[W1].bits, configs[W1].half_range, configs[W1].narrow_range) == (
