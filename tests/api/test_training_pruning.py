@@ -56,8 +56,8 @@ def test_pruning_and_int8_stack_in_one_apply_and_export_shrunk_qdq(tmp_path, qua
     assert isinstance(ctrl, CompositeCompressionAlgorithmController)
     assert [c.name for c in ctrl.children] == (["quantization", "filter_pruning"] if quantization_first
                                                else ["filter_pruning", "quantization"])
-    chain = storage_of(compressed).chain("pre", "expand/conv2d_0", 1)  # the shared weight
-    assert chain[:2] == ["expand/conv2d_0/pruning_mask_1_0", "expand/conv2d_0/pruning_mask_1_1"]
+    chain = storage_of(compressed).chain("pre", "expand/conv2d/0", 1)  # the shared weight
+    assert chain[:2] == ["expand/conv2d/0/pruning_mask_1_0", "expand/conv2d/0/pruning_mask_1_1"]
     assert chain[2].endswith("fq_weights_1")
     quantizer = ctrl.quantizers()[chain[2]]
     assert tuple(quantizer.scale.shape) == (64, 1, 1, 1)

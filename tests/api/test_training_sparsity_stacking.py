@@ -39,7 +39,7 @@ def test_the_weight_quantizer_reads_the_masked_weight_whatever_the_list_order(qu
     assert isinstance(ctrl, CompositeCompressionAlgorithmController)
     sparsity = _sparsity_child(ctrl)
     storage = storage_of(model)
-    chain = storage.chain("pre", "conv2/conv2d_0", 1)
+    chain = storage.chain("pre", "conv2/conv2d/0", 1)
     assert [storage.stages[h] for h in chain] == [Stage.SPARSITY_MASK, Stage.WEIGHT_QUANTIZER]
     quantizer = storage.module(chain[1])
     seen = []

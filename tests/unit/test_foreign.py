@@ -153,10 +153,10 @@ def test_quantize_accepts_foreign_dataset_scope_and_parameters():
 
     model, items = tiny_mlp_and_items()
     ours = nncf.quantize(model, nncf.Dataset(items), target_device="CPU",
-                         ignored_scope=nncf.IgnoredScope(names=["fc2/linear_0"]),
+                         ignored_scope=nncf.IgnoredScope(names=["fc2/linear/0"]),
                          advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alpha=0.3))
     theirs = nncf.quantize(model, Dataset(items, lambda v: v), target_device=TargetDevice.CPU,
-                           ignored_scope=IgnoredScope(names=["fc2/linear_0"]),
+                           ignored_scope=IgnoredScope(names=["fc2/linear/0"]),
                            advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alpha=0.3))
     with torch.no_grad():
         assert torch.equal(ours(items[0]), theirs(items[0]))

@@ -131,7 +131,7 @@ def test_mask_channels_edit_puts_a_mask_hook_at_the_pruning_stage_and_checks_its
     model = sequential().eval()
     x = torch.randn(2, 3, 8, 8)
     adapter = TorchAdapter(example_input=x)
-    conv = next(n for n in adapter.build_graph(model) if n.name.endswith("conv2d_0") and n.name.startswith("3"))
+    conv = next(n for n in adapter.build_graph(model) if n.name == "3/conv2d/0")
     params = FakeQuantParams(np.float32(-1.0), np.float32(1.0), 256, None, True, False)
     mask = np.array([1, 0] * 16, bool)
     edits = [QuantizeWeight(conv.name, 1, params, "q"), MaskChannels(conv.name, 1, 0, mask, "m")]

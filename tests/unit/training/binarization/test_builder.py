@@ -39,7 +39,7 @@ def test_resume_rebuilds_the_binarizers_without_initialising(monkeypatch):
     ctrl.scheduler.epoch_step()
     _train_steps(model, ctrl)
     state, weights = ctrl.get_compression_state(), model.state_dict()
-    assert state["builder_state"]["binarization"]["layers"][0]["node"] == "conv2/conv2d_0"
+    assert state["builder_state"]["binarization"]["layers"][0]["node"] == "conv2/conv2d/0"
 
     def refuse(*args, **kwargs):
         raise AssertionError("init ran on resume")
@@ -114,7 +114,7 @@ def test_a_reference_style_config_runs_unchanged():
         },
     })
     ctrl, model = nncf.create_compressed_model(Net(), config)
-    assert [layer.node for layer in ctrl.layers] == ["conv2/conv2d_0"]
+    assert [layer.node for layer in ctrl.layers] == ["conv2/conv2d/0"]
     assert ctrl.compression_stage() is CompressionStage.UNCOMPRESSED  # epoch 0: nothing binarized yet
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
     ctrl.scheduler.attach_optimizer(optimizer)
@@ -205,8 +205,8 @@ def test_the_reference_resnet18_xnor_config_runs_unchanged(tmp_path):
     torch.manual_seed(0)
     ctrl, model = nncf.create_compressed_model(ResNet(), nncf.NNCFConfig.from_dict(section))
     nodes = [layer.node for layer in ctrl.layers]
-    assert len(nodes) == 16 and "conv1/conv2d_0" not in nodes  # 20 convs minus conv1 and 3 downsample convs
-    assert not any("downsample" in n for n in nodes) and "layer1.0.conv1/conv2d_0" in nodes
+    assert len(nodes) == 16 and "conv1/conv2d/0" not in nodes  # 20 convs minus conv1 and 3 downsample convs
+    assert not any("downsample" in n for n in nodes) and "layer1/0/conv1/conv2d/0" in nodes
     for _ in range(31):
         ctrl.scheduler.epoch_step()
     assert ctrl.compression_stage() is CompressionStage.FULLY_COMPRESSED

@@ -101,8 +101,8 @@ def test_statistics_show_each_layer_and_the_binarized_share():
     assert table["Mode"] == "dorefa" and table["Binarized convolutions"] == "1"
     assert table["Weights binarized (layers / MAC share)"] == "0 / 0.0 %"
     assert table["Activations binarized (layers / MAC share)"] == "1 / 100.0 %"
-    assert table["conv2/conv2d_0"].startswith("W dorefa off, A on (S=")
-    assert "conv2/conv2d_0" in ctrl.statistics().to_str()
+    assert table["conv2/conv2d/0"].startswith("W dorefa off, A on (S=")
+    assert "conv2/conv2d/0" in ctrl.statistics().to_str()
 
 
 def test_compression_lr_multiplier_scales_the_binarizer_gradients():

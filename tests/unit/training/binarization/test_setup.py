@@ -35,19 +35,19 @@ def _select(section):
 
 def test_inner_2d_convolutions_are_binarized_first_and_last_layers_stay_fp():
     graph, layers = _select({})
-    assert [layer.node for layer in layers] == ["body.0/conv2d_0", "body.2/conv2d_0"]  # not stem, head, conv1d
+    assert [layer.node for layer in layers] == ["body/0/conv2d/0", "body/2/conv2d/0"]  # not stem, head, conv1d
     first = layers[0]
-    assert first.tensor == ["relu_0", 0] and (first.in_channels, first.out_channels) == (8, 8)
+    assert first.tensor == ["relu/0", 0] and (first.in_channels, first.out_channels) == (8, 8)
     assert first.macs == 8 * 36 * 8 * 9  # out channels x 6x6 x fan-in 8*3*3
     assert layers[1].in_channels == 8 and layers[1].macs == 8 * 36 * 9  # depthwise: fan-in 1*3*3
-    assert first.weight_hook == "body.0/conv2d_0|weights_binarizer"
+    assert first.weight_hook == "body/0/conv2d/0|weights_binarizer"
 
 
 def test_target_scopes_can_binarize_the_first_layer_and_ignored_scopes_skip():
     _, layers = _select({"target_scopes": ["FourConvs/Conv2d[stem]", "{re}body"]})
-    assert [layer.node for layer in layers] == ["stem/conv2d_0", "body.0/conv2d_0", "body.2/conv2d_0"]
+    assert [layer.node for layer in layers] == ["stem/conv2d/0", "body/0/conv2d/0", "body/2/conv2d/0"]
     _, layers = _select({"ignored_scopes": ["body.2"]})
-    assert [layer.node for layer in layers] == ["body.0/conv2d_0"]
+    assert [layer.node for layer in layers] == ["body/0/conv2d/0"]
     with pytest.raises(ValidationError, match="nothing_here"):
         _select({"ignored_scopes": ["nothing_here"]})
 

@@ -41,12 +41,12 @@ def test_masks_are_pruning_mask_edits_on_every_weight_bias_and_norm_of_the_pruna
     assert all(isinstance(e, MaskChannels) and e.stage is Stage.PRUNING_MASK for e in seen)
     places = {(e.node, e.port, e.dim) for e in seen}
     # stem+project (residual add), expand (+bn1, dw, bn2), branch, down; the head reaches the output
-    assert _groups(ctrl) == [["stem/conv2d_0", "project/conv2d_0"], ["expand/conv2d_0"], ["branch/conv2d_0"],
-                             ["down/conv2d_0"]]
-    assert ("stem/conv2d_0", 1, 0) in places and ("stem/conv2d_0", 2, 0) in places  # weight and bias filters
-    assert ("expand/conv2d_0", 1, 1) in places  # input channels of a consumer
-    assert ("dw/conv2d_0", 1, 0) in places and ("dw/conv2d_0", 1, 1) not in places  # depthwise follows
-    assert ("head/linear_0", 1, 1) in places  # flatten into Linear: blocks of input features
+    assert _groups(ctrl) == [["stem/conv2d/0", "project/conv2d/0"], ["expand/conv2d/0"], ["branch/conv2d/0"],
+                             ["down/conv2d/0"]]
+    assert ("stem/conv2d/0", 1, 0) in places and ("stem/conv2d/0", 2, 0) in places  # weight and bias filters
+    assert ("expand/conv2d/0", 1, 1) in places  # input channels of a consumer
+    assert ("dw/conv2d/0", 1, 0) in places and ("dw/conv2d/0", 1, 1) not in places  # depthwise follows
+    assert ("head/linear/0", 1, 1) in places  # flatten into Linear: blocks of input features
     assert all(np.all(e.mask) for e in seen)  # all ones; the controller sets them
     from nncompress.backends.torch.hooks import storage_of
 
@@ -59,17 +59,17 @@ def test_every_group_that_cannot_be_pruned_is_logged_with_its_reason(caplog):
     params = {"prune_first_conv": False, "prune_downsample_convs": False}
     ctrl, _ = create_compressed_model(model(), config(params, ignored_scopes=["branch"]))
     lines = [r.getMessage() for r in caplog.records if "is not pruned" in r.getMessage()]
-    assert any("stem/conv2d_0" in line and "first convolution" in line for line in lines), lines
-    assert any("branch/conv2d_0" in line and "ignored scope" in line for line in lines), lines
-    assert any("down/conv2d_0" in line and "downsampling conv" in line for line in lines), lines
-    assert any("head/linear_0" in line and "model output" in line for line in lines), lines
+    assert any("stem/conv2d/0" in line and "first convolution" in line for line in lines), lines
+    assert any("branch/conv2d/0" in line and "ignored scope" in line for line in lines), lines
+    assert any("down/conv2d/0" in line and "downsampling conv" in line for line in lines), lines
+    assert any("head/linear/0" in line and "model output" in line for line in lines), lines
     assert len(lines) == len(ctrl.channels.groups) - len(ctrl.channels.groups.prunable()) == 4
-    assert _groups(ctrl) == [["expand/conv2d_0"]]
+    assert _groups(ctrl) == [["expand/conv2d/0"]]
 
 
 def test_target_scopes_limit_pruning_to_the_matched_producers():
     ctrl, _ = create_compressed_model(model(), config(target_scopes=["{re}expand|down"]))
-    assert _groups(ctrl) == [["expand/conv2d_0"], ["down/conv2d_0"]]
+    assert _groups(ctrl) == [["expand/conv2d/0"], ["down/conv2d/0"]]
 
 
 def test_an_unmatched_scope_is_refused_unless_validate_scopes_is_false():
@@ -85,7 +85,7 @@ def test_prune_batch_norms_false_leaves_norm_parameters_unmasked():
     _, compressed = create_compressed_model(model(), config({"prune_batch_norms": False}))
     names = set(storage_of(compressed).keys)
     assert not any(name.startswith(("bn1/", "bn2/", "bn3/")) for name in names)
-    assert "dw/conv2d_0/pruning_mask_1_0" in names
+    assert "dw/conv2d/0/pruning_mask_1_0" in names
 
 
 @pytest.mark.parametrize(

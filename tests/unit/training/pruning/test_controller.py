@@ -78,7 +78,7 @@ def test_masks_equal_those_of_algorithms_pruning_and_sit_in_the_hooks(importance
     assert sorted(ctrl.keep) == sorted(expected)
     for gid, mask in expected.items():
         np.testing.assert_array_equal(ctrl.keep[gid], mask)
-    hook = storage_of(compressed).module("expand/conv2d_0/pruning_mask_1_0")
+    hook = storage_of(compressed).module("expand/conv2d/0/pruning_mask_1_0")
     np.testing.assert_array_equal(hook.binary_mask.numpy().astype(bool), expected[1])
     masked = compressed.expand.weight * hook.binary_mask.view(-1, 1, 1, 1)
     assert int((masked.flatten(1).abs().sum(1) == 0).sum()) == 32  # 64 filters, 32 pruned
@@ -122,8 +122,8 @@ def test_statistics_report_full_and_current_flops_params_filters_and_per_layer_r
     assert rows["Filters: full / current"] == f"{full.filters} / {now.filters}"
     # removed: stem 16 + project 16 (one group), expand 32 + its depthwise 32, branch 8, down 8
     assert full.filters - now.filters == 16 + 16 + 32 + 32 + 8 + 8
-    assert rows["expand/conv2d_0 pruning rate"] == "50.0 % (32 / 64 filters kept)"
-    assert rows["down/conv2d_0 pruning rate"] == "33.3 % (16 / 24 filters kept)"  # 12 kept, rounded up to 16
+    assert rows["expand/conv2d/0 pruning rate"] == "50.0 % (32 / 64 filters kept)"
+    assert rows["down/conv2d/0 pruning rate"] == "33.3 % (16 / 24 filters kept)"  # 12 kept, rounded up to 16
     assert rows["Channel groups: prunable / skipped"] == "4 / 1"
     assert "Statistics of the filter_pruning algorithm" in ctrl.statistics().to_str()
 
