@@ -8,8 +8,11 @@ magnitude sparsity to 50 % (polynomial schedule) and with RB sparsity to 50 % (e
 loss target; mask logits in their own Adam group); top-1 on 594 held-out digits after each epoch, the
 measured sparsity, epochs and wall time. Then magnitude sparsity 50 % stacked with INT8 QAT: trained,
 exported to ONNX (QDQ) and OpenVINO IR, the exported int8 weights checked for the zeros, and the outputs of
-ONNX Runtime and OpenVINO compared with the PyTorch model. A pruning part (bench/training_pruning.py's
-``pruning_rows(args)``) is added to the table when that module is present.
+ONNX Runtime and OpenVINO compared with the PyTorch model.
+
+Pruning part (bench/training_pruning.py's ``pruning_rows``): a residual CNN with depthwise convs and a
+concat pruned to 30 % fewer FLOPs and fine-tuned; accuracy, size, and ONNX Runtime / OpenVINO latency of
+the full vs the physically shrunk export. It gets its own BENCHMARKS.md section; ``--part`` runs one part.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -185,13 +187,14 @@ def sparsity_rows(args) -> list[dict]:
     return rows
 
 
-def pruning_rows(args) -> list[dict]:
-    """bench/training_pruning.py's rows when that module exists (another part of this benchmark)."""
-    try:
-        from bench.training_pruning import pruning_rows as rows
-    except ImportError:
-        return []
-    return rows(args)
+def pruning_table(args) -> str:
+    """The filter-pruning part (bench/training_pruning.py) as a markdown table."""
+    from bench.training_pruning import pruning_rows
+
+    options = argparse.Namespace(pretrain_epochs=args.pretrain_epochs, epochs=args.pruning_epochs, limit=args.limit)
+    rows = pruning_rows(options)
+    lines = [[r["figure"], r["full"] if r["full"] is not None else "-", r["pruned"], r["ratio"] or "-"] for r in rows]
+    return common.markdown_table(["figure", "FP32 / full", "pruned", "pruned/full"], lines)
 
 
 def _pct(value: float) -> str:
@@ -218,34 +221,62 @@ def table(rows: list[dict]) -> str:
                               "max abs difference (its top-1)",
                               f"{_pct(r[f'{name}_agreement'])}, {r[f'{name}_max_abs_diff']:.4f} of "
                               f"{r['torch_output_range']:.2f} ({_pct(r[f'{name}_top1'])})"])
-        elif "label" in r and "value" in r:  # rows of another part (pruning)
-            lines.append([r["label"], r["value"]])
     return common.markdown_table(["figure", "value"], lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs per case (default 4)")
+    parser.add_argument("--part", choices=["sparsity", "pruning", "all"], default="all")
+    parser.add_argument("--epochs", type=int, default=4, help="sparsity fine-tuning epochs per case (default 4)")
+    parser.add_argument("--pretrain-epochs", type=int, default=15, help="FP32 epochs of the pruning CNN (default 15)")
+    parser.add_argument("--pruning-epochs", type=int, default=6, help="pruning fine-tune epochs (default 6)")
     parser.add_argument("--limit", type=int, help="training images per epoch (default: all 1203)")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--allow-busy", action="store_true", help="measure even when the load exceeds the cores")
     args = parser.parse_args()
-    if args.epochs < 1:
-        raise SystemExit(f"--epochs must be at least 1; got {args.epochs}")
+    if min(args.epochs, args.pretrain_epochs, args.pruning_epochs) < 1:
+        raise SystemExit("--epochs, --pretrain-epochs and --pruning-epochs must be at least 1")
     harness.require_quiet(args.allow_busy)
-    rows: list[dict[str, Any]] = sparsity_rows(args) + pruning_rows(args)
-    text = table(rows)
+    if args.part in ("sparsity", "all"):
+        _sparsity_part(args)
+    if args.part in ("pruning", "all"):
+        _pruning_part(args)
+
+
+def _command(args) -> str:
+    return "python bench/training_compression.py" + ("" if args.part == "all" else f" --part {args.part}")
+
+
+def _sparsity_part(args) -> None:
+    text = table(sparsity_rows(args))
     print(text)
     if not args.no_write:
         notes = (
-            f"{harness.provenance('python bench/training_compression.py')} Digits CNN of bench/qat.py, 594 held-out "
+            f"{harness.provenance(_command(args))} Digits CNN of bench/qat.py, 594 held-out "
             f"images; Adam lr {LR} (RB mask logits {MASK_LR}), batch {BATCH}, no augmentation. Magnitude: "
             "polynomial (power 1) from 20 % to 50 % at epoch E-2, global normed_abs threshold; RB: exponential loss "
             "target to 50 % at epoch E-2; both freeze their masks for the last epoch. Wall time: "
             "create_compressed_model + fine-tuning + evaluation after each epoch."
         )
-        common.write_benchmarks_section("Training-time sparsity", "python bench/training_compression.py", text,
-                                        notes)
+        common.write_benchmarks_section("Training-time sparsity", _command(args), text, notes)
+
+
+def _pruning_part(args) -> None:
+    from bench.training_pruning import FLOPS_TARGET
+
+    text = pruning_table(args)
+    print(text)
+    if not args.no_write:
+        notes = (
+            f"{harness.provenance(_command(args))} bench/pruning.py's ResidualDWNet (1 input channel: an inverted "
+            "residual with a depthwise conv, a concat) trained "
+            f"{args.pretrain_epochs} epochs on the digits (16x16), then `filter_pruning` with pruning_flops_target "
+            f"{FLOPS_TARGET} (exponential schedule over 3 epochs from 0.1, L2 filter importance, BN adaptation on 512 "
+            f"samples) fine-tuned {args.pruning_epochs} epochs; 594 held-out images. 'pruned' is the stripped "
+            "model: channels physically removed. Latency: batch 1, one thread, full and pruned interleaved in one "
+            "process, the ratio taken per round."
+        )
+        common.write_benchmarks_section("Training-time filter pruning", _command(args), text, notes)
 
 
 if __name__ == "__main__":
