@@ -273,7 +273,7 @@ def _pruning_part(args) -> None:
             f"{args.pretrain_epochs} epochs on the digits (16x16), then `filter_pruning` with pruning_flops_target "
             f"{FLOPS_TARGET} (exponential schedule over 3 epochs from 0.1, L2 filter importance, BN adaptation on 512 "
             f"samples) fine-tuned {args.pruning_epochs} epochs; 594 held-out images. 'pruned' is the stripped "
-            "model: channels physically removed. Latency: batch 1, one thread, full and pruned interleaved in one "
+            "model: channels physically removed. Latency: batch 1, 2 threads, full and pruned interleaved in one "
             "process, the ratio taken per round."
         )
         common.write_benchmarks_section("Training-time filter pruning", _command(args), text, notes)
