@@ -21,7 +21,7 @@ import torch
 
 from nncompress.algorithms import hawq
 from nncompress.errors import ValidationError
-from nncompress.training.quantization.scopes import REGEX_PREFIX, scope_matches
+from nncompress.training.quantization.scopes import REGEX_PREFIX, _normalise, scope_matches
 from nncompress.training.quantization.setup import ACTIVATIONS, WEIGHTS, QuantizerConfig, finish_config
 
 _GROUP_SUFFIXES = {"WEIGHT": WEIGHTS, "OUTPUT": ACTIVATIONS, "INPUT": ACTIVATIONS}
@@ -45,9 +45,10 @@ def _selects(scope: str, kind: str | None, config: QuantizerConfig, names: dict)
     else:
         nodes = {"OUTPUT": config.nodes[:1], "INPUT": config.nodes[1:]}.get(kind, config.nodes)
     candidates = [name for node in nodes for name in names.get(node, (node,))]
-    if scope.startswith(REGEX_PREFIX):
+    if scope_matches(scope, candidates) or scope.startswith(REGEX_PREFIX):
         return scope_matches(scope, candidates)
-    return any(scope in name for name in candidates) or scope in config.name
+    wanted = _normalise(scope)  # NNCF matches a substring of the quantization point's id
+    return any(wanted in name for name in candidates) or scope in config.name
 
 
 def apply_manual(configs: list[QuantizerConfig], precision: dict, names: dict, device: str) -> None:
