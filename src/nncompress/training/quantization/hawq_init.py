@@ -69,6 +69,7 @@ def run_hawq(ctrl: Any, nncf_config: Any) -> dict[str, Any]:
     mode = precision["bitwidth_assignment_mode"]
     choice, count = hawq.search(layers, [a for a, _ in groups], bits, spec.target_device,
                                 float(precision["compression_ratio"]), mode)
+    choice, count, layers, iterations = _from_rank0((choice, count, layers, iterations))
     _apply(ctrl, pairs, groups, choice)
     summary = _summary(layers, choice, count, iterations, bits, mode, precision)
     logger.info("mixed precision (HAWQ): %d candidates, chosen ratio %.3f, widths %s", count, choice.ratio,
@@ -76,6 +77,15 @@ def run_hawq(ctrl: Any, nncf_config: Any) -> dict[str, Any]:
     if precision.get("dump_init_precision_data"):
         dump(summary, ctrl.scope_of if hasattr(ctrl, "scope_of") else {}, nncf_config.get("log_dir"))
     return summary
+
+
+def _from_rank0(result: tuple) -> tuple:
+    """Under DDP every rank estimates on its own shard; all take rank 0's result (one setup everywhere)."""
+    try:
+        from nncompress.training import distributed as dist
+    except ImportError:
+        return result
+    return tuple(dist.broadcast_object(list(result))) if dist.is_distributed() else result
 
 
 def _apply(ctrl: Any, pairs: list, groups: list, choice: hawq.Choice) -> None:
