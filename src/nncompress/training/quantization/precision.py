@@ -80,7 +80,9 @@ def apply_manual(configs: list[QuantizerConfig], precision: dict, names: dict, d
 # --- the HAWQ problem -------------------------------------------------------------------------------
 def activation_groups(configs: list[QuantizerConfig], modules: list[Any]) -> list[tuple[hawq.Activation, list[int]]]:
     """One ``hawq.Activation`` per activation quantizer module (a unified group is one), with the indices
-    of its configs. ``fixed_bits``: its current width when it also feeds ops without weight quantizers."""
+    of its configs. It follows the weighted layers it feeds (an op without weights it also feeds, such as a
+    residual add, takes that width too: NNCF's "minimal width consistent with its consumers"); one that feeds
+    no weighted layer keeps its configured width (``fixed_bits``)."""
     weight_of = {c.nodes[0]: c.name for c in configs if c.group == WEIGHTS}
     by_module: dict[int, list[int]] = {}
     for i, (config, module) in enumerate(zip(configs, modules)):
@@ -90,7 +92,7 @@ def activation_groups(configs: list[QuantizerConfig], modules: list[Any]) -> lis
     for indices in by_module.values():
         targets = [n for i in indices for n in configs[i].nodes[1:]]
         feeds = tuple(dict.fromkeys(weight_of[n] for n in targets if n in weight_of))
-        fixed = configs[indices[0]].bits if any(n not in weight_of for n in targets) or not feeds else None
+        fixed = None if feeds else configs[indices[0]].bits
         result.append((hawq.Activation(configs[indices[0]].name, feeds, fixed), indices))
     return result
 
