@@ -166,3 +166,28 @@ def test_manual_errors_name_the_scope_and_the_device():
 def test_autoq_is_still_refused():
     with pytest.raises(nncf.errors.UnsupportedBackendError, match="'autoq' is not implemented"):
         nncf.create_compressed_model(Sensitive(1), _with_args(_config({"type": "autoq"})))
+
+
+def _q(name: str, group: str, nodes: list[str], bits: int = 8):
+    from nncompress.training.quantization.setup import QuantizerConfig
+
+    return QuantizerConfig(name=name, group=group, mode="symmetric", bits=bits, signed=None, per_channel=False,
+                           axis=None, channels=None, ndim=4, narrow_range=False, half_range=False,
+                           logarithm_scale=False, nodes=nodes)
+
+
+def test_activation_groups_follow_weighted_consumers_and_merge_unified_modules():
+    from nncompress.algorithms.hawq import Activation
+    from nncompress.training.quantization.precision import activation_groups
+
+    configs = [
+        _q("y", "activations", ["relu", "conv4", "add"]),  # feeds a conv and the residual add
+        _q("z", "activations", ["bn", "add"], bits=6),  # feeds no weighted layer
+        _q("c1", "activations", ["a", "head"]), _q("c2", "activations", ["b", "head2"]),  # one unified module
+        _q("w4", "weights", ["conv4"]), _q("wh", "weights", ["head"]), _q("wh2", "weights", ["head2"]),
+    ]
+    shared = object()
+    modules = [object(), object(), shared, shared, object(), object(), object()]
+    groups = activation_groups(configs, modules)
+    assert groups == [(Activation("y", ("w4",), None), [0]), (Activation("z", (), 6), [1]),
+                      (Activation("c1", ("wh", "wh2"), None), [2, 3])]
