@@ -28,6 +28,8 @@ class QuantizationBuilder:
         self.spec = spec
         self.builder_state = builder_state
         self.configs: list[QuantizerConfig] = []
+        self.layer_flops: dict[str, int] = {}  # weight quantizer -> FLOPs of its layer (mixed precision)
+        self.scope_of: dict[str, str] = {}  # weight quantizer -> NNCF-style scope of its layer
 
     def edits(self, graph, names: dict, capabilities: Any) -> list:
         """The quantizer edits (placeholder ranges) for ``graph``; a saved builder state wins over placement."""
@@ -39,6 +41,7 @@ class QuantizationBuilder:
             self.configs = [QuantizerConfig.from_dict(d) for d in setup]
         else:
             self.configs = build_setup(graph, names, self.spec, capabilities)
+        self._layer_info(graph, names)
         result = []
         for c in self.configs:
             if c.group == WEIGHTS:
@@ -53,7 +56,22 @@ class QuantizationBuilder:
         modules = swap_quantizers(model, self.configs)
         if self.spec.compression_lr_multiplier is not None:
             scale_gradients(modules, float(self.spec.compression_lr_multiplier))
-        return QuantizationController(model, self.spec, self.configs, modules)
+        ctrl = QuantizationController(model, self.spec, self.configs, modules)
+        ctrl.layer_flops, ctrl.scope_of = self.layer_flops, self.scope_of
+        if self.builder_state is not None:
+            ctrl.precision_summary = self.builder_state.get("precision")
+        return ctrl
+
+    def _layer_info(self, graph, names: dict) -> None:
+        from nncompress.algorithms.pruning.flops import COUNTED_KINDS, layer_cost
+
+        for c in self.configs:
+            if c.group == WEIGHTS:
+                node = graph.node(c.nodes[0])
+                counted = node.kind in COUNTED_KINDS and node.weight is not None
+                self.layer_flops[c.name] = layer_cost(node).flops if counted else 0
+                scopes = names.get(c.nodes[0], (c.nodes[0],))
+                self.scope_of[c.name] = scopes[1] if len(scopes) > 1 else scopes[0]
 
 
 def make_module(config: QuantizerConfig):

@@ -23,6 +23,9 @@ class QuantizationController(CompressionAlgorithmController):
         self.modules = modules
         self._distributed = False
         self._init_loader: Any = None  # the range-init loader, for the staged scheduler's re-initialisation
+        self.layer_flops: dict[str, int] = {}  # set by the builder (mixed precision)
+        self.scope_of: dict[str, str] = {}
+        self.precision_summary: dict | None = None  # the HAWQ search result (saved in the builder state)
         if spec.staged is not None:
             scheduler = StagedQuantizationScheduler(spec.staged, self._set_group_enabled, self._reinit_group)
         else:
@@ -73,6 +76,10 @@ class QuantizationController(CompressionAlgorithmController):
         """Range init, then BatchNorm adaptation, with the loaders registered on ``nncf_config``."""
         from nncompress.training.config.init_args import BNAdaptationInitArgs, QuantizationRangeInitArgs
 
+        if self.spec.precision is not None and self.spec.precision["type"] == "hawq":
+            from nncompress.training.quantization.hawq_init import run_hawq
+
+            self.precision_summary = run_hawq(self, nncf_config)
         if nncf_config.has_extra_struct(QuantizationRangeInitArgs):
             self._init_loader = nncf_config.get_extra_struct(QuantizationRangeInitArgs).data_loader
             self._init_ranges(self._init_loader)
@@ -113,7 +120,10 @@ class QuantizationController(CompressionAlgorithmController):
 
     # --- state ------------------------------------------------------------------------------------
     def builder_state(self) -> dict[str, Any]:
-        return {"quantizer_setup": [c.to_dict() for c in self.configs]}
+        state: dict[str, Any] = {"quantizer_setup": [c.to_dict() for c in self.configs]}
+        if self.precision_summary is not None:
+            state["precision"] = self.precision_summary
+        return state
 
     def compression_stage(self) -> CompressionStage:
         if isinstance(self.scheduler, StagedQuantizationScheduler):
@@ -136,7 +146,11 @@ class QuantizationController(CompressionAlgorithmController):
             ("Ranges initialised", f"{sum(bool(getattr(m, 'initialized', False)) for _, m in pairs)} of {len(pairs)}"),
             ("Compression stage", self.compression_stage().name),
         ]
-        return Statistics([(self.name, rows)])
+        if self.precision_summary is not None:
+            ratio = self.precision_summary["compression_ratio"]
+            rows.append(("Mixed precision (HAWQ) compression ratio", f"{ratio:.3f}"))
+        per_layer = [(c.name if c.group != WEIGHTS else f"{c.name} (weights)", f"{c.bits}-bit") for c, _ in pairs]
+        return Statistics([(self.name, rows), (f"{self.name} bit widths per quantizer", per_layer)])
 
     # --- strip / export ---------------------------------------------------------------------------
     def strip_model(self, model: Any, do_copy: bool = True) -> Any:

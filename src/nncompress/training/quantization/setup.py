@@ -119,15 +119,20 @@ def build_setup(graph: Graph, names: dict[str, tuple[str, ...]], spec: Any, capa
     for config in configs:
         _apply_overrides(config, spec, names)
         config.range_init = _range_init_for(config, spec.range_init, names)
-        _finish(config)
+    if spec.precision is not None and spec.precision["type"] == "manual":
+        from nncompress.training.quantization.precision import apply_manual
+
+        apply_manual(configs, spec.precision, names, spec.target_device)
+    for config in configs:
+        finish_config(config)
     return configs
 
 
 def _refuse_unimplemented(spec: Any) -> None:
-    if spec.precision is not None:
+    if spec.precision is not None and spec.precision["type"] not in ("hawq", "manual"):
         raise UnsupportedBackendError(
-            f"initializer.precision (type {spec.precision.get('type')!r}: mixed-precision search) is not implemented "
-            "yet; remove it to train with the bits given under weights/activations"
+            f"initializer.precision type {spec.precision['type']!r} is not implemented yet; use 'hawq' or 'manual', "
+            "or remove it to train with the bits given under weights/activations"
         )
     if spec.activations.unified_scale_ops:
         raise UnsupportedBackendError(
@@ -247,7 +252,7 @@ def _range_init_for(config: QuantizerConfig, specs, names: dict) -> RangeInit:
     return RangeInit()
 
 
-def _finish(config: QuantizerConfig) -> None:
+def finish_config(config: QuantizerConfig) -> None:
     """Fields that follow from the others: axis/channels for per-channel, half and narrow range."""
     if config.unified is not None:
         config.per_channel = False  # one range shared by the group

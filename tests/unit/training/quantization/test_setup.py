@@ -136,8 +136,8 @@ def test_saved_setup_with_unknown_fields_is_refused():
         QuantizerConfig.from_dict({"name": "x", "bogus": 1})
 
 
-def test_precision_init_and_unified_scale_ops_are_not_implemented_yet():
-    with pytest.raises(UnsupportedBackendError, match="precision.*not implemented yet"):
-        _setup(initializer={"range": {"num_init_samples": 0}, "precision": {"type": "hawq"}})
+def test_autoq_precision_init_and_unified_scale_ops_are_not_implemented_yet():
+    with pytest.raises(UnsupportedBackendError, match="precision type 'autoq' is not implemented yet"):
+        _setup(initializer={"range": {"num_init_samples": 0}, "precision": {"type": "autoq"}})
     with pytest.raises(UnsupportedBackendError, match="unified_scale_ops is not implemented yet"):
         _setup(activations={"unified_scale_ops": [["{re}relu_0", "{re}relu_1"]]})
