@@ -139,14 +139,14 @@ def test_dump_and_reuse_of_the_traces(tmp_path):
 
 def test_manual_bitwidth_per_scope_on_a_cnn():
     manual = {"type": "manual", "bitwidth_per_scope": [
-        [4, "SmallCNN/NNCFConv2d[conv2]/conv2d_0|WEIGHT"], [2, "{re}fc|WEIGHT"], [4, "relu_0|OUTPUT"]]}
+        [4, "SmallCNN/NNCFConv2d[conv2]/conv2d_0|WEIGHT"], [2, "{re}fc|WEIGHT"], [4, "relu/0|OUTPUT"]]}
     config = _config(manual, sample=(1, 1, 8, 8))
     config = nncf.torch.register_default_init_args(config, loader(limit=64, batch_size=32))
     ctrl, model = nncf.create_compressed_model(SmallCNN(), config)
     weights = _weight_bits(ctrl)
     assert weights == {"conv1": 8, "conv2": 4, "fc": 2}
     acts = {c.nodes[0]: c.bits for c in ctrl.configs if c.group == "activations"}
-    assert acts["relu_0"] == 4 and all(b == 8 for n, b in acts.items() if n != "relu_0")
+    assert acts["relu/0"] == 4 and all(b == 8 for n, b in acts.items() if n != "relu/0")
     assert [m.num_bits for m in ctrl.modules] == [c.bits for c in ctrl.configs]
     stats = ctrl.statistics().as_dict()["quantization"]
     assert stats["Bit widths"] == "2-bit: 1, 4-bit: 2, 8-bit: 3"
