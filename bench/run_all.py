@@ -1,6 +1,6 @@
 """Regenerate every table of BENCHMARKS.md, one benchmark after another, on a quiet machine.
 
-    python bench/run_all.py                 # everything (about 1 h 50 min on 2 cores)
+    python bench/run_all.py                 # everything (about 2 h 25 min on 2 cores)
     python bench/run_all.py ptq gpt2        # only the named benchmarks, in the order given
     python bench/run_all.py --list          # names, commands and expected durations
 
@@ -35,9 +35,14 @@ BENCHMARKS = [  # (name, arguments after `python`, minutes on a quiet 2-core mac
     ("weights_cache", ["bench/weights_cache.py"], 12),
     ("torch_resnet_parity", ["bench/torch_resnet_parity.py", "--width", "64", "--epochs", "3"], 3),
     ("qat", ["bench/qat.py"], 10),
+    ("training_compression", ["bench/training_compression.py"], 20),
+    ("sparsity_threshold", ["bench/sparsity_threshold.py"], 3),
+    ("binarization", ["bench/binarization.py"], 4),
+    ("hawq", ["bench/hawq.py"], 8),
 ]
 ACCEPTS_ALLOW_BUSY = {
     "ptq", "accuracy_control", "torch_capture", "gpt2", "minilm", "smollm2", "formats", "weights_cache", "qat",
+    "training_compression", "sparsity_threshold", "binarization", "hawq",
 }
 
 
