@@ -80,9 +80,12 @@ def train_fp32(loader, epochs: int, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def fine_tune(fp32: torch.nn.Module, loader, epochs: int, lr: float):
-    """(controller, pruned model, per-epoch top-1 on the test split's loader order) of the NNCF 2.x loop."""
-    config = nncf.torch.register_default_init_args(nncf.NNCFConfig.from_dict(CONFIG), loader,
+QUANTIZATION = {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 512}}}
+
+
+def fine_tune(fp32: torch.nn.Module, loader, epochs: int, lr: float, config: dict = CONFIG):
+    """(controller, compressed model in eval mode) after ``epochs`` of the NNCF 2.x loop."""
+    config = nncf.torch.register_default_init_args(nncf.NNCFConfig.from_dict(config), loader,
                                                    torch.nn.CrossEntropyLoss())
     ctrl, model = nncf.create_compressed_model(fp32, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -152,8 +155,9 @@ def pruning_rows(args) -> list[dict]:
         ov_b = {k: common.openvino_size_bytes(m) for k, (_, m) in exports.items()}
         spreads, load = _latencies(exports)
     params = (sum(p.numel() for p in fp32.parameters()), sum(p.numel() for p in shrunk.parameters()))
+    stacked = stacked_rows(fp32, loader, data, _option(args, "epochs"))
     return [
-        _row("top-1 (PyTorch)", fp32_top1, pruned_top1, f"{100 * (pruned_top1 - fp32_top1):+.2f} pp"),
+        _row("top-1 (PyTorch)", f"{fp32_top1:.4f}", f"{pruned_top1:.4f}", f"{100 * (pruned_top1 - fp32_top1):+.2f} pp"),
         _row("top-1 of the pruned export (ONNX Runtime / OpenVINO)", None, f"{ort_top1:.4f} / {ov_top1:.4f}"),
         _row("fine-tune epochs / wall s", None, f"{_option(args, 'epochs')} / {seconds:.1f}"),
         _row("compression stage", None, ctrl.compression_stage().name),
@@ -167,7 +171,36 @@ def pruning_rows(args) -> list[dict]:
         _row("OpenVINO latency ms", spreads["ov full"].format(".3f"), spreads["ov pruned"].format(".3f"),
              harness.ratio(spreads["ov pruned"], spreads["ov full"]).format(".3f")),
         _row("load during latency", None, load.describe()),
+        *stacked,
     ]
+
+
+def stacked_rows(fp32: torch.nn.Module, loader, data, epochs: int) -> list[dict]:
+    """Filter pruning + INT8 QAT in one config: fine-tune, export (ONNX QDQ, OpenVINO IR), compare with PyTorch."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    config = dict(CONFIG, compression=[CONFIG["compression"], QUANTIZATION])
+    ctrl, model = fine_tune(fp32, loader, epochs, DEFAULTS["lr"], config)
+    with torch.no_grad():
+        want = model(torch.from_numpy(data.x_test)).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = ctrl.export_model(Path(tmp) / "stacked.onnx")
+        ov_path = ctrl.export_model(Path(tmp) / "stacked.xml", save_format="openvino")
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        got = {"ONNX Runtime": session.run(None, {session.get_inputs()[0].name: data.x_test})[0]}
+        compiled = ov.Core().compile_model(str(ov_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got["OpenVINO"] = np.asarray(compiled(data.x_test)[0])
+        size = onnx_path.stat().st_size
+    top1 = float((want.argmax(1) == data.y_test).mean())
+    rows = [_row("pruning + INT8 QAT: top-1 (PyTorch), stage", None, f"{top1:.4f}, {ctrl.compression_stage().name}"),
+            _row("pruning + INT8 export: ONNX bytes (QDQ, int8 weights)", None, size)]
+    for name, out in got.items():
+        agreement = float((out.argmax(1) == want.argmax(1)).mean())
+        difference = f"{float(np.abs(out - want).max()):.4f} of {float(np.abs(want).max()):.2f}"
+        rows.append(_row(f"pruning + INT8 export, {name}: top-1 agreement with PyTorch, max abs difference", None,
+                         f"{100 * agreement:.2f}%, {difference}"))
+    return rows
 
 
 def _onnx(path: Path):
