@@ -179,25 +179,11 @@ def validate_compress_args(
     is its ``advanced_parameters``) and resolve their defaults."""
     mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
     _check_implemented(mode, coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True))
-    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
-    if fmt is not CompressionFormat.DQ:
-        raise UnsupportedBackendError(
-            f"compression_format={fmt.value!r} (fake-quantize formats for QAT) is not supported; use 'dequantize'"
-        )
+    _check_format(compression_format)
     _positive(subset_size, "subset_size")
-    dataset = adopt(dataset, Dataset, "dataset")
-    ignored_scope = adopt(ignored_scope, IgnoredScope, "ignored_scope")
-    advanced = adopt(advanced, AdvancedCompressionParameters, "advanced_parameters")
-    if dataset is not None and not isinstance(dataset, Dataset):
-        raise ValidationError(f"dataset must be an nncompress.Dataset; got {type(dataset).__name__}")
-    if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
-        raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
-    advanced = _check_advanced(advanced)
-    if mode is Mode.CODEBOOK and advanced.codebook is None:
-        raise ValidationError(
-            "mode='codebook' needs its values: AdvancedCompressionParameters(codebook=np.array([...])) with 2 to "
-            f"{MAX_CODEBOOK_SIZE} sorted values (or use mode='cb4_f8e4m3', a fixed 16-value codebook)"
-        )
+    dataset, ignored_scope = _checked_inputs(dataset, ignored_scope)
+    advanced = _check_advanced(adopt(advanced, AdvancedCompressionParameters, "advanced_parameters"))
+    _check_codebook(mode, advanced)
     if is_int8_mode(mode):
         _check_8bit(mode, {
             "ratio": ratio if ratio not in (None, 1, 1.0) else None,
@@ -226,6 +212,33 @@ def validate_compress_args(
     )
     _data_aware_checks(options, mode, metric is not None and metric in DATA_AWARE_METRICS)
     return options
+
+
+def _check_format(compression_format: Any) -> None:
+    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
+    if fmt is not CompressionFormat.DQ:
+        raise UnsupportedBackendError(
+            f"compression_format={fmt.value!r} (fake-quantize formats for QAT) is not supported; use 'dequantize'"
+        )
+
+
+def _check_codebook(mode: Mode, advanced: Any) -> None:
+    if mode is Mode.CODEBOOK and advanced.codebook is None:
+        raise ValidationError(
+            "mode='codebook' needs its values: AdvancedCompressionParameters(codebook=np.array([...])) with 2 to "
+            f"{MAX_CODEBOOK_SIZE} sorted values (or use mode='cb4_f8e4m3', a fixed 16-value codebook)"
+        )
+
+
+def _checked_inputs(dataset: Any, ignored_scope: Any) -> tuple[Any, Any]:
+    """``dataset`` and ``ignored_scope`` as nncompress objects (NNCF's own adopted), or a ValidationError."""
+    dataset = adopt(dataset, Dataset, "dataset")
+    ignored_scope = adopt(ignored_scope, IgnoredScope, "ignored_scope")
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise ValidationError(f"dataset must be an nncompress.Dataset; got {type(dataset).__name__}")
+    if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
+        raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
+    return dataset, ignored_scope
 
 
 def _check_implemented(mode: Mode, backup: BackupMode | None) -> None:

@@ -45,16 +45,7 @@ def prune(
 ) -> TModel:
     """A copy of the PyTorch ``model`` with sparsity masks on its Conv/Linear/Embedding weights (see module doc)."""
     mode = coerce_enum(mode, PruneMode, "mode")
-    if mode is PruneMode.UNSTRUCTURED_REGULARIZATION_BASED:
-        if ratio is not None:
-            raise ValidationError(
-                f"ratio={ratio!r} is not used by {mode.name}: masks start dense and learn the level; give the "
-                "target to RBLoss(model, target_ratio=...) instead"
-            )
-    elif ratio is None:
-        raise ValidationError(f"{mode.name} needs ratio=... (the fraction of weights to zero, in [0, 1))")
-    else:
-        ratio = sp.check_level(ratio, "ratio")
+    ratio = _checked_ratio(mode, ratio)
     if examples_inputs is None:
         raise ValidationError(
             "prune needs examples_inputs=... (one model input: a tensor, a tuple of positional arguments or a dict "
@@ -96,6 +87,20 @@ def prune(
     result = adapter.apply(model, edits)
     logger.info("prune (%s): %d weights masked", mode.value, len(groups))
     return result
+
+
+def _checked_ratio(mode: PruneMode, ratio: Any) -> float | None:
+    """The sparsity level ``ratio`` for ``mode`` (None for RB, which learns it), or a ValidationError."""
+    if mode is PruneMode.UNSTRUCTURED_REGULARIZATION_BASED:
+        if ratio is not None:
+            raise ValidationError(
+                f"ratio={ratio!r} is not used by {mode.name}: masks start dense and learn the level; give the "
+                "target to RBLoss(model, target_ratio=...) instead"
+            )
+        return None
+    if ratio is None:
+        raise ValidationError(f"{mode.name} needs ratio=... (the fraction of weights to zero, in [0, 1))")
+    return sp.check_level(ratio, "ratio")
 
 
 def _article(name: str) -> str:
