@@ -49,6 +49,30 @@ def run_bn_adaptation(model: nn.Module, batches: Iterable[tuple[tuple, dict]], s
     return done
 
 
+def adapt_batchnorm(model: nn.Module, data_loader: Any, num_samples: int) -> int:
+    """Re-estimate ``model``'s BatchNorm statistics on about ``num_samples`` samples of an init data loader
+    (a torch DataLoader or an NNCF ``InitializingDataLoader``); returns the number of batches run."""
+    from nncompress.training.config.init_args import wrap_dataloader_for_init
+
+    loader = wrap_dataloader_for_init(data_loader)
+    return run_bn_adaptation(model, loader_batches(loader, model), adaptation_steps(num_samples, loader.batch_size))
+
+
+def bn_adaptation_loader(nncf_config: Any, num_samples: int | None, what: str = "") -> Any:
+    """The registered BatchNorm-adaptation loader when ``num_samples`` asks for adaptation; None (with a
+    warning naming ``what`` when no loader is registered) otherwise."""
+    from nncompress.training.config.init_args import BNAdaptationInitArgs
+
+    if not num_samples:
+        return None
+    if nncf_config.has_extra_struct(BNAdaptationInitArgs):
+        return nncf_config.get_extra_struct(BNAdaptationInitArgs).data_loader
+    hint = " (call register_default_init_args(config, train_loader))" if what else ""
+    logger.warning("%sBatchNorm adaptation skipped: no BNAdaptationInitArgs loader is registered%s",
+                   f"{what}: " if what else "", hint)
+    return None
+
+
 def loader_batches(loader: Any, model: nn.Module) -> Iterable[tuple[tuple, dict]]:
     """(args, kwargs) of each batch of an ``InitializingDataLoader``, on the model's device."""
     for batch in loader:

@@ -74,7 +74,8 @@ class BinarizationController(CompressionAlgorithmController):
 
     def initialize_from_config(self, nncf_config: Any) -> None:
         """Scale init, then BatchNorm adaptation, with the loaders registered on ``nncf_config``."""
-        from nncompress.training.config.init_args import BNAdaptationInitArgs, QuantizationRangeInitArgs
+        from nncompress.training.bn_adaptation import bn_adaptation_loader
+        from nncompress.training.config.init_args import QuantizationRangeInitArgs
 
         if nncf_config.has_extra_struct(QuantizationRangeInitArgs) and self.spec.num_init_samples > 0:
             self._init_loader = nncf_config.get_extra_struct(QuantizationRangeInitArgs).data_loader
@@ -83,18 +84,14 @@ class BinarizationController(CompressionAlgorithmController):
             logger.info("activation binarizer scales are set on the first training forward: no init data loader is "
                         "registered (nncompress.register_default_init_args)")
         samples = self.spec.num_bn_adaptation_samples
-        if samples and nncf_config.has_extra_struct(BNAdaptationInitArgs):
-            self.adapt_batchnorm(nncf_config.get_extra_struct(BNAdaptationInitArgs).data_loader, samples)
-        elif samples:
-            logger.warning("BatchNorm adaptation skipped: no BNAdaptationInitArgs loader is registered")
+        loader = bn_adaptation_loader(nncf_config, samples)
+        if loader is not None:
+            self.adapt_batchnorm(loader, samples)
 
     def adapt_batchnorm(self, data_loader: Any, num_samples: int) -> int:
-        from nncompress.training.bn_adaptation import adaptation_steps, loader_batches, run_bn_adaptation
-        from nncompress.training.config.init_args import wrap_dataloader_for_init
+        from nncompress.training.bn_adaptation import adapt_batchnorm
 
-        loader = wrap_dataloader_for_init(data_loader)
-        return run_bn_adaptation(self.model, loader_batches(loader, self.model),
-                                 adaptation_steps(num_samples, loader.batch_size))
+        return adapt_batchnorm(self.model, data_loader, num_samples)
 
     def distributed(self) -> None:
         """Broadcast every binarizer's parameters and buffers from rank 0 (call after the DDP wrap)."""

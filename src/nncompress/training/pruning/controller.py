@@ -9,7 +9,6 @@ import numpy as np
 from nncompress.algorithms.pruning import group_importances, masks_for_flops_target, masks_for_level
 from nncompress.algorithms.pruning.flops import model_cost, pruned_cost
 from nncompress.errors import ValidationError
-from nncompress.log import logger
 from nncompress.training.controller import CompressionAlgorithmController, CompressionStage, Statistics
 from nncompress.training.pruning.params import PruningParams
 from nncompress.training.pruning.scheduler import PruningScheduler
@@ -86,28 +85,22 @@ class FilterPruningController(CompressionAlgorithmController):
     def initialize_from_config(self, nncf_config: Any) -> None:
         """Keep the BatchNorm adaptation loader when the config's initializer asks for it (adaptation then runs
         after every mask change), and adapt now if ``pruning_init`` already pruned."""
-        from nncompress.training.config.init_args import BNAdaptationInitArgs
+        from nncompress.training.bn_adaptation import bn_adaptation_loader
 
-        if not self.params.bn_samples:
+        loader = bn_adaptation_loader(nncf_config, self.params.bn_samples, "filter_pruning")
+        if loader is None:
             return
-        if not nncf_config.has_extra_struct(BNAdaptationInitArgs):
-            logger.warning("filter_pruning: BatchNorm adaptation skipped: no BNAdaptationInitArgs loader is "
-                           "registered (call register_default_init_args(config, train_loader))")
-            return
-        self._bn = (nncf_config.get_extra_struct(BNAdaptationInitArgs).data_loader, self.params.bn_samples)
+        self._bn = (loader, self.params.bn_samples)
         if self._level > 0:
             self._adapt_batchnorm()
 
     def _adapt_batchnorm(self) -> int:
-        from nncompress.training.bn_adaptation import adaptation_steps, loader_batches, run_bn_adaptation
-        from nncompress.training.config.init_args import wrap_dataloader_for_init
+        from nncompress.training.bn_adaptation import adapt_batchnorm
 
         if self._bn is None:
             raise ValidationError("BatchNorm adaptation needs a loader: register BNAdaptationInitArgs on the config "
                                   "(register_default_init_args) before create_compressed_model")
-        loader = wrap_dataloader_for_init(self._bn[0])
-        steps = adaptation_steps(self._bn[1], loader.batch_size)
-        return run_bn_adaptation(self.model, loader_batches(loader, self.model), steps)
+        return adapt_batchnorm(self.model, *self._bn)
 
     # --- state ------------------------------------------------------------------------------------
     def builder_state(self) -> dict[str, Any]:

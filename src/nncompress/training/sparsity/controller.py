@@ -125,22 +125,18 @@ class SparsityController(CompressionAlgorithmController):
 
     def initialize_from_config(self, nncf_config: Any) -> None:
         """BatchNorm adaptation when the section's ``initializer`` asks for it and a loader is registered."""
-        from nncompress.training.config.init_args import BNAdaptationInitArgs
+        from nncompress.training.bn_adaptation import bn_adaptation_loader
 
         bn = self.section.get("initializer", {}).get("batchnorm_adaptation")
         samples = None if bn is None else bn.get("num_bn_adaptation_samples", 2000)
-        if samples and nncf_config.has_extra_struct(BNAdaptationInitArgs):
-            self.adapt_batchnorm(nncf_config.get_extra_struct(BNAdaptationInitArgs).data_loader, samples)
-        elif samples:
-            logger.warning("BatchNorm adaptation skipped: no BNAdaptationInitArgs loader is registered")
+        loader = bn_adaptation_loader(nncf_config, samples)
+        if loader is not None:
+            self.adapt_batchnorm(loader, samples)
 
     def adapt_batchnorm(self, data_loader: Any, num_samples: int) -> int:
-        from nncompress.training.bn_adaptation import adaptation_steps, loader_batches, run_bn_adaptation
-        from nncompress.training.config.init_args import wrap_dataloader_for_init
+        from nncompress.training.bn_adaptation import adapt_batchnorm
 
-        loader = wrap_dataloader_for_init(data_loader)
-        return run_bn_adaptation(self.model, loader_batches(loader, self.model),
-                                 adaptation_steps(num_samples, loader.batch_size))
+        return adapt_batchnorm(self.model, data_loader, num_samples)
 
     def strip_model(self, model: Any, do_copy: bool = True) -> Any:
         return bake_masks(model, do_copy)
