@@ -56,15 +56,20 @@ def layer_rows(report: CompressionReport, graph: Graph, measured: Measurement) -
 
 def _weight_rows(report, graph: Graph) -> list[LayerRow]:
     rows = []
-    for node in graph:
-        config = report.layers.get(node.name)
-        if config is None:
-            continue
-        note = report.skipped.get(node.name, "")
-        if note:
-            config = "float"
-        rows.append(LayerRow(node.name, node.op_type, _params(node), config, note))
+    for name in _in_graph_order(report.layers, graph):
+        config, note = report.layers[name], report.skipped.get(name, "")
+        node = graph.nodes.get(name)
+        rows.append(LayerRow(name, node.op_type if node else "", _params(node) if node else None,
+                             "float" if note else config, note))
     return rows
+
+
+def _in_graph_order(names, graph: Graph) -> list[str]:
+    """``names`` in graph order; names the graph does not hold (e.g. constant subgraphs a capture leaves out)
+    follow in their own order."""
+    wanted = set(names)
+    ordered = [node.name for node in graph if node.name in wanted]
+    return ordered + [name for name in names if name not in graph.nodes]
 
 
 def _quantizer_rows(report: CompressionReport, graph: Graph) -> list[LayerRow]:
@@ -78,13 +83,13 @@ def _quantizer_rows(report: CompressionReport, graph: Graph) -> list[LayerRow]:
             for target in targets.split(", "):
                 inputs.setdefault(target, []).append(head.removeprefix("activations "))
     rows = []
-    for node in graph:
-        if node.name not in inputs and node.name not in weights and node.name not in report.skipped:
-            continue
-        parts = [f"weights {weights[node.name]}"] if node.name in weights else []
-        parts += [f"input {desc}" for desc in inputs.get(node.name, [])]
-        rows.append(LayerRow(node.name, node.op_type, _params(node), "; ".join(parts) or "float",
-                             report.skipped.get(node.name, "")))
+    in_graph = [n for n in report.skipped if n in graph.nodes]  # other skipped operations get their own table
+    for name in _in_graph_order(list(dict.fromkeys([*weights, *inputs, *in_graph])), graph):
+        node = graph.nodes.get(name)
+        parts = [f"weights {weights[name]}"] if name in weights else []
+        parts += [f"input {desc}" for desc in inputs.get(name, [])]
+        rows.append(LayerRow(name, node.op_type if node else "", _params(node) if node else None,
+                             "; ".join(parts) or "float", report.skipped.get(name, "")))
     return rows
 
 
@@ -121,8 +126,8 @@ def _summary_lines(ctx: ReportContext) -> list[str]:
         lines.append(f"error measured on {ctx.measured.items} items of the calibration data")
     lines += [f"note: {note}" for note in ctx.measured.notes]
     if ctx.measured.unmatched:
-        lines.append(f"{len(ctx.measured.unmatched)} layers have no counterpart in the compressed model, so no "
-                     f"output error: {', '.join(ctx.measured.unmatched[:5])}")
+        lines.append(f"no output error for {len(ctx.measured.unmatched)} layers the runtime graph does not name: "
+                     f"{', '.join(ctx.measured.unmatched[:5])}{', ...' if len(ctx.measured.unmatched) > 5 else ''}")
     return lines
 
 

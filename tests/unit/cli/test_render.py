@@ -29,12 +29,14 @@ def test_weight_report_rows_and_markdown(graph, tmp_path):
     report.add_layer(first, "int4_asym, group size 4", 4, 12, True)
     report.add_layer(second, "float", 32, 0, False)
     report.skipped[second] = "ignored scope: name"
+    report.add_layer("constant/embedding", "int8_asym, per-channel", 8, 20, False)  # a name the graph lacks
     measured = Measurement(items=2, layer_error={first: 0.0123456}, output_error={"output/o": 0.02},
                            output_cosine={"output/o": 0.9998})
     rows = layer_rows(report, graph, measured)
     assert [(r.name, r.params, r.compression, r.note, r.error) for r in rows] == [
         (first, 12, "int4_asym, group size 4", "", 0.0123456),
         (second, 6, "float", "ignored scope: name", None),
+        ("constant/embedding", None, "int8_asym, per-channel", "", None),  # listed, never dropped
     ]
     ctx = ReportContext("nncompress compress-weights m -o o", "m", "o", report, rows, measured)
     written = write_report(tmp_path / "r.md", ctx)
@@ -43,8 +45,9 @@ def test_weight_report_rows_and_markdown(graph, tmp_path):
     assert f"| 1 | {first} | linear | 12 | int4_asym, group size 4 | 0.01235 |  |" in text
     assert f"| 2 | {second} | linear | 6 | float | n/a | ignored scope: name |" in text
     assert "| output/o | 0.02 | 0.999800 |" in text
+    assert "| 3 | constant/embedding |  |  | int8_asym, per-channel | n/a |  |" in text
     assert "![output error per layer](r_layers.svg)" in text
-    assert "| int4_asym, group size 4 | 100% (1 / 2) | 100% (1 / 1) |" in text  # the API's distribution rows
+    assert "| int4_asym, group size 4 | 38% (1 / 3) | 100% (1 / 1) |" in text  # the API's distribution rows
     svg = (tmp_path / "r_layers.svg").read_text()
     assert svg.startswith("<svg") and first in svg and second not in svg  # no bar for an unmeasured layer
 
