@@ -209,3 +209,25 @@ def test_train_runs_the_classification_sample_in_smoke_mode(tmp_path):
     result = json.loads([line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
     assert result["epochs"][0]["stage"] == 2 and result["export"] == str(tmp_path / "model.onnx")
     assert (tmp_path / "model.onnx").exists() and (tmp_path / "last.pth").exists()
+
+
+@pytest.mark.slow
+def test_compress_weights_pytorch_state_dict_checkpoint(digits_torch, digits_files, digits_data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from examples.digits_cnn import DigitsCNN
+
+    folder, _ = digits_files
+    torch.save({"state_dict": digits_torch.state_dict()}, tmp_path / "ckpt.pt")
+    out = tmp_path / "int8.pt"
+    argv = ["compress-weights", str(tmp_path / "ckpt.pt"), "--model-class", "examples.digits_cnn:DigitsCNN",
+            "--data", str(folder / "calib.npy"), "-o", str(out)]
+    assert main(argv) == 0
+    model = DigitsCNN()
+    model.load_state_dict(torch.load(out, weights_only=True))  # loads into the original class
+    x = torch.from_numpy(digits_data.x_test)
+    with torch.no_grad():
+        want, got = digits_torch(x), model.eval()(x)
+    assert float((got - want).norm() / want.norm()) < 0.05
+    assert float((got.argmax(1) == want.argmax(1)).float().mean()) >= 0.99
+    conv, original = model.conv4[0].weight, digits_torch.conv4[0].weight
+    assert len(torch.unique(conv[0])) <= 256 < len(torch.unique(original[0]))  # 1152 weights on 256 INT8 levels
