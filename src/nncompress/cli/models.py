@@ -60,18 +60,17 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
                           f"(checkpoint suffixes: {', '.join(CHECKPOINT_SUFFIXES)})")
 
 
-def _need(package: str, extra: str) -> Any:
+def _need(package: str, install: str) -> Any:
     import importlib
 
     try:
         return importlib.import_module(package)
     except ImportError as exc:
-        raise ModuleNotFoundError(f"this model needs the {package!r} package ({exc}); install nncompress[{extra}]"
-                                  ) from exc
+        raise ModuleNotFoundError(f"this model needs the {package!r} package ({exc}); {install}") from exc
 
 
 def _load_onnx(path: Path) -> LoadedModel:
-    onnx = _need("onnx", "onnx")
+    onnx = _need("onnx", "pip install nncompress[onnx]")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 (protobuf raises its own types)
@@ -86,7 +85,7 @@ def _load_onnx(path: Path) -> LoadedModel:
 
 
 def _load_openvino(path: Path) -> LoadedModel:
-    ov = _need("openvino", "openvino")
+    ov = _need("openvino", "pip install nncompress[openvino]")
     if not path.with_suffix(".bin").exists():
         raise InvalidPathError(f"OpenVINO IR {str(path)!r} needs its weights file {str(path.with_suffix('.bin'))!r}")
     try:
@@ -107,7 +106,7 @@ def _load_hf(folder: Path, auto_class: str | None) -> LoadedModel:
         raise InvalidPathError(f"folder {str(folder)!r} has no config.json, so it is not a Hugging Face model folder; "
                                f"give {MODEL_KINDS}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for the hub
-    transformers = _need("transformers", "torch] and transformers[")
+    transformers = _need("transformers", "pip install transformers")
     if auto_class is None:
         architectures = json.loads(config_path.read_text()).get("architectures") or []
         causal = any(a.endswith("ForCausalLM") for a in architectures)
@@ -115,7 +114,7 @@ def _load_hf(folder: Path, auto_class: str | None) -> LoadedModel:
     if not auto_class.startswith("AutoModel") or not hasattr(transformers, auto_class):
         raise ValidationError(f"--hf-class must be a transformers AutoModel* class such as AutoModel or "
                               f"AutoModelForCausalLM; got {auto_class!r}")
-    torch = _need("torch", "torch")
+    torch = _need("torch", "pip install nncompress[torch]")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -129,7 +128,7 @@ def _load_hf(folder: Path, auto_class: str | None) -> LoadedModel:
 
 
 def _load_checkpoint(path: Path, args: argparse.Namespace) -> LoadedModel:
-    torch = _need("torch", "torch")
+    torch = _need("torch", "pip install nncompress[torch]")
     if args.model_class:
         cls = resolve_reference(args.model_class, "--model-class")
         try:

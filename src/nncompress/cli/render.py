@@ -123,7 +123,7 @@ def _summary_lines(ctx: ReportContext) -> list[str]:
     lines = [f"command: `{ctx.command}`", f"model: `{ctx.model}`", f"output: `{ctx.output}`"]
     lines += [line.strip() for line in ctx.report.summary().splitlines()]
     if ctx.measured.items:
-        lines.append(f"error measured on {ctx.measured.items} items of the calibration data")
+        lines.append(f"error measured on {ctx.measured.items} input items")
     lines += [f"note: {note}" for note in ctx.measured.notes]
     if ctx.measured.unmatched:
         lines.append(f"no output error for {len(ctx.measured.unmatched)} layers the runtime graph does not name: "

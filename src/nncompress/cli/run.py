@@ -64,6 +64,9 @@ def finish(job: Job, result: Any, example: Any, command: str) -> None:
     graph = original_graph(job.loaded.model, example)
     rows = layer_rows(report, graph, Measurement())
     measured = measure(job.loaded.model, result, [r.name for r in rows], items) if items else Measurement()
+    if not items:
+        why = "--error-items is 0" if job.args.error_items <= 0 else "no --data was given"
+        measured.notes.append(f"{why}: the error was not measured")
     for row in rows:
         row.error = measured.layer_error.get(row.name)
     ctx = ReportContext(command, str(job.loaded.path), str(written), report, rows, measured)
