@@ -36,10 +36,15 @@ def _stage_rule(rec: EpochRecord, best: EpochRecord) -> bool:
         rec.compression_stage == best.compression_stage and rec.accuracy > best.accuracy)
 
 
+def _rate_key(rec: EpochRecord) -> tuple:
+    rate = rec.compression_rate or 0.0
+    return (True, rate, rec.accuracy) if rec.within_budget else (False, rec.accuracy, rate)
+
+
 def _rate_rule(rec: EpochRecord, best: EpochRecord) -> bool:
-    """Within budget beats outside it; then the higher compression rate; then the higher accuracy."""
-    key = (rec.within_budget, rec.compression_rate or 0.0, rec.accuracy)
-    return key > (best.within_budget, best.compression_rate or 0.0, best.accuracy)
+    """Within budget beats outside it; within budget the higher compression rate, then the higher accuracy;
+    outside it the higher accuracy, then the higher rate."""
+    return _rate_key(rec) > _rate_key(best)
 
 
 class _Loop:

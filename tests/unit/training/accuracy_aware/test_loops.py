@@ -212,3 +212,17 @@ def test_public_paths():
 
     assert common_path is create_accuracy_aware_training_loop
     assert nncf.torch.create_accuracy_aware_training_loop is create_accuracy_aware_training_loop
+
+
+def test_adaptive_without_any_level_in_budget_returns_the_most_accurate_model():
+    ctrl = FakeController(schedule=[0.2, 0.3], target=0.3)
+    trainer = Trainer(ctrl, accuracy_of=lambda rate: 0.5 - rate)  # never within 0.01 of 0.9
+    config = _config("adaptive_compression_level", maximal_absolute_accuracy_degradation=0.01,
+                     initial_training_phase_epochs=2, patience_epochs=1)
+    loop = create_accuracy_aware_training_loop(config, ctrl, 0.9)
+    _run(loop, trainer)
+    # down by 0.1 per level until the rate reaches 0: the most accurate model is the uncompressed one
+    assert loop.visited_rates == [0.2, 0.1, 0.0]
+    assert loop.statistics.compression_rate == 0.0 and loop.statistics.compressed_accuracy == 0.5
+    assert loop.statistics.best_epoch == 0 and not loop.statistics.within_budget
+    assert "cannot move down" in loop.statistics.stop_reason
