@@ -60,6 +60,9 @@ def load_sample_config(args: argparse.Namespace) -> tuple[dict, Any]:
     import nncompress as nncf
 
     config = nncf.NNCFConfig.from_json(args.config)
+    if "accuracy_aware_training" in config:  # this loop would ignore the section: say where it runs
+        raise SystemExit(f"{args.config} has an accuracy_aware_training section: run it with "
+                         "python bench/accuracy_aware.py --config ...")
     raw = dict(config)
     optimizer = dict(raw.get("optimizer", {}))
     if args.lr is not None:

@@ -76,3 +76,29 @@ def test_charts_reject_mismatched_lengths_and_empty_input(tmp_path):
         bar_chart_svg([], {"a": []})
     path = save_svg(line_chart_svg([0, 1], {"a": [1, 2]}), tmp_path / "sub" / "c.svg")
     assert path.read_text().startswith("<svg")
+
+
+def _coordinates(root: ET.Element):
+    for element in root.iter():
+        for attr in ("x", "y", "x1", "x2", "y1", "y2", "cx", "cy"):
+            if element.get(attr) is not None:
+                yield attr, float(element.get(attr))
+        if element.get("points"):
+            for x, y in _points(element):
+                yield "x", x
+                yield "y", y
+
+
+@pytest.mark.parametrize("svg", [
+    line_chart_svg(list(range(12)), {"accuracy": [0.9 + 0.001 * i for i in range(12)], "floor": [0.89] * 12},
+                   y2_series={"rate": [0.1 * i for i in range(12)]}, title="t", x_label="epoch", y_label="a",
+                   y2_label="r", width=500, height=300),
+    bar_chart_svg([f"layer_{i}.conv.weight" for i in range(9)], {"err": [i * 0.1 for i in range(9)], "b": [1] * 9},
+                  title="t", y_label="e", width=500, height=400),
+], ids=["line", "bar"])
+def test_everything_is_drawn_inside_the_canvas(svg):
+    root = _parse(svg)
+    width, height = float(root.get("width")), float(root.get("height"))
+    for attr, value in _coordinates(root):
+        limit = width if attr.startswith(("x", "cx")) else height
+        assert 0 <= value <= limit, (attr, value)

@@ -14,6 +14,7 @@ from nncompress.api.export import strip
 from nncompress.errors import UnsupportedBackendError
 from nncompress.log import logger
 from nncompress.training import create_compressed_model, load_state
+from nncompress.training.accuracy_aware import create_accuracy_aware_training_loop
 from nncompress.training.config import NNCFConfig
 from nncompress.training.config.init_args import register_default_init_args
 
@@ -22,6 +23,7 @@ _warned_tracing = False
 
 __all__ = [
     "NNCFConfig",
+    "create_accuracy_aware_training_loop",
     "create_compressed_model",
     "disable_tracing",
     "force_build_cpu_extensions",

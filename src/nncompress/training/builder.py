@@ -159,6 +159,7 @@ BUILDERS = {
     "const_sparsity": "nncompress.training.sparsity.builder:ConstSparsityBuilder",
     "filter_pruning": "nncompress.training.pruning.builder:FilterPruningBuilder",
     "binarization": "nncompress.training.binarization.builder:BinarizationBuilder",
+    "knowledge_distillation": "nncompress.training.knowledge_distillation.builder:KnowledgeDistillationBuilder",
 }
 
 
