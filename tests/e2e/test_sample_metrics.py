@@ -3,6 +3,8 @@ and box encoding, mIoU, and the synthetic random-shapes data."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,16 @@ def test_random_shapes_are_deterministic_and_boxes_masks_labels_agree():
             covered[y0:y1, x0:x1] |= (a.masks[i, y0:y1, x0:x1] == label) & (label > 0)
         assert torch.equal(covered, a.masks[i] > 0)
     assert set(a.labels[a.labels > 0].tolist()) == {1, 2, 3, 4}
+
+
+def test_full_mode_table_row_from_a_run_log():
+    from examples.common.full_mode import row
+
+    result = {"fp32_map50": 0.9, "init_map50": 0.8, "epochs": [{"map50": 0.85}, {"map50": 0.88}], "final_map50": 0.88,
+              "export_map50": 0.87, "max_abs_diff": 0.25, "mean_abs_diff": 0.001, "output_scale": 20.0}
+    log = ("│ FLOPs (M): full / current      │ 26.690 / 20.671 (22.5 % removed) │\n"
+           "│ FLOPs (M): full / current      │ 26.690 / 18.000 (32.6 % removed) │\n"
+           f"RESULT {json.dumps(result)}\n")
+    assert row("ssd_filter_pruning", log, "map50") == (
+        "| `ssd_filter_pruning` | 0.900 | 0.800 | 0.850, 0.880 | 0.880 | -2.0 | 0.870 (0.25 / 0.001 of 20) | "
+        "MFLOPs 26.690 / 18.000 (32.6 % removed) |")
