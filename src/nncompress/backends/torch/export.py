@@ -75,7 +75,7 @@ def export_onnx(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated upstream
         out = model(*args, **kwargs)
-        output_names = [name or "output" for name, leaf in named_leaves(out)[0] if isinstance(leaf, torch.Tensor)]
+        output_names = [_output_name(name) for name, leaf in named_leaves(out)[0] if isinstance(leaf, torch.Tensor)]
         torch.onnx.export(
             flat,
             tuple(flat.values),
@@ -87,6 +87,12 @@ def export_onnx(
             dynamic_axes=_batch_axes(flat, out, output_names) if dynamic_axes is None else dynamic_axes,
         )
     return Path(path)
+
+
+def _output_name(name: str) -> str:
+    """The ONNX name of an output leaf; a tuple's positions ("0", "1.2") become "output_0", "output_1.2" (the
+    TorchScript exporter rejects names that start with a digit)."""
+    return "output" if not name else f"output_{name}" if name[0].isdigit() else name
 
 
 def _batch_axes(flat: _FlatIO, out: Any, output_names: list[str]) -> dict:

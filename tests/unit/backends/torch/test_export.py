@@ -150,3 +150,23 @@ def test_export_of_dict_inputs_and_low_bit_grids(tmp_path):
     ten_bit = SymmetricQuantizer(np.float32(0.01), 1024, -512, 511)
     with pytest.raises(UnsupportedBackendError, match="8-bit"):
         export_onnx(ten_bit, tmp_path / "q10.onnx", W)
+
+
+def test_export_of_a_tuple_output_model_names_the_outputs_by_position(tmp_path):
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+
+    torch.manual_seed(0)
+    model, x = TwoHeads().eval(), torch.randn(5, 4)
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "two.onnx", x)))
+    assert [o.name for o in session.get_outputs()] == ["output_0", "output_1"]
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e.numpy(), atol=1e-6)
