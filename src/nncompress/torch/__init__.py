@@ -31,6 +31,7 @@ __all__ = [
     "load_from_config",
     "load_state",
     "register_default_init_args",
+    "set_lora_rank",
     "strip",
     "wrap_model",
 ]
@@ -80,6 +81,16 @@ def wrap_model(model: TModel, example_input: Any, trace_parameters: bool = False
         "nncompress.torch.wrap_model is not implemented: nncompress captures the model inside quantize(), "
         "compress_weights() and create_compressed_model(); pass the plain torch.nn.Module to them"
     )
+
+
+def set_lora_rank(model: Any, rank: int | None = None) -> int:
+    """Choose the rank of the elastic LoRA adapters of a ``compress_weights(...,
+    compression_format=CompressionFormat.FQ_LORA_NLS)`` model: ``rank`` (one of each adapter's choices
+    ``r, 3r/4, r/2``) or the largest (None). Eval-mode forwards and ``strip`` use it; training samples a
+    rank per forward. Returns how many adapters were set."""
+    from nncompress.backends.torch.lora_fq import set_lora_rank as set_rank
+
+    return set_rank(model, rank)
 
 
 def get_config(model: Any) -> dict[str, Any]:
