@@ -26,6 +26,7 @@ format has (``CompressedStorage``): outputs equal the fake-quantized model's (sa
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -38,9 +39,12 @@ from nncompress.numerics.lowbit import CompressedWeight, code_range, mode_bits, 
 from nncompress.numerics.xp import round_ste
 from nncompress.parameters import CompressWeightsMode as Mode
 
+from .fake_quantize import is_tracing
 from .inputs import named_tensor
 from .weight_storage import CompressedStorage, materialize_weight
 
+# the fake-quantized weight for inference, per module; not part of state_dict or copies
+_INFERENCE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FORMATS = ("fake_quantize", "fake_quantize_with_lora", "fake_quantize_with_lora_nls")
 
 
@@ -110,6 +114,18 @@ class FakeQuantizedWeight(nn.Module):
 
     def forward(self) -> torch.Tensor:
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        if grad or is_tracing():
+            return self._fake_quantized(grad)
+        # inference: computed again only after a parameter (an optimizer step) or the active rank changed
+        params = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        versions = (self.active_rank, self.dtype_ref.dtype, *params)
+        cached = _INFERENCE_CACHE.get(self)
+        if cached is None or cached[0] != versions:
+            cached = (versions, self._fake_quantized(False))
+            _INFERENCE_CACHE[self] = cached
+        return cached[1]
+
+    def _fake_quantized(self, grad: bool) -> torch.Tensor:
         scale, zero_point = self._grid(grad)
         value = fake_quantize(self.merged(self._rank_now()), scale, zero_point, self.level_low, self.level_high,
                               ste=grad)
@@ -180,6 +196,15 @@ def fake_quantized_weights(model: nn.Module) -> list[FakeQuantizedWeight]:
         if isinstance(module, FakeQuantizedWeight):
             seen.setdefault(id(module), module)
     return list(seen.values())
+
+
+def lora_rank_choices(model: nn.Module) -> tuple[int, ...]:
+    """The elastic ranks every FQ_LORA_NLS adapter of ``model`` offers, descending."""
+    elastic = [m.rank_choices for m in fake_quantized_weights(model) if m.rank_choices]
+    if not elastic:
+        raise ValidationError("the model has no elastic LoRA adapters (compress_weights with "
+                              "compression_format=CompressionFormat.FQ_LORA_NLS makes them)")
+    return tuple(r for r in elastic[0] if all(r in choices for choices in elastic))
 
 
 def set_lora_rank(model: nn.Module, rank: int | None = None) -> int:

@@ -179,6 +179,18 @@ def _at_rank(layer, rank):
     return value
 
 
+def test_inference_reuses_the_weight_until_a_parameter_changes(model):
+    layer = _compress(model, all_layers=True).fc1.weight_compressed
+    with torch.no_grad():
+        first = layer()
+        assert layer() is first  # no recomputation between optimizer steps
+        layer.lora_B.add_(0.05)  # what an optimizer step does: in place
+        second = layer()
+    assert second is not first and not torch.equal(second, first)
+    torch.testing.assert_close(second, layer._fake_quantized(False), rtol=0, atol=0)
+    assert layer().requires_grad  # with autograd: computed afresh, differentiable
+
+
 def test_checkpoint_round_trip_through_get_config(model):
     fq = _compress(model, all_layers=True)
     _distill(fq, model, steps=5)
