@@ -101,15 +101,26 @@ def compress(model, fmt, rank: int, group_size: int):
                                  compression_format=fmt, advanced_parameters=advanced)
 
 
+NAMES = {"fp32": "FP32", "int4_rtn": "INT4_ASYM g64 round-to-nearest", "fq_lora_before": "FQ_LORA before training",
+         "fq_lora_after": "FQ_LORA after training", "stripped": "after strip (packed INT4)"}
+
+
 def run(model, eval_ids: np.ndarray, train_ids: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
-    """The recipe on ``model``; perplexities by stage and the training time."""
-    results = {"fp32": perplexity(model, eval_ids, args.context, args.stride)}
+    """The recipe on ``model``; perplexities by stage (printed as they come) and the training time."""
+    results: dict[str, float] = {}
+
+    def measure(key: str, evaluated) -> None:
+        results[key] = perplexity(evaluated, eval_ids, args.context, args.stride)
+        if args.log_every:
+            print(f"{NAMES[key]:34s} perplexity {results[key]:.3f}", flush=True)
+
+    measure("fp32", model)
     rtn = compress(model, nncf.CompressionFormat.DQ, args.rank, args.group_size)
-    results["int4_rtn"] = perplexity(rtn, eval_ids, args.context, args.stride)
+    measure("int4_rtn", rtn)
     del rtn
     fmt = nncf.CompressionFormat.FQ_LORA_NLS if args.nls else nncf.CompressionFormat.FQ_LORA
     student = compress(model, fmt, args.rank, args.group_size)
-    results["fq_lora_before"] = perplexity(student, eval_ids, args.context, args.stride)
+    measure("fq_lora_before", student)
     start = time.perf_counter()
     losses = train(student, model, train_ids[: -len(eval_ids)] if args.nls else train_ids, steps=args.steps, batch=args.batch, length=args.length, lr=args.lr,
                    scale_lr=args.scale_lr, log_every=args.log_every)
@@ -124,9 +135,9 @@ def run(model, eval_ids: np.ndarray, train_ids: np.ndarray, args: argparse.Names
             by_rank[rank] = perplexity(student, held_out, args.context, args.stride)
         results["nls_rank"] = min(by_rank, key=by_rank.get)
         nncf.torch.set_lora_rank(student, results["nls_rank"])
-    results["fq_lora_after"] = perplexity(student, eval_ids, args.context, args.stride)
+    measure("fq_lora_after", student)
     stripped = nncf.strip(student, do_copy=False, strip_format=nncf.StripFormat.DQ)
-    results["stripped"] = perplexity(stripped, eval_ids, args.context, args.stride)
+    measure("stripped", stripped)
     return results
 
 
@@ -161,10 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"SmolLM2-135M: {len(eval_ids)} evaluation tokens, {len(train_ids)} training tokens; "
           f"{args.steps} steps of {args.batch} x {args.length} tokens, rank {args.rank}")
     results = run(model, eval_ids, train_ids, args)
-    names = {"fp32": "FP32", "int4_rtn": "INT4_ASYM g64 round-to-nearest", "fq_lora_before": "FQ_LORA before training",
-             "fq_lora_after": "FQ_LORA after training", "stripped": "after strip (packed INT4)"}
-    for key, name in names.items():
-        print(f"{name:34s} perplexity {results[key]:.3f}")
+    print(" | ".join(f"{NAMES[key]} {results[key]:.3f}" for key in NAMES))
     print(f"KL divergence {results['kl_first']:.4f} -> {results['kl_last']:.4f}; training {results['train_s']:.0f} s "
           f"({results['train_s'] / max(args.steps, 1):.2f} s/step)")
     return results
