@@ -11,9 +11,9 @@ forward hooks (``weight_storage.materialize_weight``). That module holds the ori
 
     W^ = fake_quantize(W + lora_B @ lora_A; scale, zero_point)
 
-(``numerics.fake_quant.fake_quantize`` with straight-through rounding): the adapters are added to the
-weight inside the quantizer, so the deployed model is a plain INT4 model with nothing to add at
-inference. With ``lora_B = 0`` the initial output is exactly the DQ model's.
+(``round(w / s + zp)`` clipped to the grid, as the encoder rounds; straight-through rounding): the
+adapters are added to the weight inside the quantizer, so the deployed model is a plain INT4 model with
+nothing to add at inference. With ``lora_B = 0`` the initial output is exactly the DQ model's.
 
 FQ_LORA_NLS (neural low-rank search) makes the rank elastic: in training mode each forward uses the
 first ``r'`` rows/columns of the adapters, ``r'`` drawn from ``rank_choices`` (``r, 3r/4, r/2``); in
@@ -34,7 +34,6 @@ from torch import nn
 
 from nncompress.errors import ValidationError
 from nncompress.log import logger
-from nncompress.numerics.fake_quant import fake_quantize, quantize_levels
 from nncompress.numerics.lowbit import CompressedWeight, code_range, mode_bits, pack_4bit
 from nncompress.numerics.xp import round_ste
 from nncompress.parameters import CompressWeightsMode as Mode
@@ -125,17 +124,26 @@ class FakeQuantizedWeight(nn.Module):
             _INFERENCE_CACHE[self] = cached
         return cached[1]
 
+    def _levels(self, value: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+                ste: bool) -> torch.Tensor:
+        """``clip(round(w / scale + zero_point))``: the zero point is added before rounding, as the encoder
+        (``numerics.lowbit.quantize_codes``) does, so near-ties get the DQ format's codes (adding it after,
+        as QuantizeLinear does, differs by one level where ``w / scale + zero_point`` rounds to a half)."""
+        normalized = value / scale if zero_point is None else value / scale + zero_point
+        rounded = round_ste(normalized) if ste else torch.round(normalized)
+        return torch.clamp(rounded, self.level_low, self.level_high)
+
     def _fake_quantized(self, grad: bool) -> torch.Tensor:
         scale, zero_point = self._grid(grad)
-        value = fake_quantize(self.merged(self._rank_now()), scale, zero_point, self.level_low, self.level_high,
-                              ste=grad)
+        levels = self._levels(self.merged(self._rank_now()), scale, zero_point, grad)
+        value = (levels if zero_point is None else levels - zero_point) * scale
         return value.reshape(self.shape).to(self.dtype_ref.dtype)
 
     @torch.no_grad()
     def compressed(self) -> CompressedWeight:
         """The merged weight encoded on the trained grid (codes packed two per byte for 4-bit modes)."""
         scale, zero_point = self._grid(False)
-        levels = quantize_levels(self.merged(), scale, zero_point, self.level_low, self.level_high)
+        levels = self._levels(self.merged(), scale, zero_point, False)
         codes = levels.cpu().numpy().astype(np.int8 if self.level_low < 0 else np.uint8)
         data = pack_4bit(codes) if mode_bits(self.mode) == 4 else codes
         zp = None if zero_point is None else zero_point.cpu().numpy().astype(np.uint8)
@@ -177,7 +185,7 @@ def to_fake_quantize(model: nn.Module, original: nn.Module, compression_format: 
         if id(storage) not in converted:
             attr = _read_attr(module, key)
             name = f"{path}.{attr}" if path else attr
-            source = named_tensor(original, name) if attr is not None else None
+            source = _float_weight(original, name) if attr is not None else None
             if source is None or tuple(source.shape) != storage.shape:
                 logger.warning("compress_weights(compression_format=%r): %s.%s is read through a graph hook, not "
                                "by its own layer; it stays compressed and frozen", compression_format, path, key)
@@ -187,6 +195,14 @@ def to_fake_quantize(model: nn.Module, original: nn.Module, compression_format: 
             names.append(name)
         module._modules[key] = converted[id(storage)]
     return names
+
+
+def _float_weight(model: nn.Module, name: str) -> torch.Tensor | None:
+    try:
+        value = named_tensor(model, name)
+    except AttributeError:
+        return None
+    return value if isinstance(value, torch.Tensor) and value.device.type != "meta" else None
 
 
 def fake_quantized_weights(model: nn.Module) -> list[FakeQuantizedWeight]:

@@ -78,6 +78,22 @@ def test_initial_outputs_equal_the_dequantize_format(model, mode):
     assert all(not m.lora_B.detach().any() and m.lora_A.detach().abs().max() > 0 for m in modules)
 
 
+def test_initial_weights_have_exactly_the_dequantize_formats_codes():
+    # a group with scale 0.125 and zero point 8; w / s just below 3.5: round(w / s) + 8 = 11, while the encoder's
+    # round(w / s + 8) sees 11.4999998 rounded to the float32 11.5, hence 12. The FQ weight must agree with it.
+    layer = torch.nn.Sequential(torch.nn.Linear(64, 2, bias=False), torch.nn.Linear(2, 2))
+    near = float(np.nextafter(np.float32(3.5), np.float32(0))) * 0.125
+    with torch.no_grad():
+        layer[0].weight.zero_()
+        layer[0].weight[:, :3] = torch.tensor([-1.0, 0.875, near])
+    dq = nncf.compress_weights(layer, mode="int4_asym", group_size=64)
+    fq = _compress(layer, group_size=64)
+    with torch.no_grad():
+        assert float(dq[0].weight_compressed()[0, 2]) == 0.5  # code 12: (12 - 8) * 0.125
+        assert torch.equal(fq[0].weight_compressed(), dq[0].weight_compressed())
+    assert torch.equal(nncf.strip(fq)[0].weight_compressed.data, dq[0].weight_compressed.data)
+
+
 def test_backup_layers_stay_compressed_and_the_input_model_is_untouched(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fq = _compress(model)  # the last Linear is in the INT8 backup mode
