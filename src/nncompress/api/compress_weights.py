@@ -15,9 +15,9 @@ from nncompress.algorithms.weights.pipeline import run_weight_compression
 from nncompress.api.quantize import check_first_item
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
-from nncompress.errors import UnsupportedBackendError, ValidationError
+from nncompress.errors import ParameterNotSupportedError, UnsupportedBackendError, ValidationError
 from nncompress.foreign import adopt
-from nncompress.log import logger, warn_once
+from nncompress.log import logger
 from nncompress.numerics.lowbit import (
     FIXED_GROUP_SIZES,
     MAX_CODEBOOK_SIZE,
@@ -35,7 +35,7 @@ Mode = CompressWeightsMode
 FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
 NOT_IMPLEMENTED_MODES = (Mode.INT3_SYM, Mode.INT2_SYM)
 NOT_IMPLEMENTED_BACKUPS = (BackupMode.FP8_E4M3, BackupMode.MXFP8_E4M3)
-LORA_ADAPTER_RANK = AdvancedCompressionParameters().lora_adapter_rank  # NNCF's default, read by nothing here
+INTEGER_MODES = (Mode.INT4_ASYM, Mode.INT4_SYM, Mode.INT8_ASYM, Mode.INT8_SYM)
 _EMPTY_DATASET = "the dataset is empty; give at least one model input (128 are recommended)"
 
 
@@ -81,6 +81,10 @@ def compress_weights(
     if options.dataset is not None:
         adapter = get_adapter(model, example_input=check_first_item(adapter, model, options.dataset, _EMPTY_DATASET))
     result, report = run_weight_compression(adapter, model, options)
+    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
+    if fmt is not CompressionFormat.DQ:  # trainable fake-quantized weights (QAT, with LoRA adapters)
+        rank = options.advanced.lora_adapter_rank
+        result = adapter.fake_quantize_weights(result, model, fmt.value, rank, options.mode)
     set_last_report(report)
     if verbose:
         report.print()
@@ -179,7 +183,7 @@ def validate_compress_args(
     is its ``advanced_parameters``) and resolve their defaults."""
     mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
     _check_implemented(mode, coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True))
-    _check_format(compression_format)
+    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
     _positive(subset_size, "subset_size")
     dataset, ignored_scope = _checked_inputs(dataset, ignored_scope)
     advanced = _check_advanced(adopt(advanced, AdvancedCompressionParameters, "advanced_parameters"))
@@ -211,15 +215,37 @@ def validate_compress_args(
         advanced=advanced,
     )
     _data_aware_checks(options, mode, metric is not None and metric in DATA_AWARE_METRICS)
+    _check_format(fmt, options, capabilities)
     return options
 
 
-def _check_format(compression_format: Any) -> None:
-    fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
-    if fmt is not CompressionFormat.DQ:
+def _check_format(fmt: CompressionFormat, options: WeightCompressionOptions, capabilities: Any) -> None:
+    """The FQ formats: trainable (PyTorch) models, integer modes (4-bit with LoRA), no weight-changing methods."""
+    if fmt is CompressionFormat.DQ:
+        return
+    if not capabilities.trainable:
         raise UnsupportedBackendError(
-            f"compression_format={fmt.value!r} (fake-quantize formats for QAT) is not supported; use 'dequantize'"
+            f"compression_format={fmt.value!r} makes trainable fake-quantized weights, which only PyTorch models "
+            f"have; a {capabilities.name} model takes compression_format='dequantize'"
         )
+    modes = (Mode.INT4_ASYM, Mode.INT4_SYM) if fmt is not CompressionFormat.FQ else INTEGER_MODES
+    if options.mode not in modes:
+        raise ValidationError(
+            f"compression_format={fmt.value!r} needs mode {' or '.join(repr(m.value) for m in modes)}; "
+            f"got mode={options.mode.value!r}"
+        )
+    if options.lora_correction:
+        raise ValidationError(
+            f"lora_correction=True cannot be combined with compression_format={fmt.value!r}: the fake-quantize "
+            "formats train their own adapters; use compression_format='dequantize' for LoRA correction"
+        )
+    changed = [name for name in ("awq", "gptq") if getattr(options, name)]
+    if changed:
+        raise ParameterNotSupportedError(
+            f"{' and '.join(changed)}=True change the float weights, which compression_format={fmt.value!r} "
+            "trains from; use scale_estimation (it only sets the scales) or compression_format='dequantize'"
+        )
+    _positive(options.advanced.lora_adapter_rank, "advanced_parameters.lora_adapter_rank")
 
 
 def _check_codebook(mode: Mode, advanced: Any) -> None:
@@ -275,12 +301,6 @@ def _check_advanced(advanced: Any) -> AdvancedCompressionParameters:
     for name in ("awq_params", "scale_estimation_params", "gptq_params", "lora_correction_params"):
         _positive(getattr(advanced, name).subset_size, f"{name}.subset_size")
     _positive(advanced.lora_correction_params.adapter_rank, "lora_correction_params.adapter_rank")
-    if advanced.lora_adapter_rank != LORA_ADAPTER_RANK:
-        warn_once("lora_adapter_rank", (
-            f"advanced_parameters.lora_adapter_rank={advanced.lora_adapter_rank!r} has no effect: it is the rank of "
-            "the fake-quantize-with-LoRA compression format, which is not supported; the rank of LoRA correction is "
-            "AdvancedCompressionParameters(lora_correction_params=AdvancedLoraCorrectionParameters(adapter_rank=...))"
-        ))
     adaptive = advanced.adaptive_codebook_params
     if adaptive.across_blocks:
         raise UnsupportedBackendError("adaptive_codebook_params.across_blocks=True (one codebook shared by several "

@@ -38,7 +38,8 @@ class Capabilities:
     # cannot remove activation quantizers.
     strippable: bool = False
     # Compressed models are framework modules that train: masks and quantizers are trainable parameters
-    # (``prune`` and training-time compression need it; MaskWeight(trainable=True) is carried out).
+    # (``prune`` and training-time compression need it; MaskWeight(trainable=True) is carried out; the
+    # adapter has ``fake_quantize_weights`` for compress_weights' FQ / FQ_LORA / FQ_LORA_NLS formats).
     trainable: bool = False
 
 

@@ -32,7 +32,9 @@ __all__ = [
     "is_wrapped_model",
     "load_from_config",
     "load_state",
+    "lora_rank_choices",
     "register_default_init_args",
+    "set_lora_rank",
     "strip",
     "wrap_model",
 ]
@@ -82,6 +84,24 @@ def wrap_model(model: TModel, example_input: Any, trace_parameters: bool = False
         "nncompress.torch.wrap_model is not implemented: nncompress captures the model inside quantize(), "
         "compress_weights() and create_compressed_model(); pass the plain torch.nn.Module to them"
     )
+
+
+def lora_rank_choices(model: Any) -> tuple[int, ...]:
+    """The ranks ``set_lora_rank`` accepts for a ``compression_format=CompressionFormat.FQ_LORA_NLS`` model
+    (``r, 3r/4, r/2`` of ``AdvancedCompressionParameters.lora_adapter_rank``), descending."""
+    from nncompress.backends.torch.lora_fq import lora_rank_choices as choices
+
+    return choices(model)
+
+
+def set_lora_rank(model: Any, rank: int | None = None) -> int:
+    """Choose the rank of the elastic LoRA adapters of a ``compress_weights(...,
+    compression_format=CompressionFormat.FQ_LORA_NLS)`` model: ``rank`` (one of each adapter's choices
+    ``r, 3r/4, r/2``) or the largest (None). Eval-mode forwards and ``strip`` use it; training samples a
+    rank per forward. Returns how many adapters were set."""
+    from nncompress.backends.torch.lora_fq import set_lora_rank as set_rank
+
+    return set_rank(model, rank)
 
 
 def get_config(model: Any) -> dict[str, Any]:

@@ -59,21 +59,19 @@ def test_validate_compress_args_takes_keywords():
         validate_compress_args(onnx_like, "int4_asym")
 
 
-def test_lora_adapter_rank_warns_once_that_it_has_no_effect(model, caplog):
+def test_lora_adapter_rank_only_shapes_the_fq_lora_format(model, caplog):
     import logging
 
-    from nncompress import log
-
-    log._warned.discard("lora_adapter_rank")
     x = torch.randn(4, 8)
-    advanced = nncf.AdvancedCompressionParameters(lora_adapter_rank=16)
     options = {"mode": "int4_sym", "group_size": 8, "all_layers": True}
+    advanced = nncf.AdvancedCompressionParameters(lora_adapter_rank=16)
     with caplog.at_level(logging.WARNING, logger="nncompress"):
         plain = nncf.compress_weights(model, **options)
-        assert not [r for r in caplog.records if "lora_adapter_rank" in r.getMessage()]
-        first = nncf.compress_weights(model, **options, advanced_parameters=advanced)
-        nncf.compress_weights(model, **options, advanced_parameters=advanced)
-    (message,) = [r.getMessage() for r in caplog.records if "lora_adapter_rank" in r.getMessage()]
-    assert "has no effect" in message and "lora_correction_params" in message
+        ranked = nncf.compress_weights(model, **options, advanced_parameters=advanced)
+        lora = nncf.compress_weights(model, **options, advanced_parameters=advanced,
+                                     compression_format=nncf.CompressionFormat.FQ_LORA)
+    assert not [r for r in caplog.records if "lora_adapter_rank" in r.getMessage()]
+    assert lora.fc1.weight_compressed.lora_A.shape == (16, 8)
     with torch.no_grad():
-        torch.testing.assert_close(first(x), plain(x), rtol=0, atol=0)
+        torch.testing.assert_close(ranked(x), plain(x), rtol=0, atol=0)
+        torch.testing.assert_close(lora(x), plain(x), rtol=0, atol=1e-6)

@@ -12,6 +12,7 @@ activation edits need the capture.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -165,9 +166,23 @@ class TorchAdapter:
         stored as integers + scale (``dequantize``) or every compressed weight as float (``in_place``)."""
         from nncompress.backends.torch import strip_formats
         from nncompress.backends.torch.export import strip
+        from nncompress.backends.torch.lora_fq import fake_quantized_weights, strip_fake_quantized
 
+        if fake_quantized_weights(model):  # compress_weights' FQ formats: merge, encode as the DQ format has it
+            model = copy.deepcopy(model) if do_copy else model
+            do_copy = False
+            strip_fake_quantized(model)
         function = {"dequantize": strip_formats.strip_dequantize, "in_place": strip_formats.strip_in_place}
         return function.get(strip_format, strip)(model, keep_activation_quantizers, do_copy)
+
+    def fake_quantize_weights(self, model: nn.Module, original: nn.Module, compression_format: str, rank: int,
+                              mode: Any) -> nn.Module:
+        """``model`` (a ``compress_weights`` result of ``original``) with its ``mode`` weights trainable:
+        fake-quantized from ``original``'s float weights, with LoRA adapters of ``rank`` (``lora_fq``)."""
+        from nncompress.backends.torch.lora_fq import to_fake_quantize
+
+        to_fake_quantize(model, original, compression_format, rank, mode)
+        return model
 
     def export(self, model: nn.Module, path: Path, format: str, example_input: Any, dynamic_axes=None) -> Path:
         """ONNX with QuantizeLinear/DequantizeLinear, or OpenVINO IR converted from it."""

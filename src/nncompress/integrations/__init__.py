@@ -1,0 +1,1 @@
+"""Integrations with third-party training code (each submodule imports its framework when imported)."""
