@@ -122,7 +122,8 @@ def run(model, eval_ids: np.ndarray, train_ids: np.ndarray, args: argparse.Names
     student = compress(model, fmt, args.rank, args.group_size)
     measure("fq_lora_before", student)
     start = time.perf_counter()
-    losses = train(student, model, train_ids[: -len(eval_ids)] if args.nls else train_ids, steps=args.steps, batch=args.batch, length=args.length, lr=args.lr,
+    texts = train_ids[: -len(eval_ids)] if args.nls else train_ids
+    losses = train(student, model, texts, steps=args.steps, batch=args.batch, length=args.length, lr=args.lr,
                    scale_lr=args.scale_lr, log_every=args.log_every)
     results["train_s"] = time.perf_counter() - start
     window = max(1, min(10, len(losses) // 2))
