@@ -50,6 +50,7 @@ class OnnxAdapter:
         self._indexes = ModelCache(4)
         self._types = ModelCache(4)
         self._sessions = ModelCache(2)
+        self._graphs = ModelCache(2)
 
     def _index(self, model: onnx.ModelProto) -> ModelIndex:
         return self._indexes.get(model, lambda: build_index(model))
@@ -116,13 +117,16 @@ class OnnxAdapter:
             values = dict(zip(unique, session.run(unique, feeds)))
             on_item({t: values[n] for t, n in zip(tensors, names)})
 
-    def region_runner(self, model: Any, region: Region, fetch: Sequence[TensorRef] = ()) -> OnnxRegionRunner:
+    def region_runner(
+        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+    ) -> OnnxRegionRunner:
         """The region extracted as its own model, one onnxruntime session (``regions.OnnxRegionRunner``)."""
         model = as_model(model)
         index = self._index(model)
-        graph = build_graph(index, self._types_of(model))
+        graph = self._graphs.get(model, lambda: build_graph(index, self._types_of(model)))
         return OnnxRegionRunner(
-            index, self._types_of(model), graph, region, fetch, lambda node, port: self.get_constant(model, node, port)
+            index, self._types_of(model), graph, region, fetch,
+            lambda node, port: self.get_constant(model, node, port), constants,
         )
 
     def region_inputs(self, model: Any, runner, items: Iterable[Any],

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
@@ -113,7 +114,12 @@ class _Extraction:
 
 
 class OnnxRegionRunner:
-    """One region of an ONNX model in its own session (see the module docstring)."""
+    """One region of an ONNX model in its own session (see the module docstring).
+
+    ``frozen``: the weight and bias values to use on every run (``Adapter.region_runner``'s ``constants``):
+    they and every other constant stay initializers, so onnxruntime folds and prepacks them; ``run`` then
+    takes no overrides. None: every weight and bias is a session input, overridable per run.
+    """
 
     def __init__(
         self,
@@ -123,33 +129,25 @@ class OnnxRegionRunner:
         region: Region,
         fetch: Sequence[TensorRef],
         constant: Callable[[str, int], np.ndarray],
+        frozen: dict | None = None,
     ):
-        self.region, self.fetch = region, tuple(fetch)
+        self.region, self.fetch, self.frozen = region, tuple(fetch), frozen is not None
         extraction = _Extraction(index, types, region)
         self.ports = overridable_ports(graph, region)
-        fed: dict[str, dict[int, str]] = {}
-        override_inputs = []
         self.defaults: dict[tuple[str, int], np.ndarray] = {}
-        for node, port in self.ports:
-            original = index.by_name[node].input[port]
-            name = f"{OVERRIDE_PREFIX}{node}::{port}"
-            fed.setdefault(node, {})[port] = name
-            elem = (types.get(original) or (None, None))[0] or onnx.TensorProto.FLOAT
-            override_inputs.append(onnx.helper.make_tensor_value_info(name, elem, None))
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-            self.defaults[(node, port)] = np.asarray(constant(node, port), dtype=dtype)
+        rewired, override_inputs, baked = self._constant_ports(index, types, constant, frozen)
         self.input_names = [extraction.tensor_name(t) for t in region.inputs]
         extraction.available.update(self.input_names)
         extraction.available.update(i.name for i in override_inputs)
+        extraction.available.update(t.name for t in baked)
         for name in region.nodes:
-            extraction.add_region_node(name, fed.get(name, {}))
+            extraction.add_region_node(name, rewired.get(name, {}))
         extraction.close()
         self.context = tuple(extraction.context)
         self.input_refs = list(region.inputs) + list(self.context)
         self.input_names += list(extraction.context.values())
-        wanted = list(dict.fromkeys(list(region.outputs) + list(fetch)))
-        self.output_refs = wanted
-        self.output_names = [extraction.tensor_name(t) for t in wanted]
+        self.output_refs = list(dict.fromkeys(list(region.outputs) + list(fetch)))
+        self.output_names = [extraction.tensor_name(t) for t in self.output_refs]
         missing = [n for n in self.output_names if n not in extraction.available]
         if missing:
             raise UnsupportedModelError(f"region {region.name!r} does not compute {missing[0]!r} (output or fetch)")
@@ -158,14 +156,10 @@ class OnnxRegionRunner:
             _value_info(n, types, onnx.TensorProto.INT64 if n in shapes else onnx.TensorProto.FLOAT)
             for n in self.input_names
         ]
-        inputs = infos + override_inputs
         outputs = [_value_info(n, types) for n in dict.fromkeys(self.output_names)]
+        initializers = list(extraction.initializers.values()) + baked
         sub_graph = onnx.helper.make_graph(
-            extraction.ordered_nodes(),
-            f"region {region.name}",
-            inputs,
-            outputs,
-            list(extraction.initializers.values()),
+            extraction.ordered_nodes(), f"region {region.name}", infos + override_inputs, outputs, initializers
         )
         model = index.model
         sub = onnx.helper.make_model(sub_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
@@ -173,6 +167,28 @@ class OnnxRegionRunner:
         self._dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in infos}
         self.session = _session(sub.SerializeToString(), True)
         self._unique_outputs = list(dict.fromkeys(self.output_names))
+
+    def _constant_ports(self, index: ModelIndex, types, constant, frozen: dict | None):
+        """Per node, the inputs rewired to a fed input (or baked initializer), those inputs, those initializers."""
+        rewired: dict[str, dict[int, str]] = {}
+        override_inputs, baked = [], []
+        keys = self.ports if frozen is None else list(frozen)
+        for node, port in keys:
+            if (node, port) not in self.ports:
+                raise UnsupportedModelError(_override_error(self.region, (node, port)))
+            original = index.by_name[node].input[port]
+            name = f"{OVERRIDE_PREFIX}{node}::{port}"
+            rewired.setdefault(node, {})[port] = name
+            elem = (types.get(original) or (None, None))[0] or onnx.TensorProto.FLOAT
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            value = np.asarray(constant(node, port), dtype=dtype)
+            if frozen is None:
+                override_inputs.append(onnx.helper.make_tensor_value_info(name, elem, None))
+                self.defaults[(node, port)] = value
+            else:
+                given = np.asarray(frozen[(node, port)], dtype=dtype).reshape(value.shape)
+                baked.append(numpy_helper.from_array(given, name))
+        return rewired, override_inputs, baked
 
     def run(self, values: dict[TensorRef, np.ndarray], constants: dict | None = None) -> dict[TensorRef, np.ndarray]:
         feeds = {}
@@ -183,6 +199,11 @@ class OnnxRegionRunner:
                     f"region {self.region.name!r}: no value for its {what} {ref.node}:{ref.port}"
                 )
             feeds[name] = np.asarray(values[ref], dtype=self._dtypes[name])
+        if constants and self.frozen:
+            raise UnsupportedModelError(
+                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
+                "constants to override weights per run"
+            )
         weights = dict(self.defaults)
         for key, value in (constants or {}).items():
             if key not in weights:

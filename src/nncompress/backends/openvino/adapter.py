@@ -34,6 +34,7 @@ class OpenVINOAdapter:
         # example_input is not needed: the graph comes from the ov.Model itself (caches hold models weakly)
         self._infer_cache = runner.InferCache()
         self._names: ModelCache[NameIndex] = ModelCache(NameIndex)
+        self._graphs: ModelCache[Graph] = ModelCache(self.build_graph)
 
     def build_graph(self, model: ov.Model) -> Graph:
         """The neutral graph of ``model`` with constants and shape computations folded away."""
@@ -56,10 +57,13 @@ class OpenVINOAdapter:
         """Run ``model`` (compiled once, float32) on each item; pass ``tensors``' values on."""
         runner.collect(model, tensors, items, on_item)
 
-    def region_runner(self, model: ov.Model, region: Region, fetch: Sequence[TensorRef] = ()) -> OpenVINORegionRunner:
+    def region_runner(
+        self, model: ov.Model, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+    ) -> OpenVINORegionRunner:
         """The region as its own ov.Model, compiled once (``regions.OpenVINORegionRunner``)."""
         return OpenVINORegionRunner(
-            model, self.build_graph(model), region, fetch, lambda node, port: self.get_constant(model, node, port)
+            model, self._graphs.get(model), region, fetch, lambda node, port: self.get_constant(model, node, port),
+            constants,
         )
 
     def region_inputs(self, model: ov.Model, runner, items: Iterable[Any],

@@ -61,10 +61,14 @@ class OpenVINORegionRunner:
         region: Region,
         fetch: Sequence[TensorRef],
         constant: Callable[[str, int], np.ndarray],
+        frozen: dict | None = None,
     ):
-        self.region, self.fetch = region, tuple(fetch)
+        self.region, self.fetch, self.frozen = region, tuple(fetch), frozen is not None
         self.ports = overridable_ports(graph, region)
-        self.defaults = {key: constant(*key) for key in self.ports}
+        unknown = [key for key in frozen or {} if key not in self.ports]
+        if unknown:
+            raise UnsupportedModelError(_override_error(region, unknown[0]))
+        self.defaults = {key: constant(*key) for key in self.ports} if frozen is None else {}
         clone = model.clone()
         index = NameIndex(clone)
         wanted = list(dict.fromkeys(list(region.outputs) + list(fetch)))
@@ -83,6 +87,9 @@ class OpenVINORegionRunner:
         self.context = tuple(context)
         params.extend(context.values())
         self._input_types = [p.get_element_type().to_dtype() for p in params]
+        if frozen is not None:
+            self._bake(index, frozen)
+            self.ports = []
         for i, (node, port) in enumerate(self.ports):
             target = index.op(node).input(port)
             source = target.get_source_output()
@@ -102,6 +109,16 @@ class OpenVINORegionRunner:
                 f"region {region.name!r} reads a model input it was not given ({exc}); add it to the region's inputs"
             ) from exc
         self.request = compile_model(sub).create_infer_request()
+
+    @staticmethod
+    def _bake(index: NameIndex, frozen: dict) -> None:
+        """Replace each given weight/bias input by a Constant holding its value (compiled with the region)."""
+        for (node, port), value in frozen.items():
+            target = index.op(node).input(port)
+            source = target.get_source_output()
+            shape = list(source.get_partial_shape().to_shape())
+            array = np.asarray(value, dtype=source.get_element_type().to_dtype()).reshape(shape)
+            target.replace_source_output(ov.opset13.constant(array).output(0))
 
     def _shapes_from_outside(self, index: NameIndex, folded: set, params: set) -> dict[TensorRef, ov.Node]:
         """Shape reads (ShapeOf) of tensors outside the region: a Constant where the shape is static, else a
@@ -142,6 +159,11 @@ class OpenVINORegionRunner:
                     f"region {self.region.name!r}: no value for its {what} {ref.node}:{ref.port}"
                 )
             feeds.append(np.ascontiguousarray(values[ref], dtype=dtype))
+        if constants and self.frozen:
+            raise UnsupportedModelError(
+                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
+                "constants to override weights per run"
+            )
         weights = dict(self.defaults)
         for key, value in (constants or {}).items():
             if key not in weights:
