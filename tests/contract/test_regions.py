@@ -192,3 +192,20 @@ def test_a_decoder_layer_runs_alone_on_items_of_any_length(backend, llama_onnx):
         for tensor in region.outputs:
             assert got[tensor].shape[1] == n
             np.testing.assert_allclose(got[tensor], want[tensor], atol=1e-5, rtol=1e-5)
+
+
+def test_a_runner_made_with_constants_uses_them_on_every_run(case):
+    module, model, adapter, graph, region, runner, data, (stem, fc1, fc2, fc2_input) = case
+    weight = adapter.get_constant(model, fc1.name, fc1.weight.port)
+    key = (fc1.name, fc1.weight.port)
+    fixed = adapter.region_runner(model, region, fetch=[fc2_input], constants={key: 0.5 * weight})
+    x_full = _full_values(adapter, model, list(region.inputs), data[:1])[0]
+    want = runner.run(x_full, constants={key: 0.5 * weight})
+    for _ in range(2):
+        got = fixed.run(x_full)
+        for tensor in list(region.outputs) + [fc2_input]:
+            np.testing.assert_allclose(got[tensor], want[tensor], atol=ATOL, rtol=1e-5)
+    with pytest.raises(UnsupportedModelError, match="fixed constants"):
+        fixed.run(x_full, constants={key: weight})
+    with pytest.raises(UnsupportedModelError, match="not in region"):
+        adapter.region_runner(model, region, constants={(stem.name, stem.weight.port): weight})
