@@ -116,8 +116,10 @@ class OpenVINORegionRunner:
         for (node, port), value in frozen.items():
             target = index.op(node).input(port)
             source = target.get_source_output()
-            shape = list(source.get_partial_shape().to_shape())
-            array = np.asarray(value, dtype=source.get_element_type().to_dtype()).reshape(shape)
+            partial = source.get_partial_shape()
+            array = np.asarray(value, dtype=source.get_element_type().to_dtype())
+            if partial.is_static:
+                array = array.reshape(list(partial.to_shape()))
             target.replace_source_output(ov.opset13.constant(array).output(0))
 
     def _shapes_from_outside(self, index: NameIndex, folded: set, params: set) -> dict[TensorRef, ov.Node]:
