@@ -300,7 +300,10 @@ class ModuleRegionRunner:
             try:
                 args, kwargs = split_item(self.model, item)
                 with torch.no_grad(), eval_mode(self.model):
-                    run_model(self.model, args, kwargs)
+                    if storage_of(self.model) is None:
+                        self.model(*args, **kwargs)  # a plain model: no per-op dispatch needed
+                    else:
+                        run_model(self.model, args, kwargs)
             except _Reached:
                 pass
             finally:
