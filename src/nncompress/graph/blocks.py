@@ -1,0 +1,156 @@
+"""The repeated blocks of a model (transformer layers), found from its dataflow alone.
+
+A *cut* is a float tensor that is, at its position in topological order, the only float tensor of the
+*stream* still waiting for consumers: everything later depends on earlier computation only through it
+(the residual stream between transformer layers; every layer output of a plain sequential network).
+The stream is what depends on the model's weights (nodes downstream of a weighted node); tensors that
+do not (attention masks, rotary tables, shape arithmetic) and integer tensors are *side inputs*: the
+same for every block, computed once with the first block's input.
+
+Segments between consecutive cuts that hold no Linear are merged into the next one; the rest are grouped
+by the period of their weight-shape signatures (a Llama layer is an attention segment and an MLP
+segment), so that a block is one transformer layer whatever the backend names its nodes. A model
+without repetition gets one block per segment: one region per group of weighted layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nncompress.graph.ir import Graph, Node, TensorRef
+from nncompress.graph.ops import OpKind
+
+
+@dataclass(frozen=True)
+class Block:
+    """A region of the graph between two cuts.
+
+    ``input``: the stream tensor entering it (None: the block starts at the model inputs); ``side``:
+    other tensors its nodes read from outside; ``outputs``: the stream tensor leaving it (or, for the
+    last block, what the model outputs read from it); ``nodes``: its nodes in topological order;
+    ``linears``: its Linear nodes with a weight.
+    """
+
+    input: TensorRef | None
+    side: tuple[TensorRef, ...]
+    outputs: tuple[TensorRef, ...]
+    nodes: tuple[str, ...]
+    linears: tuple[str, ...]
+
+    @property
+    def inputs(self) -> tuple[TensorRef, ...]:
+        return ((self.input,) if self.input is not None else ()) + self.side
+
+
+def _is_seed(node: Node) -> bool:
+    """A weighted node whose weight is a matrix or more (not a small constant vector such as ``inv_freq``)."""
+    return node.weight is not None and sum(1 for d in node.weight.shape if d > 1) >= 2
+
+
+def stream_nodes(graph: Graph) -> set[str]:
+    """Names of the nodes that depend on a weighted node (the stream)."""
+    stream: set[str] = set()
+    for node in graph:
+        if _is_seed(node) or any(t is not None and t.node in stream for t in node.inputs):
+            stream.add(node.name)
+    return stream
+
+
+def _float(graph: Graph, tensor: TensorRef) -> bool:
+    return graph.tensor_dtype(tensor) == "float"
+
+
+def cut_positions(graph: Graph, stream: set[str]) -> list[tuple[int, TensorRef]]:
+    """(position, tensor) of every cut, in order (positions index ``list(graph)``)."""
+    order = list(graph)
+    last_use: dict[TensorRef, int] = {}
+    for i, node in enumerate(order):
+        for tensor in node.inputs:
+            if tensor is not None and tensor.node in stream and _float(graph, tensor):
+                last_use[tensor] = max(last_use.get(tensor, -1), i)
+    ending: dict[int, list[TensorRef]] = {}
+    for tensor, end in last_use.items():
+        ending.setdefault(end, []).append(tensor)
+    live: set[TensorRef] = set()
+    cuts = []
+    for i, node in enumerate(order):
+        for tensor in ending.get(i, ()):
+            live.discard(tensor)
+        produced = [t for t in last_use if t.node == node.name] if node.name in stream else []
+        live.update(t for t in produced if last_use[t] > i)
+        if len(live) == 1 and produced and next(iter(live)) in produced:
+            cuts.append((i, next(iter(live))))
+    return cuts
+
+
+def _segments(graph: Graph, stream: set[str]) -> list[tuple[TensorRef | None, list[str], TensorRef | None]]:
+    """(input cut, stream nodes, output cut) between consecutive cuts; the first has no input cut."""
+    order = [node.name for node in graph]
+    cuts = cut_positions(graph, stream)
+    bounds = [(-1, None)] + cuts + [(len(order) - 1, None)]
+    segments = []
+    for (start, entering), (end, leaving) in zip(bounds, bounds[1:]):
+        names = [name for name in order[start + 1: end + 1] if name in stream]
+        if names:
+            segments.append((entering, names, leaving))
+    return segments
+
+
+def _linears(graph: Graph, names: list[str]) -> list[str]:
+    return [n for n in names if graph.node(n).kind is OpKind.LINEAR and graph.node(n).weight is not None]
+
+
+def _period(signatures: list[tuple]) -> int:
+    """The smallest period that most of the signature sequence repeats with (1 when none does)."""
+    count = len(signatures)
+    for period in range(1, max(count // 2, 1) + 1):
+        pairs = count - period
+        same = sum(signatures[i] == signatures[i + period] for i in range(pairs))
+        # a leading and a trailing group may differ (stem, head); everything else repeats
+        if pairs > 0 and same >= max(pairs - 2 * period, 1) and same >= period:
+            return period
+    return 1
+
+
+def find_blocks(graph: Graph) -> list[Block]:
+    """The blocks holding the graph's Linear layers, in order (see the module docstring)."""
+    stream = stream_nodes(graph)
+    merged: list[tuple[TensorRef | None, list[str], TensorRef | None]] = []
+    pending: list[str] = []
+    start: TensorRef | None = None
+    for entering, names, leaving in _segments(graph, stream):
+        if entering is None and not _linears(graph, names):
+            continue  # from the model inputs (embeddings): computed once with the first block's inputs
+        if not pending:
+            start = entering
+        pending += names
+        if _linears(graph, names):
+            merged.append((start, pending, leaving))
+            pending = []
+    if not merged:
+        return []
+    signatures = [tuple(graph.node(n).weight.shape for n in _linears(graph, names)) for _, names, _ in merged]
+    period = _period(signatures)
+    grouped, i = [], 0
+    while i < len(merged):
+        span = period if signatures[i: i + period] == signatures[:period] and i + period <= len(merged) else 1
+        part = merged[i: i + span]
+        grouped.append((part[0][0], [n for _, names, _ in part for n in names], part[-1][2]))
+        i += span
+    return [_block(graph, *group) for group in grouped]
+
+
+def _block(graph: Graph, entering: TensorRef | None, names: list[str], leaving: TensorRef | None) -> Block:
+    inside = set(names)
+    side: dict[TensorRef, None] = {}
+    for name in names:
+        for tensor in graph.node(name).inputs:
+            if tensor is not None and tensor.node not in inside and tensor != entering:
+                side.setdefault(tensor)
+    if leaving is not None:
+        outputs = (leaving,)
+    else:
+        outputs = tuple(dict.fromkeys(
+            t for node in graph.outputs() for t in node.inputs if t is not None and t.node in inside
+        ))
+    return Block(entering, tuple(side), outputs, tuple(names), tuple(_linears(graph, names)))
