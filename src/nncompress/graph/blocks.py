@@ -112,21 +112,74 @@ def _period(signatures: list[tuple]) -> int:
     return 1
 
 
+def _descends(graph: Graph, tensor: TensorRef, source: TensorRef, position: dict[str, int]) -> bool:
+    """Whether ``tensor`` is computed from ``source`` (backward search, not before ``source``'s node)."""
+    stack, seen = [tensor.node], set()
+    while stack:
+        name = stack.pop()
+        if name == source.node:
+            return True
+        if name in seen or position[name] < position[source.node]:
+            continue
+        seen.add(name)
+        stack.extend(t.node for t in graph.node(name).inputs if t is not None)
+    return False
+
+
+def _is_residual(graph: Graph, tensor: TensorRef, position: dict[str, int]) -> bool:
+    """Whether ``tensor`` (through conversions) is the skip input of an Add whose other input is computed
+    from it: a residual stream entering a layer (pre- or post-norm alike)."""
+    stack = [tensor]
+    while stack:
+        current = stack.pop()
+        for ref in graph.consumers(current):
+            node = graph.node(ref.node)
+            if node.kind in (OpKind.CONVERT, OpKind.IDENTITY):
+                stack.append(TensorRef(ref.node))
+            elif node.kind is OpKind.ADD:
+                others = [t for p, t in enumerate(node.inputs) if t is not None and p != ref.port]
+                if any(_descends(graph, other, tensor, position) for other in others):
+                    return True
+    return False
+
+
+def _boundary(graph: Graph, gap: list, position: dict[str, int]) -> int:
+    """How many of the Linear-free segments ``gap`` before a block go to the earlier block: the boundary
+    is the first cut entering a residual Add, else the last cut."""
+    cuts = [gap[0][0]] + [leaving for _, _, leaving in gap]
+    residual = [k for k, cut in enumerate(cuts) if cut is not None and _is_residual(graph, cut, position)]
+    return residual[0] if residual else len(gap)
+
+
+def _merged(graph: Graph, segments: list) -> list[tuple[TensorRef | None, list[str], TensorRef | None]]:
+    """One entry per segment holding a Linear, the Linear-free segments between them split at a layer
+    boundary; the segments before the first (embeddings) and after the last are left out."""
+    position = {node.name: i for i, node in enumerate(graph)}
+    merged: list = []
+    gap: list = []
+    for segment in segments:
+        if not _linears(graph, segment[1]):
+            if segment[0] is not None:  # the first segment starts at the model inputs: not a block's part
+                gap.append(segment)
+            continue
+        entering, names = segment[0], list(segment[1])
+        if gap:
+            split = _boundary(graph, gap, position)
+            head, tail = gap[:split], gap[split:]
+            if merged and head:
+                first, body, _ = merged[-1]
+                merged[-1] = (first, body + [n for _, part, _ in head for n in part], head[-1][2])
+            if tail:
+                entering, names = tail[0][0], [n for _, part, _ in tail for n in part] + names
+        merged.append((entering, names, segment[2]))
+        gap = []
+    return merged
+
+
 def find_blocks(graph: Graph) -> list[Block]:
     """The blocks holding the graph's Linear layers, in order (see the module docstring)."""
-    stream = stream_nodes(graph)
-    merged: list[tuple[TensorRef | None, list[str], TensorRef | None]] = []
-    pending: list[str] = []
-    start: TensorRef | None = None
-    for entering, names, leaving in _segments(graph, stream):
-        if entering is None and not _linears(graph, names):
-            continue  # from the model inputs (embeddings): computed once with the first block's inputs
-        if not pending:
-            start = entering
-        pending += names
-        if _linears(graph, names):
-            merged.append((start, pending, leaving))
-            pending = []
+    segments = _segments(graph, stream_nodes(graph))
+    merged = _merged(graph, segments)
     if not merged:
         return []
     signatures = [tuple(graph.node(n).weight.shape for n in _linears(graph, names)) for _, names, _ in merged]
@@ -137,7 +190,41 @@ def find_blocks(graph: Graph) -> list[Block]:
         part = merged[i: i + span]
         grouped.append((part[0][0], [n for _, names, _ in part for n in names], part[-1][2]))
         i += span
+    last = max((k for k, group in enumerate(grouped) if _signature(graph, group[1]) == _signature(graph, grouped[0][1])),
+               default=0)
+    if last >= 1:
+        _align_last(graph, grouped, last, segments)
     return [_block(graph, *group) for group in grouped]
+
+
+def _signature(graph: Graph, names: list[str]) -> tuple:
+    return tuple(graph.node(n).weight.shape for n in _linears(graph, names))
+
+
+def _tail(graph: Graph, names: list[str]) -> int:
+    """Stream nodes after the last Linear of ``names``."""
+    return len(names) - 1 - max(i for i, n in enumerate(names) if n in set(_linears(graph, names)))
+
+
+def _align_last(graph: Graph, grouped: list, last: int, segments: list) -> None:
+    """End the last repeated block where the others end (as many nodes after its last Linear): a final
+    norm then goes with the head after it, and a post-norm layer keeps its norm (``grouped`` in place)."""
+    want = _tail(graph, grouped[last - 1][1])
+    if _tail(graph, grouped[last][1]) == want:
+        return
+    flat = [n for _, names, _ in segments for n in names]
+    cut_after = {names[-1]: leaving for _, names, leaving in segments if leaving is not None}
+    entering, names, _ = grouped[last]
+    end = flat.index(_linears(graph, names)[-1]) + want
+    if end >= len(flat) or flat[end] not in cut_after:
+        return
+    boundary = cut_after[flat[end]]
+    start = flat.index(names[0])
+    grouped[last] = (entering, flat[start: end + 1], boundary)
+    if last + 1 < len(grouped):
+        _, following, leaving = grouped[last + 1]
+        stop = flat.index(following[-1])
+        grouped[last + 1] = (boundary, flat[end + 1: stop + 1], leaving)
 
 
 def _block(graph: Graph, entering: TensorRef | None, names: list[str], leaving: TensorRef | None) -> Block:

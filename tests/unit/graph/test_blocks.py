@@ -52,7 +52,12 @@ def _check_llama(graph, layers: int) -> None:
 
 def test_llama_layers_from_pytorch_capture():
     model = _llama()
-    _check_llama(_graph(model, {"input_ids": torch.randint(0, 64, (1, 8))}), 3)
+    graph = _graph(model, {"input_ids": torch.randint(0, 64, (1, 8))})
+    _check_llama(graph, 3)
+    blocks = find_blocks(graph)
+    for k, block in enumerate(blocks[:-1]):  # exactly the decoder layer modules (the runner calls them)
+        assert all(name.startswith(f"model/layers/{k}/") for name in block.nodes)
+    assert blocks[-1].nodes[0].startswith("model/norm/")  # the final norm goes with the head
 
 
 @pytest.mark.slow
@@ -78,7 +83,10 @@ def test_bert_encoder_layers():
     blocks = find_blocks(graph)
     layer = [(32, 32)] * 4 + [(32, 64), (32, 64)]
     assert [_shapes(graph, b) for b in blocks] == [layer] * 3 + [[(32, 32)]]  # 3 layers, then the pooler
-    assert len(blocks[-1].outputs) == 2  # last hidden state and pooled output
+    for k, block in enumerate(blocks[:-1]):  # post-norm layers keep their last LayerNorm
+        outside = [name for name in block.nodes if not name.startswith(f"encoder/layer/{k}/")]
+        assert outside == (["embeddings/dropout/dropout/0"] if k == 0 else [])  # (an identity in eval mode)
+    assert blocks[-1].input == blocks[-2].outputs[0] and blocks[-1].outputs[0].node.startswith("pooler/")
 
 
 def test_gpt2_layers():
