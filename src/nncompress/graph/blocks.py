@@ -190,8 +190,8 @@ def find_blocks(graph: Graph) -> list[Block]:
         part = merged[i: i + span]
         grouped.append((part[0][0], [n for _, names, _ in part for n in names], part[-1][2]))
         i += span
-    last = max((k for k, group in enumerate(grouped) if _signature(graph, group[1]) == _signature(graph, grouped[0][1])),
-               default=0)
+    first = _signature(graph, grouped[0][1])
+    last = max((k for k, group in enumerate(grouped) if _signature(graph, group[1]) == first), default=0)
     if last >= 1:
         _align_last(graph, grouped, last, segments)
     return [_block(graph, *group) for group in grouped]

@@ -122,8 +122,8 @@ def test_sequential_network_gets_one_block_per_layer():
     blocks = find_blocks(graph)
     assert [b.linears for b in blocks] == [("fc1",), ("fc2",), ("fc3",)]
     assert blocks[0].input is None and blocks[0].side == (x,)  # the first block starts at the model input
-    assert blocks[1].input.node == "fc1"  # a cut right after fc1: relu1 belongs to the next block
-    assert blocks[2].input.node == "fc2"
+    assert blocks[1].input.node == "relu1"  # no residual Add: the activation ends the earlier block
+    assert blocks[2].input.node == "relu2"
 
 
 def test_branches_stay_in_one_block_and_side_inputs_are_listed():
@@ -139,6 +139,6 @@ def test_branches_stay_in_one_block_and_side_inputs_are_listed():
     graph = _built(g)
     blocks = find_blocks(graph)
     assert [b.linears for b in blocks] == [("fc0",), ("left", "right"), ("fc_out",)]
-    assert blocks[1].input.node == "fc0" and blocks[1].side == ()
-    assert blocks[2].input.node == "add" and blocks[2].side == (mask,)  # not from weights: a side input
+    assert blocks[1].input.node == "fc0" and blocks[1].side == (mask,)  # not from weights: a side input
+    assert blocks[2].input.node == "mul" and blocks[2].side == ()
     assert np.all([len(b.outputs) == 1 for b in blocks])
