@@ -12,6 +12,7 @@ import numpy as np
 from nncompress.errors import UnsupportedBackendError, ValidationError
 from nncompress.graph.edits import Edit, EditStream
 from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.regions import Region
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,34 @@ def check_strip(capabilities: Capabilities, keep_activation_quantizers: bool) ->
     return False
 
 
+Constants = dict[tuple[str, int], np.ndarray]  # (node, port) -> float value of a weight constant
+
+
+class RegionRunner(Protocol):
+    """One region of one model, prepared (compiled, extracted, bound) once; ``run`` serves every call.
+
+    ``context``: extra values the backend's runner reads besides ``region.inputs`` (PyTorch: tensor
+    arguments of the region's module that are not graph tensors, e.g. rotary cos/sin or position ids
+    computed from shapes; keyed by ``TensorRef("@arg/<argument path>")``, the same keys for every block
+    called alike). Empty where the region reads nothing else. When ``run`` is not given a context value,
+    the value seen while capturing the graph is used (valid for items shaped like the example input).
+    """
+
+    region: Region
+    fetch: tuple[TensorRef, ...]
+    context: tuple[TensorRef, ...]
+
+    def run(
+        self, values: dict[TensorRef, np.ndarray], constants: Constants | None = None
+    ) -> dict[TensorRef, np.ndarray]:
+        """The region's outputs and the ``fetch`` tensors for one calibration item.
+
+        ``values`` holds every ``region.inputs`` tensor (and optionally ``context`` values; other keys are
+        ignored); ``constants`` replaces weight constants (node, port) of nodes inside the region for this
+        call only (float values, the layout ``get_constant`` returns). The model is never modified.
+        """
+
+
 class Adapter(Protocol):
     """Backend operations the algorithms need. Models are never modified in place.
 
@@ -96,6 +125,24 @@ class Adapter(Protocol):
 
         One compiled model/session serves all items.
         """
+
+    def region_runner(self, model: Any, region: Region, fetch: Sequence[TensorRef] = ()) -> RegionRunner:
+        """A runner of ``region`` of ``model`` (see ``RegionRunner``), prepared once.
+
+        ``fetch``: tensors inside the region (e.g. the inputs of its Linear/Conv layers) returned by every
+        ``run`` besides the outputs. UnsupportedModelError names what the backend cannot run on its own.
+        """
+
+    def region_inputs(
+        self,
+        model: Any,
+        runner: RegionRunner,
+        items: Iterable[Any],
+        on_item: Callable[[dict[TensorRef, np.ndarray]], None],
+    ) -> None:
+        """Run ``model`` on each model-input item and pass ``on_item`` the values ``runner.run`` reads:
+        ``runner.region.inputs`` plus ``runner.context`` (a pipeline's first block; later blocks reuse
+        the context and the inputs shared by every block, such as the attention mask)."""
 
     def apply(self, model: Any, edits: Sequence[Edit] | EditStream) -> Any:
         """A new model with ``edits`` carried out in ``graph.edits.ordered`` order; ``model`` is untouched.

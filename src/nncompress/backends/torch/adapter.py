@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from nncompress.backends.adapter import Capabilities
-from nncompress.errors import CalibrationError, GraphCaptureError, ValidationError
+from nncompress.errors import CalibrationError, GraphCaptureError, UnsupportedModelError, ValidationError
 from nncompress.graph.edits import Edit, EditStream
 from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.regions import Region
 
 from .capture import Capture, capture_graph
 from .edits import apply_edits
@@ -85,6 +86,7 @@ class TorchAdapter:
     def __init__(self, example_input: Any = None) -> None:
         self.example_input = example_input  # one model-input item for capturing graphs (this call only)
         self._sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Capture
+        self._calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> submodule calls
 
     def capture(self, model: nn.Module) -> Capture:
         """The capture of ``model`` on this adapter's example input (made once per model)."""
@@ -153,6 +155,29 @@ class TorchAdapter:
                         f"({len(missing)} tensors missing): the forward took another path than on the example input"
                     )
                 on_item({t: tap.values[t] for t in tensors})
+
+    def region_runner(self, model: nn.Module, region: Region, fetch: Sequence[TensorRef] = ()):
+        """A runner calling the module whose scope is ``region`` (``regions.ModuleRegionRunner``)."""
+        from .regions import ModuleRegionRunner, record_module_calls, region_module
+
+        capture = self.capture(model)
+        path = region_module(capture.graph, region)
+        if path is None:
+            raise UnsupportedModelError(
+                f"region {region.name!r} ({len(region.nodes)} nodes from {region.nodes[0]!r}) is not exactly the "
+                "scope of one module: the PyTorch runner runs one module's scope (e.g. "
+                "graph.regions.scope_region(graph, "
+                "'model/layers/3'))"
+            )
+        calls = self._calls.get(model)
+        if calls is None:
+            calls = self._calls[model] = record_module_calls(model, self.example_input)
+        return ModuleRegionRunner(model, capture, calls, path, region, fetch)
+
+    def region_inputs(self, model: nn.Module, runner, items: Iterable[Any],
+                      on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:
+        """The runner's inputs and context per item, read where its module is called (the forward stops there)."""
+        runner.inputs_of(items, on_item)
 
     def apply(self, model: nn.Module, edits: Sequence[Edit] | EditStream) -> nn.Module:
         """A hooked deep copy of ``model`` with ``edits`` carried out (weight compression: a copy

@@ -22,3 +22,13 @@ def tiny_gpt2():
                                      bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).eval()
+
+
+def tiny_llama(seed: int = 0, tied: bool = False, layers: int = 2):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=96, tie_word_embeddings=tied, bos_token_id=0, eos_token_id=1, pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval()

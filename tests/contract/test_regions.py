@@ -1,0 +1,124 @@
+"""The region runner contract (``Adapter.region_runner``), one template for every backend.
+
+A stem Linear feeds a residual block (fc1 -> ReLU -> fc2, plus the block input) and a head. The region
+is the block, found the same way on every backend (between the stem's output and the tensor the head's
+ReLU reads): its outputs equal the full model's, a constant override gives the block computed by hand
+with the replaced weight, fetch returns fc2's input, and the model is left as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nncompress.backends import registry
+from nncompress.errors import UnsupportedModelError
+from nncompress.graph.ir import InputRef, TensorRef
+from nncompress.graph.regions import region_between
+from tests.contract.backends import as_backend, items, run
+
+ATOL = 2e-5
+
+
+class Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.block, self.head = nn.Linear(16, 32), Block(32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.block(self.stem(x))))
+
+
+SHAPE = (4, 16)
+
+
+@pytest.fixture
+def case(backend, tmp_path):
+    module = Net().eval()
+    example = torch.zeros(*SHAPE)
+    model = as_backend(module, example, backend, tmp_path)
+    adapter = registry.get_adapter(model, example_input=example if backend == "torch" else example.numpy())
+    graph = adapter.build_graph(model)
+    stem, fc1, fc2, head = [n for n in graph if n.weight is not None]
+    relu = graph.producer(InputRef(head.name, head.activation_ports()[0]))
+    block_out = graph.node(relu.node).inputs[0]
+    region = region_between(graph, [stem.bias.output], [block_out], name="block")
+    fc2_input = graph.producer(InputRef(fc2.name, fc2.activation_ports()[0]))
+    try:
+        runner = adapter.region_runner(model, region, fetch=[fc2_input])
+    except (AttributeError, NotImplementedError):
+        pytest.skip(f"{backend}: region runner not implemented yet")
+    data = [x if backend != "torch" else torch.from_numpy(x) for x in items(SHAPE, count=3)]
+    return module, model, adapter, graph, region, runner, data, (stem, fc1, fc2, fc2_input)
+
+
+def _full_values(adapter, model, tensors, data) -> list[dict[TensorRef, np.ndarray]]:
+    seen = []
+    adapter.collect(model, list(dict.fromkeys(tensors)), data, seen.append)
+    return seen
+
+
+def test_outputs_and_fetch_equal_the_full_model(case):
+    module, model, adapter, graph, region, runner, data, (_, _, _, fc2_input) = case
+    wanted = list(region.inputs) + list(region.outputs) + [fc2_input]
+    for full in _full_values(adapter, model, wanted, data):
+        got = runner.run({t: full[t] for t in region.inputs})
+        assert set(got) == set(region.outputs) | {fc2_input}
+        for tensor in list(region.outputs) + [fc2_input]:
+            np.testing.assert_allclose(got[tensor], full[tensor], atol=ATOL, rtol=1e-5)
+        assert np.abs(got[fc2_input]).sum() > 0  # the ReLU output, not a zero placeholder
+
+
+def test_constant_override_computes_the_block_by_hand_and_keeps_the_model(case, backend):
+    module, model, adapter, graph, region, runner, data, (stem, fc1, fc2, _) = case
+    before = run(model, items(SHAPE, count=1, seed=3)[0])
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    weight = adapter.get_constant(model, fc1.name, fc1.weight.port)
+    x_full = _full_values(adapter, model, list(region.inputs), data[:1])[0]
+    got = runner.run(x_full, constants={(fc1.name, fc1.weight.port): 0.5 * weight})
+    h = x_full[region.inputs[0]].astype(np.float64)
+    p = {k: v.double().numpy() for k, v in module.block.state_dict().items()}
+    hidden = np.maximum(h @ (0.5 * p["fc1.weight"]).T + p["fc1.bias"], 0)
+    want = h + hidden @ p["fc2.weight"].T + p["fc2.bias"]
+    np.testing.assert_allclose(got[region.outputs[0]], want, atol=1e-4, rtol=1e-4)
+    # the override held for that call only, and the model is unchanged
+    plain = runner.run(x_full)
+    hidden = np.maximum(h @ p["fc1.weight"].T + p["fc1.bias"], 0)
+    np.testing.assert_allclose(plain[region.outputs[0]], h + hidden @ p["fc2.weight"].T + p["fc2.bias"], atol=1e-4)
+    np.testing.assert_array_equal(run(model, items(SHAPE, count=1, seed=3)[0]), before)
+    np.testing.assert_allclose(adapter.get_constant(model, fc1.name, fc1.weight.port), weight)
+    if backend == "torch":
+        assert all(torch.equal(state[k], v) for k, v in module.state_dict().items())
+        assert not any(m._forward_pre_hooks or m._forward_hooks for m in module.modules())
+
+
+def test_region_inputs_read_what_run_needs(case):
+    module, model, adapter, graph, region, runner, data, _ = case
+    seen = []
+    adapter.region_inputs(model, runner, data, seen.append)
+    full = _full_values(adapter, model, list(region.inputs) + list(region.outputs), data)
+    assert len(seen) == len(data)
+    for values, want in zip(seen, full):
+        assert set(region.inputs) <= set(values)
+        got = runner.run(values)
+        np.testing.assert_allclose(got[region.outputs[0]], want[region.outputs[0]], atol=ATOL, rtol=1e-5)
+
+
+def test_override_of_a_node_outside_the_region_is_refused(case):
+    module, model, adapter, graph, region, runner, data, (stem, *_rest) = case
+    x_full = _full_values(adapter, model, list(region.inputs), data[:1])[0]
+    weight = adapter.get_constant(model, stem.name, stem.weight.port)
+    with pytest.raises(UnsupportedModelError, match="not in region"):
+        runner.run(x_full, constants={(stem.name, stem.weight.port): weight})
