@@ -139,35 +139,56 @@ def layer_steps(
     ]
 
 
+class LayerCompressor:
+    """Passes each job through its steps and yields its edits; shared by the whole-model and the
+    block-wise paths (one per run: tied weights and GPTQ factorizations are remembered across layers)."""
+
+    def __init__(self, read, options: WeightCompressionOptions, report: WeightCompressionReport, linear_shapes):
+        self.read, self.options, self.report = read, options, report
+        self.linear_shapes = linear_shapes  # weight shapes of Linear layers (tied embeddings)
+        self.tied: dict[tuple, CompressedWeight] = {}
+        self.factors = GPTQFactors()
+        report.timings.setdefault("compression", 0.0)
+
+    def compress(self, job: LayerJob, awq: AWQPlan) -> LayerJob:
+        """The job after its steps: ``compressed`` (a tied weight reused), ``edits``; weight and target dropped."""
+        started = time.perf_counter()
+        layer = job.layer
+        self.report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
+        try:
+            job = run_steps(job, layer_steps(layer.config, awq, self.read, self.options, self.factors))
+        except NonFiniteWeightError:
+            self.read.check(layer)
+            raise
+        job = job.but(weight=None, target=None)  # only the results are needed from here on
+        tied = layer.kind is not OpKind.EMBEDDING or layer.weight.shape in self.linear_shapes
+        if job.compressed is not None and tied:
+            job = job.but(compressed=_reuse_tied(self.tied, layer, job.compressed))
+        self.report.timings["compression"] += time.perf_counter() - started
+        return job
+
+    @staticmethod
+    def edits(job: LayerJob) -> Iterator:
+        """The edits of a compressed job: its weight, then its corrections (stage order)."""
+        layer = job.layer
+        if job.compressed is not None:
+            name = f"{layer.node}/weight{layer.weight.port}"
+            yield CompressWeight(layer.node, layer.weight.port, job.compressed, name)
+        yield from job.edits
+
+
 def _edits(
     jobs: list[LayerJob], awq: AWQPlan, read, options: WeightCompressionOptions, report: WeightCompressionReport
 ) -> Iterator:
     """Compress each weight in turn; yield its edit (and its LoRA correction, AWQ multiplies)."""
-    tied: dict[tuple, CompressedWeight] = {}
-    factors = GPTQFactors()
     linear_shapes = {job.layer.weight.shape for job in jobs if job.layer.kind is OpKind.LINEAR}
+    compressor = LayerCompressor(read, options, report, linear_shapes)
     total = sum(job.layer.size for job in jobs)
-    report.timings.setdefault("compression", 0.0)
     # largest weights first: while they are processed, few compressed weights exist yet (lower peak memory)
     ordered = sorted(jobs, key=lambda job: -job.layer.size)
     for job in progress_iter(ordered, len(ordered), "Applying weight compression"):
-        started = time.perf_counter()
-        layer = job.layer
-        report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
-        try:
-            job = run_steps(job, layer_steps(layer.config, awq, read, options, factors))
-        except NonFiniteWeightError:
-            read.check(layer)
-            raise
-        job = job.but(weight=None, target=None)  # only the results are needed from here on
-        if job.compressed is not None:
-            compressed = job.compressed
-            if layer.kind is not OpKind.EMBEDDING or layer.weight.shape in linear_shapes:
-                compressed = _reuse_tied(tied, layer, compressed)
-            report.timings["compression"] += time.perf_counter() - started
-            yield CompressWeight(layer.node, layer.weight.port, compressed, f"{layer.node}/weight{layer.weight.port}")
-            del compressed
-        yield from job.edits
+        job = compressor.compress(job, awq)
+        yield from compressor.edits(job)
         del job  # stored by the backend by now: release before reading the next weight
     yield from awq.multiplies
     report.notes.append(f"{len(jobs)} weights with {total / 1e6:.2f}M parameters processed")
