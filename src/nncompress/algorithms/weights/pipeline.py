@@ -74,6 +74,10 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     report.skipped.update(selection.skipped)
     layers = selection.layers
     read = WeightReader(adapter, model, eager=_reads_weights_before_encoding(options))
+    if options.needs_statistics:
+        result = _run_blockwise(adapter, model, graph, layers, options, report, read)
+        if result is not None:
+            return _finish(result, report, start)
     stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
     if options.needs_statistics:
         stats = data_aware.collect_statistics(adapter, model, layers, options, report)
@@ -89,12 +93,36 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
         report.notes.append(awq.summary)
     jobs = [LayerJob(layer, stats.get(layer.node)) for layer in layers]
     stream = EditStream(_edits(jobs, awq, read, options, report), options=options.advanced.backend_params)
-    result = adapter.apply(model, stream)
+    return _finish(adapter.apply(model, stream), report, start)
+
+
+def _finish(result, report: WeightCompressionReport, start: float) -> tuple[Any, WeightCompressionReport]:
     for name, why in report.skipped.items():
         report.add_layer(name, "float", 32, 0, False)
         report.layers[name] = f"float ({why})"
     report.timings["total"] = time.perf_counter() - start
     return result, report
+
+
+def _run_blockwise(adapter, model, graph, layers, options: WeightCompressionOptions, report, read) -> Any | None:
+    """The compressed model from the block-wise pipeline, or None (with a note) where it cannot serve."""
+    from nncompress.algorithms.weights import blockwise
+
+    pipeline, why = blockwise.prepare(adapter, model, graph, layers, options, report, read)
+    if pipeline is None:
+        report.notes.append(f"statistics from whole-model runs: {why}")
+        return None
+    if options.ratio < 1.0 and not options.is_8bit and not options.data_aware_mixed_precision:
+        layers, note = assign_mixed_precision(layers, options, read, lambda layer: None)
+        report.notes.append(note)
+        pipeline.set_layers(layers)
+    linear_shapes = {layer.weight.shape for layer in layers if layer.kind is OpKind.LINEAR}
+
+    def compressor(final_layers):
+        return LayerCompressor(read, options, report, linear_shapes)
+
+    edits = blockwise.run(pipeline, layers, compressor)
+    return adapter.apply(model, EditStream(edits, options=options.advanced.backend_params))
 
 
 def read_step(job: LayerJob, read: Callable[[WeightLayer], np.ndarray]) -> LayerJob:
