@@ -269,10 +269,13 @@ def _multiplied(awq: AWQPlan) -> set[str]:
 
 
 def _in_original_space(job: LayerJob, awq: AWQPlan, w_oi: np.ndarray) -> np.ndarray:
-    """``w_oi`` (acting on the layer's scaled input ``x / s``) as a weight on the unscaled ``x``."""
-    if job.input_scale is None:
-        return w_oi
-    return w_oi / job.input_scale.reshape(1, -1)
+    """``w_oi`` (AWQ's scales multiplied in: input channels by ``s``, acting on ``x / s``; output channels
+    by a merged ``1 / s``) as a weight on the unscaled ``x`` with the original outputs."""
+    if job.input_scale is not None:
+        w_oi = w_oi / job.input_scale.reshape(1, -1)
+    if job.output_scale is not None:
+        w_oi = w_oi / np.asarray(job.output_scale).reshape(-1, 1)
+    return w_oi
 
 
 def effective_weight(job: LayerJob, awq: AWQPlan, original, read) -> np.ndarray | None:
