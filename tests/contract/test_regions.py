@@ -122,3 +122,90 @@ def test_override_of_a_node_outside_the_region_is_refused(case):
     weight = adapter.get_constant(model, stem.name, stem.weight.port)
     with pytest.raises(UnsupportedModelError, match="not in region"):
         runner.run(x_full, constants={(stem.name, stem.weight.port): weight})
+
+
+@pytest.fixture(scope="module")
+def llama_onnx(tmp_path_factory):
+    """A 3-layer tiny Llama (logits of input_ids, attention_mask) exported with a dynamic sequence length."""
+    from tests.unit.backends.torch.tiny_transformers import tiny_llama
+
+    model = tiny_llama(layers=3)
+
+    class Logits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    path = tmp_path_factory.mktemp("llama") / "llama.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Logits(),
+            (torch.zeros(1, 7, dtype=torch.int64), torch.ones(1, 7, dtype=torch.int64)),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            dynamic_axes={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}},
+        )
+    return model, str(path)
+
+
+def test_a_decoder_layer_runs_alone_on_items_of_any_length(backend, llama_onnx):
+    """Block inputs (hidden states, mask) and context (rotary cos/sin or the shapes they come from) read by
+    ``region_inputs`` drive the block to the full model's values for sequence lengths unlike the example's."""
+    from tests.contract.backends import ov
+
+    module, path = llama_onnx
+    lengths = (9, 4)
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(0, 96, size=(1, n)) for n in lengths]
+    if backend == "torch":
+        model, scope = module, "model/layers/1"
+        data = [
+            {"input_ids": torch.from_numpy(i), "attention_mask": torch.ones(i.shape, dtype=torch.int64)} for i in ids
+        ]
+        adapter = registry.get_adapter(model, example_input={"input_ids": torch.zeros(1, 7, dtype=torch.int64)})
+    else:
+        import onnx
+
+        model = onnx.load(path) if backend == "onnx" else ov.convert_model(path)
+        data = [{"input_ids": i, "attention_mask": np.ones(i.shape, dtype=np.int64)} for i in ids]
+        adapter = registry.get_adapter(model)
+    graph = adapter.build_graph(model)
+    if backend != "torch":
+        scope = next(n.name for n in graph if "layers.1/" in n.name).split("layers.1/")[0] + "layers.1"
+    from nncompress.graph.regions import scope_region
+
+    region = scope_region(graph, scope)
+    runner = adapter.region_runner(model, region)
+    seen, full = [], []
+    adapter.region_inputs(model, runner, data, seen.append)
+    adapter.collect(model, list(region.outputs), data, full.append)
+    for values, want, n in zip(seen, full, lengths):
+        got = runner.run(values)
+        for tensor in region.outputs:
+            assert got[tensor].shape[1] == n
+            np.testing.assert_allclose(got[tensor], want[tensor], atol=1e-5, rtol=1e-5)
+
+
+def test_a_runner_made_with_constants_uses_them_on_every_run(case):
+    module, model, adapter, graph, region, runner, data, (stem, fc1, fc2, fc2_input) = case
+    weight = adapter.get_constant(model, fc1.name, fc1.weight.port)
+    key = (fc1.name, fc1.weight.port)
+    fixed = adapter.region_runner(model, region, fetch=[fc2_input], constants={key: 0.5 * weight})
+    x_full = _full_values(adapter, model, list(region.inputs), data[:1])[0]
+    want = runner.run(x_full, constants={key: 0.5 * weight})
+    for _ in range(2):
+        got = fixed.run(x_full)
+        for tensor in list(region.outputs) + [fc2_input]:
+            np.testing.assert_allclose(got[tensor], want[tensor], atol=ATOL, rtol=1e-5)
+    with pytest.raises(UnsupportedModelError, match="fixed constants"):
+        fixed.run(x_full, constants={key: weight})
+    with pytest.raises(UnsupportedModelError, match="not in region"):
+        adapter.region_runner(model, region, constants={(stem.name, stem.weight.port): weight})

@@ -75,11 +75,13 @@ Constants = dict[tuple[str, int], np.ndarray]  # (node, port) -> float value of 
 class RegionRunner(Protocol):
     """One region of one model, prepared (compiled, extracted, bound) once; ``run`` serves every call.
 
-    ``context``: extra values the backend's runner reads besides ``region.inputs`` (PyTorch: tensor
-    arguments of the region's module that are not graph tensors, e.g. rotary cos/sin or position ids
-    computed from shapes; keyed by ``TensorRef("@arg/<argument path>")``, the same keys for every block
-    called alike). Empty where the region reads nothing else. When ``run`` is not given a context value,
-    the value seen while capturing the graph is used (valid for items shaped like the example input).
+    ``context``: extra values the backend's runner reads besides ``region.inputs``, read per item by
+    ``Adapter.region_inputs``. PyTorch: tensor arguments of the region's module that are not graph tensors
+    (rotary cos/sin, position ids computed from shapes), keyed ``TensorRef("@arg/<argument path>")`` -- the
+    same keys for every block called alike; when ``run`` lacks one, the value seen on the example input is
+    used (valid for items shaped like it). ONNX/OpenVINO: the dynamic shapes of tensors outside the region
+    that it reads (shape ops), keyed by the shape op's TensorRef; ``run`` raises when one is missing.
+    Empty where the region reads nothing else.
     """
 
     region: Region
@@ -91,9 +93,10 @@ class RegionRunner(Protocol):
     ) -> dict[TensorRef, np.ndarray]:
         """The region's outputs and the ``fetch`` tensors for one calibration item.
 
-        ``values`` holds every ``region.inputs`` tensor (and optionally ``context`` values; other keys are
-        ignored); ``constants`` replaces weight constants (node, port) of nodes inside the region for this
-        call only (float values, the layout ``get_constant`` returns). The model is never modified.
+        ``values`` holds every ``region.inputs`` tensor (and ``context`` values; other keys are ignored);
+        ``constants`` replaces weight constants (node, port) of nodes inside the region for this call only
+        (float values, the layout ``get_constant`` returns): on ONNX/OpenVINO the weight and bias inputs of
+        the region's layers, on PyTorch parameters of the region's module. The model is never modified.
         """
 
 
@@ -126,11 +129,17 @@ class Adapter(Protocol):
         One compiled model/session serves all items.
         """
 
-    def region_runner(self, model: Any, region: Region, fetch: Sequence[TensorRef] = ()) -> RegionRunner:
+    def region_runner(
+        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: Constants | None = None
+    ) -> RegionRunner:
         """A runner of ``region`` of ``model`` (see ``RegionRunner``), prepared once.
 
         ``fetch``: tensors inside the region (e.g. the inputs of its Linear/Conv layers) returned by every
-        ``run`` besides the outputs. UnsupportedModelError names what the backend cannot run on its own.
+        ``run`` besides the outputs. ``constants`` (optional): weight/bias values fixed for every run of this
+        runner, prepared with the region (ONNX initializers, OpenVINO Constants: the runtime folds and
+        prepacks them -- much faster for convolutions); such a runner takes no per-run overrides. Without it,
+        every weight and bias of the region's layers can be overridden per ``run``.
+        UnsupportedModelError names what the backend cannot run on its own.
         """
 
     def region_inputs(

@@ -163,6 +163,17 @@ class MeanCollector:
         self._sum = total if self._sum is None else self._sum + total
         self._count = self._count + count
 
+    def update_finite(self, value: np.ndarray) -> None:
+        """``update`` for a value expected to be all finite: one float64-accumulated sum, no mask
+        (falls back to ``update`` when the sums show a NaN/Inf)."""
+        value = np.asarray(value)
+        total = value.sum(axis=_other_axes(value.ndim, (self.channel_axis,)), dtype=np.float64)
+        if not np.all(np.isfinite(total)):
+            self.update(value)
+            return
+        self._sum = total if self._sum is None else self._sum + total
+        self._count = self._count + value.size // max(total.size, 1)
+
     def mean(self) -> np.ndarray:
         """Per-channel means; NaN for a channel that never had a finite value."""
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -14,11 +14,13 @@ from nncompress.backends.onnx.constants import ModelIndex, build_index, evaluate
 from nncompress.backends.onnx.edits import apply_edits
 from nncompress.backends.onnx.graph_builder import build_graph
 from nncompress.backends.onnx.naming import OUTPUT_PREFIX
+from nncompress.backends.onnx.regions import OnnxRegionRunner
 from nncompress.backends.onnx.runner import ModelCache, create_session, input_specs, make_feeds
 from nncompress.backends.onnx.shapes import TensorType, infer_types
 from nncompress.errors import UnsupportedModelError, ValidationError
 from nncompress.graph.edits import Edit
 from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.regions import Region
 
 
 def as_model(model: Any) -> onnx.ModelProto:
@@ -48,6 +50,7 @@ class OnnxAdapter:
         self._indexes = ModelCache(4)
         self._types = ModelCache(4)
         self._sessions = ModelCache(2)
+        self._graphs = ModelCache(2)
 
     def _index(self, model: onnx.ModelProto) -> ModelIndex:
         return self._indexes.get(model, lambda: build_index(model))
@@ -113,6 +116,23 @@ class OnnxAdapter:
                 continue
             values = dict(zip(unique, session.run(unique, feeds)))
             on_item({t: values[n] for t, n in zip(tensors, names)})
+
+    def region_runner(
+        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+    ) -> OnnxRegionRunner:
+        """The region extracted as its own model, one onnxruntime session (``regions.OnnxRegionRunner``)."""
+        model = as_model(model)
+        index = self._index(model)
+        graph = self._graphs.get(model, lambda: build_graph(index, self._types_of(model)))
+        return OnnxRegionRunner(
+            index, self._types_of(model), graph, region, fetch,
+            lambda node, port: self.get_constant(model, node, port), constants,
+        )
+
+    def region_inputs(self, model: Any, runner, items: Iterable[Any],
+                      on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:
+        """The region's inputs and context (dynamic shapes it reads) for each item (a full run each)."""
+        self.collect(model, list(runner.region.inputs) + list(runner.context), items, on_item)
 
     def apply(self, model: Any, edits: Sequence[Edit]) -> onnx.ModelProto:
         """A new model with ``edits`` carried out; ``model`` itself is untouched."""

@@ -14,6 +14,7 @@ from nncompress.backends.adapter import Capabilities
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import Edit
 from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.regions import Region
 
 from . import runner
 from .cache import ModelCache
@@ -21,6 +22,7 @@ from .edits import apply_edits
 from .folding import ConstantEvaluator
 from .graph_builder import GraphBuilder
 from .naming import NameIndex
+from .regions import OpenVINORegionRunner
 
 
 class OpenVINOAdapter:
@@ -32,6 +34,7 @@ class OpenVINOAdapter:
         # example_input is not needed: the graph comes from the ov.Model itself (caches hold models weakly)
         self._infer_cache = runner.InferCache()
         self._names: ModelCache[NameIndex] = ModelCache(NameIndex)
+        self._graphs: ModelCache[Graph] = ModelCache(self.build_graph)
 
     def build_graph(self, model: ov.Model) -> Graph:
         """The neutral graph of ``model`` with constants and shape computations folded away."""
@@ -53,6 +56,20 @@ class OpenVINOAdapter:
     ) -> None:
         """Run ``model`` (compiled once, float32) on each item; pass ``tensors``' values on."""
         runner.collect(model, tensors, items, on_item)
+
+    def region_runner(
+        self, model: ov.Model, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+    ) -> OpenVINORegionRunner:
+        """The region as its own ov.Model, compiled once (``regions.OpenVINORegionRunner``)."""
+        return OpenVINORegionRunner(
+            model, self._graphs.get(model), region, fetch, lambda node, port: self.get_constant(model, node, port),
+            constants,
+        )
+
+    def region_inputs(self, model: ov.Model, runner, items: Iterable[Any],
+                      on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:
+        """The region's inputs and context (dynamic shapes it reads) for each item (a full run each)."""
+        self.collect(model, list(runner.region.inputs) + list(runner.context), items, on_item)
 
     def apply(self, model: ov.Model, edits: Sequence[Edit]) -> ov.Model:
         """A new model with ``edits`` carried out on a clone of ``model``."""

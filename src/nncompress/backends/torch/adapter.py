@@ -156,7 +156,7 @@ class TorchAdapter:
                     )
                 on_item({t: tap.values[t] for t in tensors})
 
-    def region_runner(self, model: nn.Module, region: Region, fetch: Sequence[TensorRef] = ()):
+    def region_runner(self, model: nn.Module, region: Region, fetch: Sequence[TensorRef] = (), constants=None):
         """A runner calling the module whose scope is ``region`` (``regions.ModuleRegionRunner``)."""
         from .regions import ModuleRegionRunner, record_module_calls, region_module
 
@@ -172,7 +172,7 @@ class TorchAdapter:
         calls = self._calls.get(model)
         if calls is None:
             calls = self._calls[model] = record_module_calls(model, self.example_input)
-        return ModuleRegionRunner(model, capture, calls, path, region, fetch)
+        return ModuleRegionRunner(model, capture, calls, path, region, fetch, constants)
 
     def region_inputs(self, model: nn.Module, runner, items: Iterable[Any],
                       on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:

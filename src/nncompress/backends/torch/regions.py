@@ -151,6 +151,7 @@ class ModuleRegionRunner:
         path: str,
         region: Region,
         fetch: Sequence[TensorRef],
+        frozen: dict | None = None,
     ):
         self.model, self.region, self.fetch, self.path = model, region, tuple(fetch), path
         self.module = model.get_submodule(path)
@@ -174,6 +175,8 @@ class ModuleRegionRunner:
             if ref is None and isinstance(leaf, torch.Tensor)
         )
         self._fetch_plan = self._plan_fetch(calls)
+        self.frozen = frozen is not None
+        self._fixed = self._parameters(frozen) if frozen is not None else {}
 
     def _plan_fetch(self, calls: dict[str, list[ModuleCall]]) -> dict[str, list[tuple[int, TensorRef]]]:
         plan: dict[str, list[tuple[int, TensorRef]]] = {}
@@ -239,7 +242,12 @@ class ModuleRegionRunner:
 
     def run(self, values: dict[TensorRef, np.ndarray], constants: dict | None = None) -> dict[TensorRef, np.ndarray]:
         args, kwargs = self._arguments(values)
-        params = self._parameters(constants)
+        if constants and self.frozen:
+            raise UnsupportedModelError(
+                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
+                "constants to override weights per run"
+            )
+        params = self._fixed or self._parameters(constants)
         fetcher = _Fetcher(self.module, self._fetch_plan)
         handles = fetcher.install()
         try:
