@@ -127,7 +127,23 @@ class BlockwiseCompression:
 
     def _runner(self, item: _Block, fetch):
         region = region_between(self.graph, item.block.inputs, item.block.outputs, name=item.block.nodes[-1])
-        return self.adapter.region_runner(self.model, region, fetch)
+        runner = self.adapter.region_runner(self.model, region, fetch)
+        if self.shared:
+            self._complete(runner, item)
+        return runner
+
+    def _complete(self, runner, item: _Block) -> None:
+        """Collect the values a block reads that the first block's capture did not give (another mask or
+        shape value), in one more run of the model over the calibration items."""
+        known = set(self.shared[0]) | {item.block.input}
+        missing = [t for t in (*runner.region.inputs, *runner.context) if t not in known]
+        if not missing:
+            return
+        values: list[dict] = []
+        items = calibration_items(self.options.dataset, len(self.shared))
+        self.adapter.collect(self.model, missing, items, values.append)
+        for shared, extra in zip(self.shared, values):
+            shared.update(extra)
 
     def capture(self) -> None:
         """The first block's inputs (and the shared values) for every calibration item."""

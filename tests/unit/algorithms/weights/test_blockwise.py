@@ -134,3 +134,26 @@ def test_statistics_path_keeps_the_whole_model_path(tmp_path):
     assert not report.details
     assert any(note.startswith("statistics from whole-model runs: statistics_path") for note in report.notes)
     assert blockwise.SAMPLE_ROWS > 0
+
+
+@pytest.mark.slow
+def test_onnx_and_openvino_run_the_same_pipeline(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    from bench.llm import export_logits_onnx
+
+    model = _llama()
+    path = tmp_path / "llama.onnx"
+    export_logits_onnx(model, path)
+    numpy_items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    reports = {}
+    for name, backend_model in (("onnx", onnx.load(path)), ("openvino", ov.Core().read_model(path))):
+        nncf.compress_weights(backend_model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(numpy_items),
+                              gptq=True)
+        reports[name] = nncf.last_report()
+    _, reports["torch"] = _compress(model, gptq=True)
+    for name, report in reports.items():
+        assert any("block-wise: 2 blocks" in note for note in report.notes), name
+        errors = sorted(d.error_after for d in report.details.values())
+        reference = sorted(d.error_after for d in reports["torch"].details.values())
+        np.testing.assert_allclose(errors, reference, rtol=0.1)  # the same algorithm on the same inputs
