@@ -206,16 +206,22 @@ class BlockwiseCompression:
 
     def edits(self, compressor: LayerCompressor, steps) -> Iterator:
         """Compress the blocks in order, yielding each layer's edits as it is compressed."""
+        needing = [k for k, item in enumerate(self.blocks) if self._data(item)]
         for k, item in enumerate(self.blocks):
-            last = k + 1 == len(self.blocks)
-            data = [layer for layer in item.layers if data_layer(layer, self.options) and layer.config.mode]
+            if not needing or k > needing[-1]:  # nothing after this reads statistics: no more runs
+                for layer in item.layers:
+                    yield from compressor.edits(compressor.compress(LayerJob(layer), AWQPlan()))
+                continue
+            last = k == needing[-1]
+            data = self._data(item)
             fetch = tuple(dict.fromkeys(layer.activation for layer in data))
             steps.step(f"Block {k + 1}/{len(self.blocks)}: statistics")
             runner = self._runner(item, fetch)
             stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
             samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
-            self._run(runner, item, None, {t: [stats[t], samples[t]] for t in fetch}, False)
-            data_aware._check_tokens(stats, self.report)
+            if fetch:
+                self._run(runner, item, None, {t: [stats[t], samples[t]] for t in fetch}, False)
+                data_aware._check_tokens(stats, self.report)
             by_node = {layer.node: stats[layer.activation] for layer in data}
             awq = AWQPlan()
             if self.options.awq:
@@ -237,6 +243,10 @@ class BlockwiseCompression:
                 self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {},
                           True)
             del runner, stats, samples, constants
+
+    def _data(self, item: _Block) -> list[WeightLayer]:
+        """The block's layers that read statistics (after mixed precision: the primary-precision ones)."""
+        return [layer for layer in item.layers if data_layer(layer, self.options) and layer.config.is_primary_4bit]
 
     def _methods(self) -> str:
         options = self.options
