@@ -30,6 +30,7 @@ import numpy as np
 from nncompress.algorithms.weights import data_aware
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
+from nncompress.algorithms.weights.awq import summary as awq_summary
 from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.job import LayerJob
 from nncompress.algorithms.weights.mixed_precision import assign_mixed_precision
@@ -122,6 +123,7 @@ class BlockwiseCompression:
         self.stream: list[np.ndarray | dict] = []  # per item: the current block's stream input
         self.shared: list[dict[TensorRef, np.ndarray]] = []  # per item: values every block reads alike
         self.multiplies: list = []
+        self.awq_patterns: dict[str, int] = {}
 
     # ------------------------------------------------------------------ running blocks
 
@@ -228,6 +230,8 @@ class BlockwiseCompression:
                 steps.step(f"Block {k + 1}/{len(self.blocks)}: AWQ")
                 awq = plan_awq(self.graph, item.layers, self.read, by_node, self.options.advanced.awq_params)
                 self.multiplies += awq.multiplies
+                for pattern, count in awq.patterns.items():
+                    self.awq_patterns[pattern] = self.awq_patterns.get(pattern, 0) + count
             steps.step(f"Block {k + 1}/{len(self.blocks)}: {self._methods()}")
             constants = {}
             for layer in item.layers:
@@ -357,6 +361,8 @@ def run(pipeline: BlockwiseCompression, layers: list[WeightLayer], compressor_fa
     for job in rest:
         yield from compressor.edits(compressor.compress(job, AWQPlan()))
     yield from pipeline.multiplies
+    if options.awq:
+        report.notes.append(awq_summary(layers, pipeline.awq_patterns))
     report.notes.append(
         f"block-wise: {len(blocks)} blocks run on {report.calibration_items} cached calibration items "
         f"(inputs of each block from the compressed blocks before it); {len(rest)} weights outside them "
