@@ -32,6 +32,7 @@ from nncompress.algorithms.weights.activations import ActivationStats, StatsNeed
 from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
 from nncompress.algorithms.weights.awq import summary as awq_summary
 from nncompress.algorithms.weights.config import WeightCompressionOptions
+from nncompress.algorithms.weights.gptq import GPTQFactors
 from nncompress.algorithms.weights.job import LayerJob
 from nncompress.algorithms.weights.mixed_precision import assign_mixed_precision
 from nncompress.algorithms.weights.pipeline import LayerCompressor
@@ -233,6 +234,7 @@ class BlockwiseCompression:
                 for pattern, count in awq.patterns.items():
                     self.awq_patterns[pattern] = self.awq_patterns.get(pattern, 0) + count
             steps.step(f"Block {k + 1}/{len(self.blocks)}: {self._methods()}")
+            compressor.factors = GPTQFactors()  # factorizations of this block's Hessians only
             constants = {}
             for layer in item.layers:
                 original = self.read(layer) if layer.activation in samples else None
