@@ -48,8 +48,13 @@ def _is_seed(node: Node) -> bool:
 
 
 def stream_nodes(graph: Graph) -> set[str]:
-    """Names of the nodes that depend on a weighted node (the stream)."""
+    """Names of the nodes that depend on a weighted node (the stream), and the float model inputs that
+    weighted nodes read directly (an input a layer branches from)."""
     stream: set[str] = set()
+    for node in graph.inputs():
+        readers = [graph.node(ref.node) for ref in graph.consumers(TensorRef(node.name))]
+        if graph.tensor_dtype(TensorRef(node.name)) == "float" and any(_is_seed(r) for r in readers):
+            stream.add(node.name)
     for node in graph:
         if _is_seed(node) or any(t is not None and t.node in stream for t in node.inputs):
             stream.add(node.name)
@@ -151,6 +156,15 @@ def _boundary(graph: Graph, gap: list, position: dict[str, int]) -> int:
     return residual[0] if residual else len(gap)
 
 
+def _gated(graph: Graph, cut: TensorRef | None) -> bool:
+    """Whether ``cut`` is a product of two activations, one of them a Linear's output (a gated MLP's
+    ``act(gate) * up``): the Linear reading it is scaled with the one before by AWQ."""
+    if cut is None or graph.node(cut.node).kind is not OpKind.MUL:
+        return False
+    sources = [graph.node(t.node) for t in graph.node(cut.node).inputs if t is not None]
+    return len(sources) == 2 and any(s.kind is OpKind.LINEAR for s in sources)
+
+
 def _merged(graph: Graph, segments: list) -> list[tuple[TensorRef | None, list[str], TensorRef | None]]:
     """One entry per segment holding a Linear, the Linear-free segments between them split at a layer
     boundary; the segments before the first (embeddings) and after the last are left out."""
@@ -171,7 +185,11 @@ def _merged(graph: Graph, segments: list) -> list[tuple[TensorRef | None, list[s
                 merged[-1] = (first, body + [n for _, part, _ in head for n in part], head[-1][2])
             if tail:
                 entering, names = tail[0][0], [n for _, part, _ in tail for n in part] + names
-        merged.append((entering, names, segment[2]))
+        if merged and not gap and _gated(graph, entering):  # keep Linear -> Multiply -> Linear together (AWQ)
+            first, body, _ = merged[-1]
+            merged[-1] = (first, body + names, segment[2])
+        else:
+            merged.append((entering, names, segment[2]))
         gap = []
     return merged
 

@@ -121,7 +121,7 @@ def test_sequential_network_gets_one_block_per_layer():
     graph = _built(g)
     blocks = find_blocks(graph)
     assert [b.linears for b in blocks] == [("fc1",), ("fc2",), ("fc3",)]
-    assert blocks[0].input is None and blocks[0].side == (x,)  # the first block starts at the model input
+    assert blocks[0].input == x and blocks[0].side == ()  # a float model input read by a layer: the stream
     assert blocks[1].input.node == "relu1"  # no residual Add: the activation ends the earlier block
     assert blocks[2].input.node == "relu2"
 
