@@ -44,9 +44,10 @@ from nncompress.graph.edits import AddLowRankCorrection, SetConstant
 from nncompress.graph.ir import Graph, TensorRef
 from nncompress.graph.ops import OpKind
 from nncompress.graph.regions import region_between
+from nncompress.log import logger
 from nncompress.numerics.lowbit import CompressedWeight, encode
 from nncompress.progress import ProgressSteps
-from nncompress.statistics.runner import calibration_items
+from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items
 
 SAMPLE_ROWS = 512  # token rows per Linear input kept for the report's output errors
 
@@ -125,6 +126,7 @@ class BlockwiseCompression:
         self.shared: list[dict[TensorRef, np.ndarray]] = []  # per item: values every block reads alike
         self.multiplies: list = []
         self.awq_patterns: dict[str, int] = {}
+        self.nonfinite = NonFiniteTally()  # non-finite values of the captured and fetched tensors
 
     # ------------------------------------------------------------------ running blocks
 
@@ -156,6 +158,9 @@ class BlockwiseCompression:
         items = calibration_items(self.options.dataset, self.samples)
 
         def on_item(values: dict[TensorRef, np.ndarray]) -> None:
+            for tensor, value in values.items():
+                if tensor in first.block.inputs:
+                    self.nonfinite.update(len(self.stream), tensor, value)
             self.stream.append(values.get(key) if key is not None else None)
             self.shared.append({t: v for t, v in values.items() if t != key})
 
@@ -176,6 +181,7 @@ class BlockwiseCompression:
         for index in range(len(self.stream)):
             result = runner.run(self._values(item, index), constants)
             for tensor, targets in collectors.items():
+                self.nonfinite.update(index, tensor, result[tensor])
                 for target in targets:
                     target.update(result[tensor])
             if keep_output:
@@ -363,6 +369,10 @@ def run(pipeline: BlockwiseCompression, layers: list[WeightLayer], compressor_fa
     for job in rest:
         yield from compressor.edits(compressor.compress(job, AWQPlan()))
     yield from pipeline.multiplies
+    _check_some_finite(pipeline.nonfinite, report.calibration_items)
+    report.nonfinite = pipeline.nonfinite.summary()
+    if report.nonfinite is not None:
+        logger.warning("%s", report.nonfinite)
     if options.awq:
         report.notes.append(awq_summary(layers, pipeline.awq_patterns))
     report.notes.append(
