@@ -168,6 +168,7 @@ class BlockwiseCompression:
         if not self.stream:
             raise CalibrationError("the calibration dataset yielded no items; give at least one model input")
         self.report.calibration_items = len(self.stream)
+        _check_some_finite(self.nonfinite, len(self.stream))
 
     def _values(self, item: _Block, index: int) -> dict[TensorRef, np.ndarray]:
         values = dict(self.shared[index])
@@ -230,6 +231,7 @@ class BlockwiseCompression:
             samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
             if fetch:
                 self._run(runner, item, None, {t: [stats[t], samples[t]] for t in fetch}, False)
+                _check_some_finite(self.nonfinite, len(self.stream))
                 data_aware._check_tokens(stats, self.report)
             by_node = {layer.node: stats[layer.activation] for layer in data}
             awq = AWQPlan()
