@@ -73,6 +73,12 @@ SMOLLM_CASES = [  # (label, compress_weights arguments or None for FP32, referen
      23.24),
     ("INT4_ASYM + AWQ + scale estimation + LoRA",
      {"mode": "int4_asym", "awq": True, "scale_estimation": True, "lora_correction": True, "data": True}, None),
+    ("INT4_ASYM + GPTQ", {"mode": "int4_asym", "gptq": True, "data": True}, None),
+    ("INT4_ASYM + AWQ + GPTQ", {"mode": "int4_asym", "awq": True, "gptq": True, "data": True}, None),
+    ("INT4_ASYM + AWQ + scale estimation + GPTQ",
+     {"mode": "int4_asym", "awq": True, "scale_estimation": True, "gptq": True, "data": True}, None),
+    ("INT4_ASYM + AWQ + GPTQ + LoRA",
+     {"mode": "int4_asym", "awq": True, "gptq": True, "lora_correction": True, "data": True}, None),
 ]
 SMOLLM_FORMAT_CASES = [  # float formats (NNCF: OpenVINO only, no published figures), group sizes by default
     ("FP4 (group 128)", {"mode": "fp4"}, None),

@@ -69,11 +69,15 @@ class AdvancedAdaptiveCodebookParameters:
 
 @dataclass
 class AdvancedGPTQParameters:
-    """GPTQ: Hessian dampening (fraction of its mean diagonal), column block size, samples."""
+    """GPTQ: Hessian dampening (fraction of its mean diagonal), column block size (lazy batch updates),
+    samples; ``act_order`` (not in NNCF): columns in descending Hessian diagonal, with static groups;
+    ``static_groups`` (not in NNCF): group scales from the original weight before the sweep."""
 
     damp_percent: float = 0.1
     block_size: int = 128
     subset_size: int = 128
+    act_order: bool = True
+    static_groups: bool = False
 
 
 @dataclass

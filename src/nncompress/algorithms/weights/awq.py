@@ -40,6 +40,7 @@ class AWQPlan:
     multiplies: tuple[InsertMultiply, ...] = ()
     stats: Mapping[str, ActivationStats] = field(default_factory=dict)  # target -> statistics of x / s
     summary: str = ""
+    patterns: Mapping[str, int] = field(default_factory=dict)  # pattern name -> targets scaled
 
     def scales_of(self, node: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(input-channel, output-channel) scales of ``node``; None where AWQ does not scale it."""
@@ -179,10 +180,11 @@ def plan_awq(
         if given is not None:
             scaled = given.scaled_inputs(1.0 / scale)
             scaled_stats.update((target.node, scaled) for target in targets)
-    return AWQPlan(input_scales, output_scales, tuple(multiplies), scaled_stats, _summary(layers, patterns))
+    return AWQPlan(input_scales, output_scales, tuple(multiplies), scaled_stats, summary(layers, patterns), patterns)
 
 
-def _summary(layers: list[WeightLayer], patterns: dict[str, int]) -> str:
+def summary(layers: list[WeightLayer], patterns: Mapping[str, int]) -> str:
+    """The report's AWQ line: how many 4-bit Linear layers were scaled, by pattern."""
     candidates = sum(1 for t in layers if t.config.is_primary_4bit and t.activation is not None)
     if not patterns:
         return (

@@ -74,6 +74,10 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
     report.skipped.update(selection.skipped)
     layers = selection.layers
     read = WeightReader(adapter, model, eager=_reads_weights_before_encoding(options))
+    if options.needs_statistics:
+        result = _run_blockwise(adapter, model, graph, layers, options, report, read)
+        if result is not None:
+            return _finish(result, report, start)
     stats: dict[str, ActivationStats] = {}  # layer node -> statistics of its input
     if options.needs_statistics:
         stats = data_aware.collect_statistics(adapter, model, layers, options, report)
@@ -89,12 +93,36 @@ def run_weight_compression(adapter, model, options: WeightCompressionOptions) ->
         report.notes.append(awq.summary)
     jobs = [LayerJob(layer, stats.get(layer.node)) for layer in layers]
     stream = EditStream(_edits(jobs, awq, read, options, report), options=options.advanced.backend_params)
-    result = adapter.apply(model, stream)
+    return _finish(adapter.apply(model, stream), report, start)
+
+
+def _finish(result, report: WeightCompressionReport, start: float) -> tuple[Any, WeightCompressionReport]:
     for name, why in report.skipped.items():
         report.add_layer(name, "float", 32, 0, False)
         report.layers[name] = f"float ({why})"
     report.timings["total"] = time.perf_counter() - start
     return result, report
+
+
+def _run_blockwise(adapter, model, graph, layers, options: WeightCompressionOptions, report, read) -> Any | None:
+    """The compressed model from the block-wise pipeline, or None (with a note) where it cannot serve."""
+    from nncompress.algorithms.weights import blockwise
+
+    pipeline, why = blockwise.prepare(adapter, model, graph, layers, options, report, read)
+    if pipeline is None:
+        report.notes.append(f"statistics from whole-model runs: {why}")
+        return None
+    if options.ratio < 1.0 and not options.is_8bit and not options.data_aware_mixed_precision:
+        layers, note = assign_mixed_precision(layers, options, read, lambda layer: None)
+        report.notes.append(note)
+        pipeline.set_layers(layers)
+    linear_shapes = {layer.weight.shape for layer in layers if layer.kind is OpKind.LINEAR}
+
+    def compressor(final_layers):
+        return LayerCompressor(read, options, report, linear_shapes)
+
+    edits = blockwise.run(pipeline, layers, compressor)
+    return adapter.apply(model, EditStream(edits, options=options.advanced.backend_params))
 
 
 def read_step(job: LayerJob, read: Callable[[WeightLayer], np.ndarray]) -> LayerJob:
@@ -139,35 +167,56 @@ def layer_steps(
     ]
 
 
+class LayerCompressor:
+    """Passes each job through its steps and yields its edits; shared by the whole-model and the
+    block-wise paths (one per run: tied weights and GPTQ factorizations are remembered across layers)."""
+
+    def __init__(self, read, options: WeightCompressionOptions, report: WeightCompressionReport, linear_shapes):
+        self.read, self.options, self.report = read, options, report
+        self.linear_shapes = linear_shapes  # weight shapes of Linear layers (tied embeddings)
+        self.tied: dict[tuple, CompressedWeight] = {}
+        self.factors = GPTQFactors()
+        report.timings.setdefault("compression", 0.0)
+
+    def compress(self, job: LayerJob, awq: AWQPlan) -> LayerJob:
+        """The job after its steps: ``compressed`` (a tied weight reused), ``edits``; weight and target dropped."""
+        started = time.perf_counter()
+        layer = job.layer
+        self.report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
+        try:
+            job = run_steps(job, layer_steps(layer.config, awq, self.read, self.options, self.factors))
+        except NonFiniteWeightError:
+            self.read.check(layer)
+            raise
+        job = job.but(weight=None, target=None)  # only the results are needed from here on
+        tied = layer.kind is not OpKind.EMBEDDING or layer.weight.shape in self.linear_shapes
+        if job.compressed is not None and tied:
+            job = job.but(compressed=_reuse_tied(self.tied, layer, job.compressed))
+        self.report.timings["compression"] += time.perf_counter() - started
+        return job
+
+    @staticmethod
+    def edits(job: LayerJob) -> Iterator:
+        """The edits of a compressed job: its weight, then its corrections (stage order)."""
+        layer = job.layer
+        if job.compressed is not None:
+            name = f"{layer.node}/weight{layer.weight.port}"
+            yield CompressWeight(layer.node, layer.weight.port, job.compressed, name)
+        yield from job.edits
+
+
 def _edits(
     jobs: list[LayerJob], awq: AWQPlan, read, options: WeightCompressionOptions, report: WeightCompressionReport
 ) -> Iterator:
     """Compress each weight in turn; yield its edit (and its LoRA correction, AWQ multiplies)."""
-    tied: dict[tuple, CompressedWeight] = {}
-    factors = GPTQFactors()
     linear_shapes = {job.layer.weight.shape for job in jobs if job.layer.kind is OpKind.LINEAR}
+    compressor = LayerCompressor(read, options, report, linear_shapes)
     total = sum(job.layer.size for job in jobs)
-    report.timings.setdefault("compression", 0.0)
     # largest weights first: while they are processed, few compressed weights exist yet (lower peak memory)
     ordered = sorted(jobs, key=lambda job: -job.layer.size)
     for job in progress_iter(ordered, len(ordered), "Applying weight compression"):
-        started = time.perf_counter()
-        layer = job.layer
-        report.add_layer(layer.node, layer.config.describe(), layer.config.bits, layer.size, layer.ratio_defining)
-        try:
-            job = run_steps(job, layer_steps(layer.config, awq, read, options, factors))
-        except NonFiniteWeightError:
-            read.check(layer)
-            raise
-        job = job.but(weight=None, target=None)  # only the results are needed from here on
-        if job.compressed is not None:
-            compressed = job.compressed
-            if layer.kind is not OpKind.EMBEDDING or layer.weight.shape in linear_shapes:
-                compressed = _reuse_tied(tied, layer, compressed)
-            report.timings["compression"] += time.perf_counter() - started
-            yield CompressWeight(layer.node, layer.weight.port, compressed, f"{layer.node}/weight{layer.weight.port}")
-            del compressed
-        yield from job.edits
+        job = compressor.compress(job, awq)
+        yield from compressor.edits(job)
         del job  # stored by the backend by now: release before reading the next weight
     yield from awq.multiplies
     report.notes.append(f"{len(jobs)} weights with {total / 1e6:.2f}M parameters processed")

@@ -19,6 +19,18 @@ class DistributionRow:
     ratio_layers: int = 0
 
 
+@dataclass(frozen=True)
+class LayerDetail:
+    """What the block-wise pipeline did to one layer: the algorithms that ran, its precision, and its
+    relative output MSE ``|x (W - W^)^T|^2 / |x W^T|^2`` on sampled calibration inputs of its block for
+    round to nearest (``error_before``) and for the result (``error_after``)."""
+
+    algorithms: tuple[str, ...]
+    precision: str
+    error_before: float
+    error_after: float
+
+
 @dataclass
 class WeightCompressionReport(CompressionReport):
     """A ``CompressionReport`` plus the bit-width distribution (``distribution``, ``table()``) and
@@ -30,6 +42,19 @@ class WeightCompressionReport(CompressionReport):
     total_layers: int = 0
     ratio_params: int = 0
     ratio_layers: int = 0
+    details: dict[str, LayerDetail] = field(default_factory=dict)  # node -> block-wise per-layer figures
+
+    def add_layer_detail(self, node: str, algorithms: tuple[str, ...], precision: str, before: float,
+                         after: float) -> None:
+        self.details[node] = LayerDetail(tuple(algorithms), precision, float(before), float(after))
+
+    def details_table(self) -> str:
+        """One line per layer the block-wise pipeline measured: algorithms, precision, output errors."""
+        lines = [f"{'layer':60s} | {'algorithms':40s} | {'precision':24s} | RTN error | error"]
+        for node, d in self.details.items():
+            lines.append(f"{node[-60:]:60s} | {', '.join(d.algorithms)[:40]:40s} | {d.precision[:24]:24s} | "
+                         f"{d.error_before:9.2e} | {d.error_after:9.2e}")
+        return "\n".join(lines)
 
     def add_layer(self, node: str, config: str, bits: int, params: int, ratio_defining: bool) -> None:
         row = next((r for r in self.distribution if r.config == config), None)
@@ -74,6 +99,9 @@ class WeightCompressionReport(CompressionReport):
 
     def __str__(self) -> str:
         text = [self.summary(), "Statistics of the bitwidth distribution:", self.table()]
+        if self.details:
+            text += ["Per-layer output error (relative output MSE on sampled calibration inputs):",
+                     self.details_table()]
         return "\n".join(text + self._skipped_lines())
 
     def print(self) -> None:

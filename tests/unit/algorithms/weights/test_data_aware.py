@@ -213,7 +213,9 @@ def test_statistics_cache_reproduces_a_fresh_run_without_running_the_model(backe
     make = onnx_model if backend == "onnx" else openvino_model
     kwargs = {"mode": "int4_asym", "group_size": 16, "ratio": 0.5, "all_layers": True, "awq": True,
               "scale_estimation": True, "sensitivity_metric": nncf.SensitivityMetric.MEAN_ACTIVATION_MAGNITUDE}
-    fresh = nncf.compress_weights(make(), dataset=_dataset(), **kwargs)
+    # a fresh whole-model collection (a statistics path keeps that path; block-wise runs see compressed inputs)
+    fresh_path = nncf.AdvancedCompressionParameters(statistics_path=tmp_path / "fresh")
+    fresh = nncf.compress_weights(make(), dataset=_dataset(), advanced_parameters=fresh_path, **kwargs)
     fresh_layers = dict(nncf.last_report().layers)
     cached_path = nncf.AdvancedCompressionParameters(statistics_path=tmp_path / "stats")
     first = _CountingDataset([inputs(seed=i, batch=1, seq=8) for i in range(12)])

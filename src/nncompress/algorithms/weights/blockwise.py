@@ -1,0 +1,384 @@
+"""Block-wise data-aware weight compression: one block (transformer layer) at a time on cached inputs.
+
+The inputs of the first block are captured once per calibration item (``Adapter.region_inputs``: the
+forward stops where the block starts); values every block reads alike (attention mask, rotary tables,
+the runner's context) are kept from that capture. Then, per block:
+
+1. run the block with its float weights (``Adapter.region_runner``), fetching the inputs of its
+   Linear layers into the statistics the enabled methods need (``ActivationStats``) and a small sample
+   of token rows (the report's output errors);
+2. compress its layers: AWQ on the block's patterns, then the per-layer steps of ``pipeline`` (scale
+   estimation, GPTQ on the Hessian of inputs produced by the already compressed blocks, encoding, LoRA
+   correction); their edits go to the backend as they are produced;
+3. run the block with its compressed weights (dequantized, AWQ and LoRA folded in) to produce the
+   next block's inputs, and drop the block's statistics.
+
+Peak memory: the model, one block's input/output activations for the calibration set, one block's
+statistics. Mixed precision with a data-aware metric ranks every layer of the model before anything is
+compressed: a first pass through the blocks with float weights and float inputs collects only the
+metric's per-sample scalars (the same ranking as the whole-model statistics gave).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from nncompress.algorithms.weights import data_aware
+from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
+from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
+from nncompress.algorithms.weights.awq import summary as awq_summary
+from nncompress.algorithms.weights.config import WeightCompressionOptions
+from nncompress.algorithms.weights.gptq import GPTQFactors
+from nncompress.algorithms.weights.job import LayerJob
+from nncompress.algorithms.weights.mixed_precision import assign_mixed_precision
+from nncompress.algorithms.weights.pipeline import LayerCompressor
+from nncompress.algorithms.weights.report import WeightCompressionReport
+from nncompress.algorithms.weights.selection import WeightLayer
+from nncompress.errors import CalibrationError, UnsupportedModelError
+from nncompress.graph.blocks import Block, find_blocks
+from nncompress.graph.edits import AddLowRankCorrection, SetConstant
+from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.ops import OpKind
+from nncompress.graph.regions import region_between
+from nncompress.log import logger
+from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.progress import ProgressSteps
+from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items
+
+SAMPLE_ROWS = 512  # token rows per Linear input kept for the report's output errors
+
+
+class TokenSample:
+    """Up to ``rows`` token vectors of one activation, spread over the calibration items."""
+
+    def __init__(self, rows: int, items: int):
+        self.per_item = max(1, -(-rows // max(items, 1)))
+        self.rows = rows
+        self.parts: list[np.ndarray] = []
+        self.count = 0
+
+    def update(self, value: np.ndarray) -> None:
+        if self.count >= self.rows:
+            return
+        flat = np.asarray(value, np.float32).reshape(-1, np.shape(value)[-1])
+        flat = flat[np.isfinite(flat).all(axis=1)]
+        step = max(1, len(flat) // self.per_item)
+        part = flat[::step][: min(self.per_item, self.rows - self.count)]
+        self.parts.append(part)
+        self.count += len(part)
+
+    def matrix(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
+
+
+def relative_error(x: np.ndarray, w_oi: np.ndarray, approx_oi: np.ndarray) -> float:
+    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs)."""
+    reference = x @ w_oi.T
+    diff = x @ (w_oi - approx_oi).T
+    return float(np.sum(diff * diff) / max(float(np.sum(reference * reference)), 1e-30))
+
+
+@dataclass
+class _Block:
+    """A block with its layers and the tensors to fetch."""
+
+    block: Block
+    layers: list[WeightLayer]
+    fetch: tuple[TensorRef, ...]
+
+
+def data_layer(layer: WeightLayer, options: WeightCompressionOptions) -> bool:
+    """Whether ``layer`` reads activation statistics (any data-aware method may apply to it)."""
+    return layer.activation is not None and layer.ratio_defining and layer.kind is OpKind.LINEAR
+
+
+def plan_blocks(graph: Graph, layers: list[WeightLayer], options: WeightCompressionOptions) -> list[_Block] | None:
+    """The blocks up to the last one holding a layer that needs statistics; None when the model has none
+    or some such layer lies outside every block."""
+    if not graph.has_dataflow:
+        return None
+    by_node = {layer.node: layer for layer in layers}
+    planned = []
+    for block in find_blocks(graph):
+        mine = [by_node[name] for name in block.linears if name in by_node]
+        fetch = tuple(dict.fromkeys(layer.activation for layer in mine if data_layer(layer, options)))
+        planned.append(_Block(block, mine, fetch))
+    needing = [k for k, item in enumerate(planned) if item.fetch]
+    covered = {layer.node for item in planned for layer in item.layers}
+    if not needing or any(data_layer(layer, options) and layer.node not in covered for layer in layers):
+        return None
+    return planned[: needing[-1] + 1]
+
+
+class BlockwiseCompression:
+    """The block-wise pipeline of one ``compress_weights`` call (see the module docstring)."""
+
+    def __init__(self, adapter, model, graph: Graph, blocks: list[_Block], options: WeightCompressionOptions,
+                 report: WeightCompressionReport, read):
+        self.adapter, self.model, self.graph, self.blocks = adapter, model, graph, blocks
+        self.options, self.report, self.read = options, report, read
+        self.needs, self.samples = data_aware._needs(options)
+        self.stream: list[np.ndarray | dict] = []  # per item: the current block's stream input
+        self.shared: list[dict[TensorRef, np.ndarray]] = []  # per item: values every block reads alike
+        self.multiplies: list = []
+        self.awq_patterns: dict[str, int] = {}
+        self.nonfinite = NonFiniteTally()  # non-finite values of the captured and fetched tensors
+
+    # ------------------------------------------------------------------ running blocks
+
+    def _runner(self, item: _Block, fetch):
+        region = region_between(self.graph, item.block.inputs, item.block.outputs, name=item.block.nodes[-1])
+        runner = self.adapter.region_runner(self.model, region, fetch)
+        if self.shared:
+            self._complete(runner, item)
+        return runner
+
+    def _complete(self, runner, item: _Block) -> None:
+        """Collect the values a block reads that the first block's capture did not give (another mask or
+        shape value), in one more run of the model over the calibration items."""
+        known = set(self.shared[0]) | {item.block.input}
+        missing = [t for t in (*runner.region.inputs, *runner.context) if t not in known]
+        if not missing:
+            return
+        values: list[dict] = []
+        items = calibration_items(self.options.dataset, len(self.shared))
+        self.adapter.collect(self.model, missing, items, values.append)
+        for shared, extra in zip(self.shared, values):
+            shared.update(extra)
+
+    def capture(self) -> None:
+        """The first block's inputs (and the shared values) for every calibration item."""
+        first = self.blocks[0]
+        runner = self._runner(first, ())
+        key = first.block.input
+        items = calibration_items(self.options.dataset, self.samples)
+
+        def on_item(values: dict[TensorRef, np.ndarray]) -> None:
+            for tensor, value in values.items():
+                if tensor in first.block.inputs:
+                    self.nonfinite.update(len(self.stream), tensor, value)
+            self.stream.append(values.get(key) if key is not None else None)
+            self.shared.append({t: v for t, v in values.items() if t != key})
+
+        self.adapter.region_inputs(self.model, runner, items, on_item)
+        if not self.stream:
+            raise CalibrationError("the calibration dataset yielded no items; give at least one model input")
+        self.report.calibration_items = len(self.stream)
+        _check_some_finite(self.nonfinite, len(self.stream))
+
+    def _values(self, item: _Block, index: int) -> dict[TensorRef, np.ndarray]:
+        values = dict(self.shared[index])
+        if item.block.input is not None:
+            values[item.block.input] = self.stream[index]
+        return values
+
+    def _run(self, runner, item: _Block, constants, collectors: dict[TensorRef, list], keep_output: bool) -> None:
+        """Run the block on every item: fetched tensors to ``collectors``; the output replaces the stream."""
+        output = item.block.outputs[0] if item.block.outputs else None
+        for index in range(len(self.stream)):
+            result = runner.run(self._values(item, index), constants)
+            for tensor, targets in collectors.items():
+                self.nonfinite.update(index, tensor, result[tensor])
+                for target in targets:
+                    target.update(result[tensor])
+            if keep_output:
+                self.stream[index] = result[output]
+
+    # ------------------------------------------------------------------ passes
+
+    def rank(self, layers: list[WeightLayer], steps) -> list[WeightLayer]:
+        """Mixed precision with a data-aware metric: a float pass collecting the metric's scalars."""
+        needs = StatsNeeds(metrics=frozenset([self.options.sensitivity_metric]))
+        stream = list(self.stream)
+        stats: dict[str, ActivationStats] = {}
+        for k, item in enumerate(self.blocks):
+            steps.step(f"Mixed precision statistics (block {k + 1}/{len(self.blocks)})")
+            runner = self._runner(item, item.fetch)
+            collected = {t: ActivationStats(needs, self.samples) for t in item.fetch}
+            self._run(runner, item, None, {t: [s] for t, s in collected.items()}, k + 1 < len(self.blocks))
+            stats.update((layer.node, collected[layer.activation]) for layer in item.layers
+                         if layer.activation in collected)
+        self.stream = stream
+        ranked, note = assign_mixed_precision(layers, self.options, self.read, lambda layer: stats.get(layer.node))
+        self.report.notes.append(note)
+        self.set_layers(ranked)
+        return ranked
+
+    def set_layers(self, layers: list[WeightLayer]) -> None:
+        """Use ``layers`` (new records after mixed precision) in the blocks."""
+        by_node = {layer.node: layer for layer in layers}
+        for item in self.blocks:
+            item.layers = [by_node[layer.node] for layer in item.layers]
+
+    def edits(self, compressor: LayerCompressor, steps) -> Iterator:
+        """Compress the blocks in order, yielding each layer's edits as it is compressed."""
+        needing = [k for k, item in enumerate(self.blocks) if self._data(item)]
+        for k, item in enumerate(self.blocks):
+            if not needing or k > needing[-1]:  # nothing after this reads statistics: no more runs
+                for layer in item.layers:
+                    yield from compressor.edits(compressor.compress(LayerJob(layer), AWQPlan()))
+                continue
+            last = k == needing[-1]
+            data = self._data(item)
+            fetch = tuple(dict.fromkeys(layer.activation for layer in data))
+            steps.step(f"Block {k + 1}/{len(self.blocks)}: statistics")
+            runner = self._runner(item, fetch)
+            stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
+            samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
+            if fetch:
+                self._run(runner, item, None, {t: [stats[t], samples[t]] for t in fetch}, False)
+                _check_some_finite(self.nonfinite, len(self.stream))
+                data_aware._check_tokens(stats, self.report)
+            by_node = {layer.node: stats[layer.activation] for layer in data}
+            awq = AWQPlan()
+            if self.options.awq:
+                steps.step(f"Block {k + 1}/{len(self.blocks)}: AWQ")
+                awq = plan_awq(self.graph, item.layers, self.read, by_node, self.options.advanced.awq_params)
+                self.multiplies += awq.multiplies
+                for pattern, count in awq.patterns.items():
+                    self.awq_patterns[pattern] = self.awq_patterns.get(pattern, 0) + count
+            steps.step(f"Block {k + 1}/{len(self.blocks)}: {self._methods()}")
+            compressor.factors = GPTQFactors()  # factorizations of this block's Hessians only
+            constants = {}
+            for layer in item.layers:
+                original = self.read(layer) if layer.activation in samples else None
+                job = compressor.compress(LayerJob(layer, by_node.get(layer.node)), awq)
+                yield from compressor.edits(job)
+                constants[(layer.node, layer.weight.port)] = effective_weight(job, awq, original, self.read)
+                if original is not None:
+                    self._errors(job, original, samples[layer.activation].matrix(), awq)
+                del job, original
+            if not last:
+                steps.step(f"Block {k + 1}/{len(self.blocks)}: compressed outputs")
+                self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {},
+                          True)
+            del runner, stats, samples, constants
+
+    def _data(self, item: _Block) -> list[WeightLayer]:
+        """The block's layers that read statistics (after mixed precision: the primary-precision ones)."""
+        return [layer for layer in item.layers if data_layer(layer, self.options) and layer.config.is_primary_4bit]
+
+    def _methods(self) -> str:
+        options = self.options
+        names = [n for on, n in ((options.scale_estimation, "scale estimation"), (options.gptq, "GPTQ"),
+                                 (options.lora_correction, "LoRA correction")) if on]
+        return " + ".join(names) or "compression"
+
+    def _errors(self, job: LayerJob, original: np.ndarray, x: np.ndarray, awq: AWQPlan) -> None:
+        """The report's output errors of one layer: round to nearest vs what the pipeline produced."""
+        layer = job.layer
+        if job.compressed is None or not len(x):
+            return
+        w_oi = layer.to_oi(original).astype(np.float32)
+        config = layer.config
+        rtn = encode(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
+        before = relative_error(x, w_oi, layer.to_oi(rtn.decompress()))
+        final = _in_original_space(job, awq, layer.to_oi(job.compressed.decompress()) + _lora_oi(job))
+        self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before,
+                                     relative_error(x, w_oi, final))
+
+
+def _algorithms(job: LayerJob, options: WeightCompressionOptions) -> tuple[str, ...]:
+    used = []
+    if job.input_scale is not None or job.output_scale is not None:
+        used.append("AWQ")
+    if data_aware.uses_data(job, options):
+        used += [n for on, n in ((options.scale_estimation, "scale estimation"), (options.gptq, "GPTQ"),
+                                 (options.lora_correction, "LoRA correction")) if on]
+    return tuple(used) or ("round to nearest",)
+
+
+def _decompressed(value) -> np.ndarray:
+    return value.decompress() if isinstance(value, CompressedWeight) else np.asarray(value, np.float32)
+
+
+def _lora_oi(job: LayerJob) -> np.ndarray | float:
+    """The LoRA correction of ``job`` as an ``[out, in]`` weight (0 without one)."""
+    for edit in job.edits:
+        if isinstance(edit, AddLowRankCorrection):
+            return _decompressed(edit.b) @ _decompressed(edit.a)
+    return 0.0
+
+
+def _multiplied(awq: AWQPlan) -> set[str]:
+    return {ref.node for multiply in awq.multiplies for ref in multiply.consumers}
+
+
+def _in_original_space(job: LayerJob, awq: AWQPlan, w_oi: np.ndarray) -> np.ndarray:
+    """``w_oi`` (AWQ's scales multiplied in: input channels by ``s``, acting on ``x / s``; output channels
+    by a merged ``1 / s``) as a weight on the unscaled ``x`` with the original outputs."""
+    if job.input_scale is not None:
+        w_oi = w_oi / job.input_scale.reshape(1, -1)
+    if job.output_scale is not None:
+        w_oi = w_oi / np.asarray(job.output_scale).reshape(-1, 1)
+    return w_oi
+
+
+def effective_weight(job: LayerJob, awq: AWQPlan, original, read) -> np.ndarray | None:
+    """The float weight the runner uses for a compressed layer (layer layout): decompressed, LoRA added,
+    and divided by AWQ's input scale where AWQ inserts a multiply (the runner has no multiply); a
+    merged ``1 / s`` stays in the preceding Linear. None: the layer keeps its float weight."""
+    layer = job.layer
+    if job.compressed is None:
+        scaled = [e.value for e in job.edits if isinstance(e, SetConstant)]
+        if not scaled:
+            return None
+        w_oi = layer.to_oi(scaled[0])
+    else:
+        w_oi = layer.to_oi(job.compressed.decompress()) + _lora_oi(job)
+    if job.input_scale is not None and layer.node in _multiplied(awq):
+        w_oi = w_oi / job.input_scale.reshape(1, -1)
+    return np.ascontiguousarray(layer.from_oi(w_oi), dtype=np.float32)
+
+
+def prepare(adapter, model, graph: Graph, layers: list[WeightLayer], options: WeightCompressionOptions,
+            report: WeightCompressionReport, read) -> tuple[BlockwiseCompression | None, str]:
+    """The pipeline with the first block's inputs captured, or (None, why the whole-model path runs)."""
+    if options.advanced.statistics_path is not None:
+        return None, "statistics_path is set: statistics of the whole model are cached and reused"
+    if not hasattr(adapter, "region_runner"):
+        return None, f"the {adapter.capabilities.name} backend has no region runner"
+    blocks = plan_blocks(graph, layers, options)
+    if blocks is None:
+        return None, "no repeated blocks holding every data-aware layer were found in the graph"
+    pipeline = BlockwiseCompression(adapter, model, graph, blocks, options, report, read)
+    started = time.perf_counter()
+    try:
+        pipeline.capture()
+    except (UnsupportedModelError, NotImplementedError) as error:
+        return None, f"the first block cannot run on its own ({error})"
+    report.timings["statistics"] = time.perf_counter() - started
+    return pipeline, ""
+
+
+def run(pipeline: BlockwiseCompression, layers: list[WeightLayer], compressor_factory) -> Iterator:
+    """Every edit: the blocks in order, then the layers outside them, then AWQ's multiplies.
+    ``compressor_factory(layers)`` makes the ``LayerCompressor`` once the precisions are final."""
+    options, report = pipeline.options, pipeline.report
+    blocks = pipeline.blocks
+    total = len(blocks) * (4 if options.awq else 3) + (len(blocks) if options.data_aware_mixed_precision else 0)
+    with ProgressSteps(total, "Weight compression") as steps:
+        if options.data_aware_mixed_precision:
+            layers = pipeline.rank(layers, steps)
+        compressor = compressor_factory(layers)
+        yield from pipeline.edits(compressor, steps)
+    inside = {layer.node for item in blocks for layer in item.layers}
+    rest = [LayerJob(layer) for layer in layers if layer.node not in inside]
+    for job in rest:
+        yield from compressor.edits(compressor.compress(job, AWQPlan()))
+    yield from pipeline.multiplies
+    _check_some_finite(pipeline.nonfinite, report.calibration_items)
+    report.nonfinite = pipeline.nonfinite.summary()
+    if report.nonfinite is not None:
+        logger.warning("%s", report.nonfinite)
+    if options.awq:
+        report.notes.append(awq_summary(layers, pipeline.awq_patterns))
+    report.notes.append(
+        f"block-wise: {len(blocks)} blocks run on {report.calibration_items} cached calibration items "
+        f"(inputs of each block from the compressed blocks before it); {len(rest)} weights outside them "
+        "compressed without statistics"
+    )

@@ -1,0 +1,159 @@
+"""The block-wise pipeline on a tiny Llama (PyTorch): inputs of each block come from the compressed blocks
+before it, the ranking of data-aware mixed precision matches whole-model statistics, per-layer errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nncompress as nncf
+from nncompress.algorithms.weights import blockwise
+from nncompress.algorithms.weights.activations import ActivationStats
+from nncompress.algorithms.weights.blockwise import TokenSample, relative_error
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+M = nncf.CompressWeightsMode
+
+
+def _llama():
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _data(count: int = 6):
+    generator = torch.Generator().manual_seed(1)
+    return [{"input_ids": torch.randint(0, 96, (1, 12), generator=generator)} for _ in range(count)]
+
+
+def _compress(model, **kwargs):
+    result = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(_data()), **kwargs)
+    return result, nncf.last_report()
+
+
+def _q_proj_inputs(model, layer: int) -> list[np.ndarray]:
+    seen = []
+    module = model.model.layers[layer].self_attn.q_proj
+    handle = module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().numpy().copy()))
+    with torch.no_grad():
+        for item in _data():
+            model(**item)
+    handle.remove()
+    return seen
+
+
+def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeypatch):
+    model = _llama()
+    updates: dict[int, list[np.ndarray]] = {}
+    original = ActivationStats.update
+
+    def record(self, value):
+        updates.setdefault(id(self), []).append(np.array(value))
+        return original(self, value)
+
+    monkeypatch.setattr(ActivationStats, "update", record)
+    # the embedding (INT8, before the first block) stays float: the first block's inputs are the float model's
+    compressed, report = _compress(model, gptq=True, ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
+    assert "block-wise: 2 blocks" in " ".join(report.notes)
+    expected = _q_proj_inputs(compressed, 1)  # layer 1's q_proj input in the compressed model
+    floats = _q_proj_inputs(model, 1)
+    collected = [values for values in updates.values()
+                 if len(values) == len(expected) and values[0].shape == expected[0].shape]
+
+    def same(values, reference):
+        return all(np.allclose(v, r, atol=1e-4) for v, r in zip(values, reference))
+
+    assert any(same(values, expected) for values in collected), "no statistics from the compressed layer-1 inputs"
+    assert not any(same(values, floats) for values in collected)  # layer 0 is compressed: other inputs
+
+
+def test_gptq_lowers_each_layers_output_error_and_the_model_error():
+    model = _llama()
+    compressed, report = _compress(model, gptq=True)
+    details = report.details
+    assert len(details) == 14 and all(d.algorithms == ("GPTQ",) for d in details.values())
+    assert all(d.error_after < d.error_before for d in details.values())
+    assert "Per-layer output error" in str(report)
+    rtn, _ = _compress(model)  # data-free: no details
+    item = _data()[0]["input_ids"]
+    with torch.no_grad():
+        reference, ours, plain = model(item).logits, compressed(item).logits, rtn(item).logits
+    assert float(((ours - reference) ** 2).mean()) < float(((plain - reference) ** 2).mean())
+
+
+def test_awq_scale_estimation_and_lora_run_block_wise():
+    model = _llama()
+    compressed, report = _compress(model, awq=True, scale_estimation=True, lora_correction=True)
+    algorithms = {d.algorithms for d in report.details.values()}
+    assert ("AWQ", "scale estimation", "LoRA correction") in algorithms  # down_proj (merged into up_proj)
+    assert ("scale estimation", "LoRA correction") in algorithms
+    better = [d.error_after < d.error_before for d in report.details.values()]
+    assert sum(better) >= 0.75 * len(better), report.details_table()
+    assert sum(d.error_after for d in report.details.values()) < sum(d.error_before for d in report.details.values())
+    item = _data()[0]["input_ids"]
+    with torch.no_grad():
+        reference, ours = model(item).logits, compressed(item).logits
+    assert float(((ours - reference) ** 2).mean() / (reference**2).mean()) < 0.01
+
+
+def test_data_aware_mixed_precision_ranks_like_whole_model_statistics(tmp_path):
+    model = _llama()
+    kwargs = dict(ratio=0.6, sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_VARIANCE)
+    _, blocks = _compress(model, **kwargs)
+    params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))  # forces whole-model statistics
+    _, whole = _compress(model, advanced_parameters=params, **kwargs)
+    assert any("whole-model runs: statistics_path" in note for note in whole.notes)
+    assert any("block-wise" in note for note in blocks.notes)
+    assert blocks.layers == whole.layers  # float inputs in both: the same scores, the same choices
+    assert len({config for config in blocks.layers.values()}) == 2
+
+
+def test_token_sample_spreads_rows_over_items():
+    sample = TokenSample(rows=8, items=4)
+    for i in range(4):
+        sample.update(np.full((1, 10, 3), i, np.float32))
+    rows = sample.matrix()
+    assert rows.shape == (8, 3) and sorted(set(rows[:, 0].tolist())) == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_relative_error_by_hand():
+    x = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    w = np.array([[1.0, 1.0]], np.float32)
+    approx = np.array([[1.0, 0.5]], np.float32)
+    # outputs [1, 2] vs [1, 1]: error 1 / 5
+    assert relative_error(x, w, approx) == pytest.approx(0.2)
+
+
+def test_statistics_path_keeps_the_whole_model_path(tmp_path):
+    model = _llama()
+    params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))
+    _, report = _compress(model, gptq=True, advanced_parameters=params)
+    assert not report.details
+    assert any(note.startswith("statistics from whole-model runs: statistics_path") for note in report.notes)
+    assert blockwise.SAMPLE_ROWS > 0
+
+
+@pytest.mark.slow
+def test_onnx_and_openvino_run_the_same_pipeline(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    from bench.llm import export_logits_onnx
+
+    model = _llama()
+    path = tmp_path / "llama.onnx"
+    export_logits_onnx(model, path)
+    numpy_items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    reports = {}
+    for name, backend_model in (("onnx", onnx.load(path)), ("openvino", ov.Core().read_model(path))):
+        nncf.compress_weights(backend_model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(numpy_items),
+                              gptq=True)
+        reports[name] = nncf.last_report()
+    _, reports["torch"] = _compress(model, gptq=True)
+    for name, report in reports.items():
+        assert any("block-wise: 2 blocks" in note for note in report.notes), name
+        errors = sorted(d.error_after for d in report.details.values())
+        reference = sorted(d.error_after for d in reports["torch"].details.values())
+        np.testing.assert_allclose(errors, reference, rtol=0.1)  # the same algorithm on the same inputs
