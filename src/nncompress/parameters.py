@@ -174,8 +174,8 @@ class CompressWeightsMode(StrEnum):
     INT8_ASYM = "int8_asym"
     INT4_SYM = "int4_sym"
     INT4_ASYM = "int4_asym"
-    INT3_SYM = "int3_sym"  # not implemented yet: compress_weights rejects it
-    INT2_SYM = "int2_sym"  # not implemented yet: compress_weights rejects it
+    INT3_SYM = "int3_sym"
+    INT2_SYM = "int2_sym"
     NF4 = "nf4"
     E2M1 = "e2m1"  # NNCF's former name of MXFP4
     MXFP4 = "mxfp4"
@@ -202,8 +202,8 @@ class BackupMode(StrEnum):
     NONE = "none"
     INT8_SYM = "int8_sym"
     INT8_ASYM = "int8_asym"
-    MXFP8_E4M3 = "mxfp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
-    FP8_E4M3 = "fp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
+    MXFP8_E4M3 = "mxfp8_e4m3"
+    FP8_E4M3 = "fp8_e4m3"
 
 
 class DropType(StrEnum):

@@ -121,7 +121,7 @@ def _groups(graph: Graph, layers: list[WeightLayer]) -> list[tuple[str, list, We
     by_node = {layer.node: layer for layer in layers}
     by_input: dict = {}
     for layer in layers:
-        if layer.config.is_primary_4bit and layer.activation is not None:
+        if layer.config.is_primary_low_bit and layer.activation is not None:
             by_input.setdefault(layer.activation, []).append(layer)
     groups = []
     for targets in by_input.values():
@@ -135,7 +135,7 @@ def _require_dataflow(graph: Graph, layers: list[WeightLayer]) -> None:
     """AWQ finds its patterns along the graph's edges; a graph built without tracing has none."""
     if graph.has_dataflow:
         return
-    if any(layer.config.is_primary_4bit for layer in layers):
+    if any(layer.config.is_primary_low_bit for layer in layers):
         raise ValidationError(
             "awq=True needs the model's dataflow graph to find its patterns, and this model's graph was built "
             "without running it (a PyTorch model is traced only when a dataset is given): pass "
@@ -183,7 +183,7 @@ def plan_awq(
 
 
 def _summary(layers: list[WeightLayer], patterns: dict[str, int]) -> str:
-    candidates = sum(1 for t in layers if t.config.is_primary_4bit and t.activation is not None)
+    candidates = sum(1 for t in layers if t.config.is_primary_low_bit and t.activation is not None)
     if not patterns:
         return (
             f"AWQ: no pattern matched among {candidates} 4-bit Linear layers (it applies to Linear->Multiply->Linear, "
