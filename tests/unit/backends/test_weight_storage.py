@@ -17,8 +17,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 
-MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.INT3_SYM, M.INT2_SYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4, M.FP8_E4M3,
-         M.MXFP8_E4M3, M.CB4_F8E4M3]
+MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.INT3_SYM, M.INT2_SYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4,
+         M.FP8_E4M3, M.MXFP8_E4M3, M.CB4_F8E4M3]
 STORED_TYPE = {M.INT8_ASYM: "u8", M.INT8_SYM: "i8", M.INT4_ASYM: "u4", M.INT4_SYM: "i4", M.NF4: "nf4",
                M.INT3_SYM: "u3", M.INT2_SYM: "u2",
                M.MXFP4: "f4e2m1", M.FP4: "f4e2m1", M.NVFP4: "f4e2m1", M.FP8_E4M3: "f8e4m3",
