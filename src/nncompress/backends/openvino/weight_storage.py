@@ -5,8 +5,9 @@ Multiply(Convert(scale: f16, f8e8m0 for MX formats, f8e4m3 times the tensor scal
 [Reshape to the original shape] -> [Convert to the original type]``; CB4 stores u4 indices and
 gathers them from its 16-value codebook. INT3_SYM / INT2_SYM store ``q + 4`` / ``q + 2`` as u3 / u2
 (OpenVINO has no i3/i2) and subtract that shift as one scalar constant of the decompression type (a
-u2 or u8 zero-point constant makes the CPU plugin's dynamically quantized MatMul fail to compile). The CPU plugin recognises the pattern and keeps the weights
-compressed inside MatMul and Gather kernels.
+u2 or u8 zero-point constant makes the CPU plugin's dynamically quantized MatMul fail to compile).
+The CPU plugin recognises the pattern and keeps the weights compressed inside MatMul and Gather
+kernels (u2 too; u3 weights it decompresses when it compiles).
 Decompression runs in float32 for float32 models (so compiled results equal
 ``CompressedWeight.decompress()``) and in float16 for float16 models.
 """
