@@ -128,3 +128,27 @@ def test_lora_adapter_rank_warns_once_that_it_has_no_effect(model, caplog):
     assert "has no effect" in message and "lora_correction_params" in message
     with torch.no_grad():
         torch.testing.assert_close(first(x), plain(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode,bits", [("int3_sym", 3), ("int2_sym", 2)])
+def test_int3_int2_pytorch_buffers_are_packed(mode, bits):
+    from tests.weights.models import FFN, HIDDEN, OUT
+
+    compressed = nncf.compress_weights(_backend_model("torch"), mode=mode, group_size=16, all_layers=True)
+    for name, (rows, cols) in (("fc1", (FFN, HIDDEN)), ("fc2", (FFN, FFN)), ("head", (OUT, FFN))):
+        storage = getattr(compressed, name).weight_compressed
+        assert storage.data.dtype == torch.uint8 and storage.data.numel() == rows * cols * bits // 8
+        assert storage.scale.dtype == torch.float16 and storage.scale.numel() == rows * cols // 16
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_int2_mixed_precision_with_fp8_backup(backend):
+    compressed = nncf.compress_weights(_backend_model(backend), mode="int2_sym", group_size=16, ratio=0.5,
+                                       all_layers=True, backup_mode="fp8_e4m3")
+    report = nncf.last_report()
+    int2 = next(r for r in report.distribution if r.config.startswith("int2_sym"))
+    assert 0 < int2.ratio_params <= 0.5 * report.ratio_params
+    assert {r.config for r in report.distribution} >= {"int2_sym, group size 16", "fp8_e4m3, group size 16"}
+    reference = _outputs(backend, _backend_model(backend))[0]
+    got = _outputs(backend, compressed)[0]
+    assert np.linalg.norm(got - reference) / np.linalg.norm(reference) < 0.5
