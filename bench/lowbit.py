@@ -1,12 +1,14 @@
 """INT3_SYM / INT2_SYM weight compression and FP8 quantization: quality figures (no timings).
 
     python bench/lowbit.py smollm2   # SmolLM2-135M perplexity, INT4/INT3/INT2_SYM g128, data-free and AWQ+SE
+    python bench/lowbit.py smollm2 --tokens 2048 --samples 32 --jobs 3   # smaller, cases in parallel
     python bench/lowbit.py minilm    # all-MiniLM-L6-v2 embedding cosine vs FP32, INT4/INT3/INT2_SYM
     python bench/lowbit.py fp8       # digits CNN accuracy: FP32, INT8, FP8_E4M3, FP8_E5M2 on every backend
     python bench/lowbit.py --case '{"task": "smollm2", "mode": "int3_sym", "aware": true}'
 
 SmolLM2 follows ``bench/llm.py`` (4096 Wikipedia tokens, context 1024, stride 512; 128 Lee calibration
-samples) on the PyTorch backend; MiniLM the ``bench/weights.py`` protocol (64 Lee sentences, PyTorch).
+samples; ``--tokens`` / ``--samples`` take fewer) on the PyTorch backend; MiniLM the ``bench/weights.py``
+protocol (64 Lee sentences, PyTorch).
 Each case runs in its own process; the tables are printed (Markdown) for BENCHMARKS.md.
 """
 
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MODES = ("int4_sym", "int3_sym", "int2_sym")
 
 
-def smollm_case(mode: str | None, aware: bool) -> dict:
+def smollm_case(mode: str | None, aware: bool, tokens: int, samples: int) -> dict:
     import nncompress as nncf
     from bench import common, llm
 
@@ -36,10 +38,11 @@ def smollm_case(mode: str | None, aware: bool) -> dict:
         kwargs = {"mode": mode, "group_size": 128}
         if aware:
             kwargs.update(awq=True, scale_estimation=True,
-                          dataset=nncf.Dataset(llm.calibration_items(tok), common.torch_item))
+                          dataset=nncf.Dataset(llm.calibration_items(tok)[:samples], common.torch_item))
         model = nncf.compress_weights(model, **kwargs)
         notes = [n for n in nncf.last_report().notes if n.startswith("AWQ")]
-    return {"perplexity": llm.perplexity(llm.logits_fn("torch", model), llm.evaluation_ids(tok)), "notes": notes}
+    ids = llm.evaluation_ids(tok)[:tokens]
+    return {"perplexity": llm.perplexity(llm.logits_fn("torch", model), ids), "notes": notes}
 
 
 def minilm_case(mode: str | None) -> dict:
@@ -93,7 +96,7 @@ def fp8_case() -> dict:
 def run_case(spec: dict) -> dict:
     logging.disable(logging.INFO)
     if spec["task"] == "smollm2":
-        return smollm_case(spec["mode"], spec["aware"])
+        return smollm_case(spec["mode"], spec["aware"], spec.get("tokens", 4096), spec.get("samples", 128))
     if spec["task"] == "minilm":
         return minilm_case(spec["mode"])
     return fp8_case()
@@ -105,22 +108,33 @@ def _sub(spec: dict) -> dict:
     return run_in_subprocess(spec, __file__)
 
 
+def _smollm_table(tokens: int, samples: int, jobs: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [(None, False)] + [(mode, aware) for mode in MODES for aware in (False, True)]
+    specs = [{"task": "smollm2", "mode": m, "aware": a, "tokens": tokens, "samples": samples} for m, a in cases]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = dict(zip(cases, pool.map(lambda spec: _sub(spec)["perplexity"], specs)))
+    print(f"{tokens} tokens, {samples} calibration samples\n")
+    print("| mode (group 128) | data-free perplexity | AWQ + scale estimation perplexity |\n|---|---|---|")
+    print(f"| FP32 | {results[(None, False)]:.2f} | - |")
+    for mode in MODES:
+        print(f"| {mode.upper()} | {results[(mode, False)]:.2f} | {results[(mode, True)]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", nargs="?", choices=["smollm2", "minilm", "fp8"], default="smollm2")
     parser.add_argument("--case", help="run one case (JSON spec) and print its figures")
+    parser.add_argument("--tokens", type=int, default=4096, help="SmolLM2: evaluated tokens (at most 4096)")
+    parser.add_argument("--samples", type=int, default=128, help="SmolLM2: calibration samples (at most 128)")
+    parser.add_argument("--jobs", type=int, default=1, help="SmolLM2: cases run in parallel processes")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
     if args.task == "smollm2":
-        print("| mode (group 128) | data-free perplexity | AWQ + scale estimation perplexity |\n|---|---|---|")
-        fp32 = _sub({"task": "smollm2", "mode": None, "aware": False})["perplexity"]
-        print(f"| FP32 | {fp32:.2f} | - |", flush=True)
-        for mode in MODES:
-            free = _sub({"task": "smollm2", "mode": mode, "aware": False})["perplexity"]
-            aware = _sub({"task": "smollm2", "mode": mode, "aware": True})["perplexity"]
-            print(f"| {mode.upper()} | {free:.2f} | {aware:.2f} |", flush=True)
+        _smollm_table(args.tokens, args.samples, args.jobs)
     elif args.task == "minilm":
         print("| mode (ratio 1.0, group 128) | mean cosine vs FP32 (64 Lee sentences) |\n|---|---|")
         for mode in MODES:
