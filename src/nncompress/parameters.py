@@ -174,8 +174,8 @@ class CompressWeightsMode(StrEnum):
     INT8_ASYM = "int8_asym"
     INT4_SYM = "int4_sym"
     INT4_ASYM = "int4_asym"
-    INT3_SYM = "int3_sym"  # not implemented yet: compress_weights rejects it
-    INT2_SYM = "int2_sym"  # not implemented yet: compress_weights rejects it
+    INT3_SYM = "int3_sym"
+    INT2_SYM = "int2_sym"
     NF4 = "nf4"
     E2M1 = "e2m1"  # NNCF's former name of MXFP4
     MXFP4 = "mxfp4"
@@ -202,8 +202,8 @@ class BackupMode(StrEnum):
     NONE = "none"
     INT8_SYM = "int8_sym"
     INT8_ASYM = "int8_asym"
-    MXFP8_E4M3 = "mxfp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
-    FP8_E4M3 = "fp8_e4m3"  # not implemented yet as an explicit backup_mode: compress_weights rejects it
+    MXFP8_E4M3 = "mxfp8_e4m3"
+    FP8_E4M3 = "fp8_e4m3"
 
 
 class DropType(StrEnum):
@@ -240,7 +240,8 @@ class QuantizationParameters:
 
 @dataclass(frozen=True)
 class FP8QuantizationParameters:
-    """FP8 quantizer constraints (NNCF); FP8 quantization is not supported yet."""
+    """FP8 quantizer constraints (NNCF): ``destination_type`` overrides the FP8 format of the activations or
+    weights of ``quantize(mode=QuantizationMode.FP8_E4M3 | FP8_E5M2)`` (None: the mode's format)."""
 
     destination_type: FP8Type | None = None
 
@@ -406,11 +407,10 @@ def check_advanced_quantization(advanced: AdvancedQuantizationParameters) -> Adv
         )
     for name in ("activations_quantization_params", "weights_quantization_params"):
         params = getattr(advanced, name)
-        if isinstance(params, FP8QuantizationParameters):
-            raise UnsupportedBackendError(
-                f"{name}=FP8QuantizationParameters(...): FP8 quantization is not supported yet; "
-                "use QuantizationParameters (INT8)"
-            )
+        if isinstance(params, FP8QuantizationParameters):  # quantize checks that the mode is an FP8 one
+            destination = coerce_enum(params.destination_type, FP8Type, f"{name}.destination_type", allow_none=True)
+            advanced = dataclasses.replace(advanced, **{name: FP8QuantizationParameters(destination)})
+            continue
         if params is not None and not isinstance(params, QuantizationParameters):
             raise ValidationError(f"{name} must be a QuantizationParameters or None; got {type(params).__name__}")
         if params is not None and params.mode is not None:

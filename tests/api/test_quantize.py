@@ -114,9 +114,13 @@ def test_ignored_scope_keeps_layers_in_float(digits_onnx, calib):
     assert all(producers.get(i) != "DequantizeLinear" for i in first.input)
 
 
-def test_fp8_mode_is_reported_as_unsupported(digits_onnx, calib):
-    with pytest.raises(nncf.UnsupportedBackendError, match="FP8"):
-        nncf.quantize(digits_onnx, calib, mode=nncf.QuantizationMode.FP8_E4M3)
+@pytest.mark.parametrize("mode", [nncf.QuantizationMode.FP8_E4M3, nncf.QuantizationMode.FP8_E5M2])
+def test_fp8_modes_keep_accuracy(digits_onnx, digits_data, calib, mode):
+    from examples.digits_cnn import accuracy_onnx
+
+    fp8 = nncf.quantize(digits_onnx, calib, mode=mode)
+    fp32_acc = accuracy_onnx(digits_onnx, digits_data.x_test, digits_data.y_test)
+    assert accuracy_onnx(fp8, digits_data.x_test, digits_data.y_test) >= fp32_acc - 0.01
 
 
 def test_range_estimator_parameters_change_activation_ranges(digits_onnx, calib):

@@ -56,13 +56,21 @@ def test_supported_advanced_values_are_coerced():
          "quantizer_propagation_rule=MERGE_IF_ALL_BRANCHES_SAME is not supported; use MERGE_ALL_IN_ONE or DO_NOT"),
         ({"activations_quantization_params": QuantizationParameters(mode=QuantizationMode.SYMMETRIC_LORA)},
          "activations_quantization_params.mode='symmetric_lora' .* is not supported"),
-        ({"weights_quantization_params": nncf.FP8QuantizationParameters(nncf.FP8Type.E4M3)},
-         "FP8 quantization is not supported yet"),
     ],
 )
 def test_unimplemented_advanced_values_are_rejected(kwargs, message):
     with pytest.raises(UnsupportedBackendError, match=message):
         check_advanced_quantization(nncf.AdvancedQuantizationParameters(**kwargs))
+
+
+def test_fp8_parameters_are_accepted_with_their_type_coerced():
+    advanced = nncf.AdvancedQuantizationParameters(
+        weights_quantization_params=nncf.FP8QuantizationParameters("f8e5m2"))
+    checked = check_advanced_quantization(advanced)
+    assert checked.weights_quantization_params.destination_type is nncf.FP8Type.E5M2
+    with pytest.raises(ValidationError, match="destination_type must be one of 'f8e4m3', 'f8e5m2'"):
+        check_advanced_quantization(nncf.AdvancedQuantizationParameters(
+            weights_quantization_params=nncf.FP8QuantizationParameters("bf16")))
 
 
 def test_unknown_rule_is_a_validation_error():

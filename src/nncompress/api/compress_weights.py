@@ -32,9 +32,7 @@ from nncompress.weight_parameters import AdvancedCompressionParameters, Compress
 
 TModel = TypeVar("TModel")
 Mode = CompressWeightsMode
-FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4)
-NOT_IMPLEMENTED_MODES = (Mode.INT3_SYM, Mode.INT2_SYM)
-NOT_IMPLEMENTED_BACKUPS = (BackupMode.FP8_E4M3, BackupMode.MXFP8_E4M3)
+FOUR_BIT_DATA_AWARE = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.NF4, Mode.INT3_SYM, Mode.INT2_SYM)
 INTEGER_MODES = (Mode.INT4_ASYM, Mode.INT4_SYM, Mode.INT8_ASYM, Mode.INT8_SYM)
 _EMPTY_DATASET = "the dataset is empty; give at least one model input (128 are recommended)"
 
@@ -61,11 +59,12 @@ def compress_weights(
 ) -> TModel:
     """Compress the weights of Linear/MatMul, Embedding and convolution layers to low-bit formats.
 
-    INT8 modes compress every weight per output channel. The other modes (INT4_SYM/ASYM, NF4, FP4,
-    MXFP4, NVFP4, FP8_E4M3, MXFP8_E4M3, CB4_F8E4M3, CODEBOOK, ADAPTIVE_CODEBOOK) compress Linear weights
-    group-wise (``group_size``: 128 by default, MX formats 32, NVFP4 16, codebooks per channel) and keep
-    embeddings, convolutions and the last Linear in the backup mode (INT8_ASYM; FP8_E4M3 / MXFP8_E4M3 for
-    the float formats) unless ``all_layers``; ``ratio`` is the share of those weight elements in the
+    INT8 modes compress every weight per output channel. The other modes (INT4_SYM/ASYM, INT3_SYM,
+    INT2_SYM, NF4, FP4, MXFP4, NVFP4, FP8_E4M3, MXFP8_E4M3, CB4_F8E4M3, CODEBOOK, ADAPTIVE_CODEBOOK) compress
+    Linear weights group-wise (``group_size``: 128 by default, MX formats 32, NVFP4 16, codebooks per
+    channel) and keep embeddings, convolutions and the last Linear in the backup mode (INT8_ASYM;
+    FP8_E4M3 / MXFP8_E4M3 for the float formats; ``backup_mode`` picks INT8_SYM/ASYM, FP8_E4M3,
+    MXFP8_E4M3 or NONE) unless ``all_layers``; ``ratio`` is the share of those weight elements in the
     primary mode. ``dataset`` enables data-aware mixed precision, AWQ, scale
     estimation, GPTQ and LoRA correction. Returns a new model; the bit-width distribution is printed
     (logged at INFO on the ``nncompress`` logger, shown by default as NNCF does; ``verbose`` prints the
@@ -135,7 +134,9 @@ def _resolve_ratio(ratio: Any) -> float:
     if ratio is None:
         return 1.0
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
-        raise ValidationError(f"ratio must be a number between 0 and 1 (share of weights in 4 bits); got {ratio!r}")
+        raise ValidationError(
+            f"ratio must be a number between 0 and 1 (share of weights in the primary mode); got {ratio!r}"
+        )
     return float(ratio)
 
 
@@ -144,7 +145,8 @@ def _data_aware_checks(options: WeightCompressionOptions, mode: Mode, metric_giv
                                ("gptq", options.gptq), ("lora_correction", options.lora_correction)) if on]
     if methods and mode not in FOUR_BIT_DATA_AWARE:
         raise ValidationError(
-            f"{', '.join(methods)} work with modes 'int4_sym', 'int4_asym' and 'nf4'; got mode={mode.value!r}"
+            f"{', '.join(methods)} work with modes 'int4_sym', 'int4_asym', 'int3_sym', 'int2_sym' and 'nf4'; got "
+            f"mode={mode.value!r}"
         )
     needs_data = [m for m in methods if m != "awq"]
     if needs_data and options.dataset is None:
@@ -182,7 +184,6 @@ def validate_compress_args(
     """Check ``compress_weights``' arguments (by keyword, defaults as in ``compress_weights``; ``advanced``
     is its ``advanced_parameters``) and resolve their defaults."""
     mode = canonical_mode(coerce_enum(mode, CompressWeightsMode, "mode"))
-    _check_implemented(mode, coerce_enum(backup_mode, BackupMode, "backup_mode", allow_none=True))
     fmt = coerce_enum(compression_format, CompressionFormat, "compression_format")
     _positive(subset_size, "subset_size")
     dataset, ignored_scope = _checked_inputs(dataset, ignored_scope)
@@ -265,20 +266,6 @@ def _checked_inputs(dataset: Any, ignored_scope: Any) -> tuple[Any, Any]:
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     return dataset, ignored_scope
-
-
-def _check_implemented(mode: Mode, backup: BackupMode | None) -> None:
-    """NNCF's enum members that nncompress does not implement yet."""
-    if mode in NOT_IMPLEMENTED_MODES:
-        raise UnsupportedBackendError(
-            f"mode={mode.value!r} is not implemented yet; the low-bit integer modes are 'int4_sym' and 'int4_asym' "
-            "(also 'nf4', 'fp4', 'mxfp4', 'nvfp4', 'cb4', 'codebook', 'adaptive_codebook')"
-        )
-    if backup in NOT_IMPLEMENTED_BACKUPS:
-        raise UnsupportedBackendError(
-            f"backup_mode={backup.value!r} is not implemented yet; use 'int8_asym', 'int8_sym' or 'none' (modes 'fp4' "
-            "and 'mxfp4' already back up in 'fp8_e4m3' and 'mxfp8_e4m3' when backup_mode is not given)"
-        )
 
 
 def _default_metric(dataset: Dataset | None) -> SensitivityMetric:

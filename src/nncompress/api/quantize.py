@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, TypeVar
 
 from nncompress.algorithms.quantization.pipeline import PTQOptions, run_ptq
 from nncompress.backends.registry import get_adapter
 from nncompress.dataset import Dataset
-from nncompress.errors import CalibrationError, UnsupportedBackendError, ValidationError
+from nncompress.errors import CalibrationError, ValidationError
 from nncompress.foreign import adopt
 from nncompress.parameters import (
     AdvancedQuantizationParameters,
+    FP8QuantizationParameters,
     ModelType,
+    OverflowFix,
     QuantizationMode,
     QuantizationPreset,
     TargetDevice,
@@ -40,6 +43,10 @@ def quantize(
     verbose: bool = False,
 ) -> TModel:
     """Quantize ``model`` to INT8 using ``calibration_dataset``; returns a new model of the same kind.
+
+    ``mode=QuantizationMode.FP8_E4M3 | FP8_E5M2`` quantizes the same activations and weights to FP8
+    instead: OpenVINO FakeConvert, ONNX QuantizeLinear/DequantizeLinear with a float8 zero point (opset
+    19, the model is converted when older), a PyTorch FP8 fake quantizer.
 
     The report of what was quantized and what was left in float is printed when ``verbose`` and is
     available afterwards from ``nncompress.last_report()``.
@@ -89,9 +96,7 @@ def validate_quantize_args(
         )
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1:
         raise ValidationError(f"subset_size must be a positive integer; got {subset_size!r}")
-    if mode is not None:
-        mode = coerce_enum(mode, QuantizationMode, "mode")
-        raise UnsupportedBackendError(f"mode={mode.value!r} (FP8) is not supported yet; use mode=None for INT8")
+    mode = coerce_enum(mode, QuantizationMode, "mode", allow_none=True)
     if not isinstance(fast_bias_correction, bool):
         raise ValidationError(f"fast_bias_correction must be True or False; got {fast_bias_correction!r}")
     if advanced is None:
@@ -101,6 +106,7 @@ def validate_quantize_args(
             f"advanced_parameters must be an AdvancedQuantizationParameters; got {type(advanced).__name__}"
         )
     advanced = check_advanced_quantization(advanced)
+    fp8, advanced, preset = _fp8_options(mode, advanced, preset, target_device)
     if ignored_scope is not None and not isinstance(ignored_scope, IgnoredScope):
         raise ValidationError(f"ignored_scope must be an nncompress.IgnoredScope; got {type(ignored_scope).__name__}")
     batch = dataset.get_batch_size()
@@ -116,7 +122,49 @@ def validate_quantize_args(
         ignored_scope=ignored_scope,
         advanced=advanced,
         batchwise=batchwise,
+        fp8=fp8,
     )
+
+
+_FP8_NAMES = ("activations_quantization_params", "weights_quantization_params")
+
+
+def _fp8_options(mode: QuantizationMode | None, advanced: AdvancedQuantizationParameters, preset: Any,
+                 target_device: Any) -> tuple[tuple[str, str] | None, AdvancedQuantizationParameters, Any]:
+    """(FP8 formats of activations and weights or None, ``advanced`` for the INT8 range machinery, preset).
+
+    FP8 mode needs what the reference needs: the PERFORMANCE preset, target device ANY or CPU, no
+    quantized outputs; the overflow fix is off."""
+    params = {name: getattr(advanced, name) for name in _FP8_NAMES}
+    if mode is None:
+        given = [name for name, value in params.items() if isinstance(value, FP8QuantizationParameters)]
+        if given:
+            raise ValidationError(
+                f"{given[0]}=FP8QuantizationParameters(...) needs mode=QuantizationMode.FP8_E4M3 or FP8_E5M2; "
+                "for INT8 give QuantizationParameters"
+            )
+        return None, advanced, preset
+    wrong = [name for name, value in params.items() if value is not None and
+             not isinstance(value, FP8QuantizationParameters)]
+    if wrong:
+        raise ValidationError(
+            f"mode={mode.value!r}: {wrong[0]} must be FP8QuantizationParameters(destination_type=...) or None; "
+            f"got {type(params[wrong[0]]).__name__}"
+        )
+    preset = coerce_enum(preset, QuantizationPreset, "preset", allow_none=True)
+    device = coerce_enum(target_device, TargetDevice, "target_device")
+    if preset is QuantizationPreset.MIXED or device not in (TargetDevice.ANY, TargetDevice.CPU) or (
+            advanced.quantize_outputs):
+        raise ValidationError(
+            f"mode={mode.value!r} (FP8) needs preset=PERFORMANCE (or None), target_device ANY or CPU and "
+            f"quantize_outputs=False; got preset={preset}, target_device={device.value!r}, "
+            f"quantize_outputs={advanced.quantize_outputs}"
+        )
+    default = "f8e4m3" if mode is QuantizationMode.FP8_E4M3 else "f8e5m2"
+    formats = tuple(getattr(params[name], "destination_type", None) or default for name in _FP8_NAMES)
+    advanced = dataclasses.replace(advanced, overflow_fix=OverflowFix.DISABLE,
+                                   **dict.fromkeys(_FP8_NAMES))
+    return (str(formats[0]), str(formats[1])), advanced, QuantizationPreset.PERFORMANCE
 
 
 def check_first_item(adapter, model: Any, dataset: Dataset, empty_message: str = _EMPTY_CALIBRATION) -> Any:

@@ -55,6 +55,22 @@ class FakeQuantParams:
 
 
 @dataclass(frozen=True)
+class FakeConvertParams:
+    """FP8 fake conversion (OpenVINO FakeConvert, ``numerics.fp8``): ``(fp8(x * scale - shift) + shift) /
+    scale``, saturating. ``scale``/``shift`` are scalars or 1-D arrays over ``axis``; ``destination`` is
+    'f8e4m3' or 'f8e5m2'. QuantizeActivation / QuantizeWeight carry it in ``params`` in FP8 mode."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    destination: str
+    axis: int | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        return self.axis is not None
+
+
+@dataclass(frozen=True)
 class QuantizeActivation:
     """Insert a fake quantizer on ``tensor``.
 
@@ -67,7 +83,7 @@ class QuantizeActivation:
 
     tensor: TensorRef
     consumers: tuple[InputRef, ...] | None
-    params: FakeQuantParams
+    params: FakeQuantParams | FakeConvertParams
     name: str
 
 
@@ -79,7 +95,7 @@ class QuantizeWeight:
 
     node: str
     port: int
-    params: FakeQuantParams
+    params: FakeQuantParams | FakeConvertParams
     name: str
 
 

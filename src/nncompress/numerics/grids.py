@@ -7,6 +7,8 @@ Codes index the grid tables below:
 - E4M3 (FP8_E4M3, MXFP8_E4M3): ``sign << 7 | magnitude code`` where the 127 magnitude codes are the
   f8e4m3fn bit patterns 0x00..0x7E, whose values ascend (0x7F is NaN and never produced); 448 is the
   largest value and larger magnitudes saturate to it;
+- E5M2 (FP8 quantization, ``quantize(mode=FP8_E5M2)``): the f8e5m2 bit patterns, magnitude codes
+  0x00..0x7B (57344 is the largest finite value; larger magnitudes saturate to it);
 - CB4: 16 E4M3-representable levels in ascending order (code = index).
 
 Rounding is to the nearest grid value with the mid-points as decision boundaries; an exact tie goes to
@@ -44,6 +46,20 @@ E4M3_LEVELS = np.concatenate(
 ).astype(np.float32)  # indexed by the 8-bit code
 
 
+def _e5m2_magnitudes() -> np.ndarray:
+    codes = np.arange(124)
+    exponent, mantissa = codes >> 2, (codes & 3).astype(np.float64)
+    normal = (1.0 + mantissa / 4.0) * np.exp2(exponent - 15.0)
+    return np.where(exponent == 0, mantissa * 2.0**-16, normal).astype(np.float32)
+
+
+E5M2_MAGNITUDES = _e5m2_magnitudes()
+E5M2_MAX = float(E5M2_MAGNITUDES[-1])  # 57344
+E5M2_LEVELS = np.concatenate(
+    [E5M2_MAGNITUDES, [np.inf, np.nan, np.nan, np.nan], -E5M2_MAGNITUDES, [-np.inf, np.nan, np.nan, np.nan]]
+).astype(np.float32)  # indexed by the 8-bit code
+
+
 class Midpoints:
     """``count(mids < x)`` for a sorted grid's decision boundaries: a lookup table over uniform bins
     (power-of-two width, no decision boundary near a bin edge) plus one exact comparison."""
@@ -71,6 +87,7 @@ _NF4 = Midpoints(NF4_LEVELS, -1.0, 1.0)
 _CB4 = Midpoints(CB4_LEVELS, -3.5007, 3.4993)  # bin edges away from the dyadic boundaries
 _E2M1 = Midpoints(E2M1_MAGNITUDES, -0.0007, 7.9993)  # bin edges away from the dyadic boundaries
 _E4M3_MIDS = ((E4M3_MAGNITUDES[1:] + E4M3_MAGNITUDES[:-1]) / 2).astype(np.float32)
+_E5M2_MIDS = ((E5M2_MAGNITUDES[1:] + E5M2_MAGNITUDES[:-1]) / 2).astype(np.float32)
 
 
 def nearest_nf4(normalized: np.ndarray) -> np.ndarray:
@@ -89,13 +106,22 @@ def nearest_e2m1(normalized: np.ndarray) -> np.ndarray:
     return (index + 8 * ((normalized < 0) & (index > 0))).astype(np.uint8)
 
 
-def nearest_e4m3(normalized: np.ndarray) -> np.ndarray:
-    """f8e4m3fn codes (round half to even, saturating at +-448; -0 is stored as +0)."""
+def _nearest_fp8(normalized: np.ndarray, mids: np.ndarray) -> np.ndarray:
     magnitude = np.abs(normalized).astype(np.float32)
-    index = np.searchsorted(_E4M3_MIDS, magnitude, side="left")  # count of mids < magnitude
-    tie = (index < _E4M3_MIDS.size) & (magnitude == np.take(_E4M3_MIDS, np.minimum(index, _E4M3_MIDS.size - 1)))
+    index = np.searchsorted(mids, magnitude, side="left")  # count of mids < magnitude
+    tie = (index < mids.size) & (magnitude == np.take(mids, np.minimum(index, mids.size - 1)))
     index += tie & (index % 2 == 1)
     return (index + 128 * ((normalized < 0) & (index > 0))).astype(np.uint8)
+
+
+def nearest_e4m3(normalized: np.ndarray) -> np.ndarray:
+    """f8e4m3fn codes (round half to even, saturating at +-448; -0 is stored as +0)."""
+    return _nearest_fp8(normalized, _E4M3_MIDS)
+
+
+def nearest_e5m2(normalized: np.ndarray) -> np.ndarray:
+    """f8e5m2 codes (round half to even, saturating at +-57344; -0 is stored as +0)."""
+    return _nearest_fp8(normalized, _E5M2_MIDS)
 
 
 def e8m0(value: np.ndarray, grid_max: float) -> np.ndarray:

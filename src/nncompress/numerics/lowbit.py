@@ -15,7 +15,8 @@ Formulas (reference section 2.3):
 
 Scales are rounded to float16 before the codes are computed, so storing them in float16 is exact.
 4-bit codes are packed two per byte, the first element in the low nibble (OpenVINO u4/i4/nf4/f4e2m1
-and ONNX INT4/UINT4 use this order).
+and ONNX INT4/UINT4 use this order); INT3_SYM / INT2_SYM (``[-4, 3]`` / ``[-2, 1]``, the symmetric
+formula) pack ``q + 4`` / ``q + 2`` in OpenVINO's u3 / u2 layouts (``numerics.packing``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from nncompress.numerics import grids
 from nncompress.numerics.chunked import chunk_bounds, rows_of, run_chunks
 from nncompress.numerics.grids import E2M1_LEVELS, E2M1_MAGNITUDES, NF4_LEVELS  # noqa: F401 - re-exported
+from nncompress.numerics.packing import pack_4bit, pack_codes, unpack_4bit, unpack_codes  # noqa: F401 - re-exported
 from nncompress.parameters import CompressWeightsMode as Mode
 
 F16_NORMAL = 2.0**-14  # smallest normal float16: smaller scales are kept in float32
@@ -47,7 +49,9 @@ def _finite(extreme: np.ndarray) -> np.ndarray:
         raise NonFiniteWeightError("the weight holds NaN or Inf values")
     return extreme
 
-INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT8_SYM, Mode.INT4_ASYM, Mode.INT4_SYM})
+SYMMETRIC_INT_MODES = frozenset({Mode.INT8_SYM, Mode.INT4_SYM, Mode.INT3_SYM, Mode.INT2_SYM})
+INT_MODES = frozenset({Mode.INT8_ASYM, Mode.INT4_ASYM, *SYMMETRIC_INT_MODES})
+NARROW_BITS = {Mode.INT3_SYM: 3, Mode.INT2_SYM: 2}  # below 4 bits: packed unsigned (q + 2^(b-1))
 FOUR_BIT_MODES = frozenset(
     {Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4, Mode.MXFP4, Mode.FP4, Mode.NVFP4, Mode.CB4_F8E4M3, Mode.CODEBOOK,
      Mode.ADAPTIVE_CODEBOOK}
@@ -65,7 +69,7 @@ _GRIDS = {  # float-grid modes: (grid indexed by code, nearest-code function)
 CODEBOOK_MODES = frozenset(_GRIDS)  # fixed grids; Mode.CODEBOOK carries its own (``book``)
 MX_MODES = frozenset({Mode.MXFP4, Mode.MXFP8_E4M3})  # power-of-two (E8M0) scales, groups of 32
 FIXED_GROUP_SIZES = {Mode.MXFP4: 32, Mode.MXFP8_E4M3: 32, Mode.NVFP4: 16}
-SEARCHABLE_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.NF4})  # range search candidates
+SEARCHABLE_MODES = frozenset({Mode.INT4_ASYM, Mode.INT4_SYM, Mode.INT3_SYM, Mode.INT2_SYM, Mode.NF4})  # range search
 # NNCF backs these up with FP8_E4M3 (same group size) or MXFP8_E4M3 instead of INT8_ASYM
 FLOAT_BACKUP = {Mode.FP4: Mode.FP8_E4M3, Mode.FP8_E4M3: Mode.FP8_E4M3,
                 Mode.MXFP4: Mode.MXFP8_E4M3, Mode.MXFP8_E4M3: Mode.MXFP8_E4M3}
@@ -78,7 +82,14 @@ def canonical_mode(mode: Mode) -> Mode:
 
 
 def mode_bits(mode: Mode) -> int:
-    return 4 if canonical_mode(mode) in FOUR_BIT_MODES else 8
+    """Bits per stored code: 2 (INT2_SYM), 3 (INT3_SYM), 4 (4-bit modes) or 8."""
+    mode = canonical_mode(mode)
+    return NARROW_BITS.get(mode, 4 if mode in FOUR_BIT_MODES else 8)
+
+
+def is_low_bit(mode: Mode) -> bool:
+    """Whether ``mode`` stores fewer than 8 bits per weight (the primary modes of the data-aware methods)."""
+    return mode_bits(mode) < 8
 
 
 def is_int8_mode(mode: Mode) -> bool:
@@ -106,7 +117,7 @@ def code_range(mode: Mode) -> tuple[int, int]:
     """(lowest, highest) integer code of ``mode``."""
     mode = canonical_mode(mode)
     bits = mode_bits(mode)
-    if mode in (Mode.INT8_SYM, Mode.INT4_SYM):
+    if mode in SYMMETRIC_INT_MODES:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return 0, 2**bits - 1
 
@@ -140,32 +151,6 @@ def group(weight: np.ndarray, axis: int, group_size: int) -> np.ndarray:
     return weight.reshape(grouped_shape(weight.shape, axis, group_size))
 
 
-# --------------------------------------------------------------------------- packing
-
-
-def pack_4bit(codes: np.ndarray) -> np.ndarray:
-    """Two 4-bit codes per byte, first element in the low nibble; flat uint8 of ceil(n / 2) bytes.
-
-    Signed codes (-8..7) are stored in two's complement nibbles.
-    """
-    flat = np.asarray(codes).reshape(-1).astype(np.uint8) & np.uint8(0x0F)
-    if flat.size % 2:
-        flat = np.concatenate([flat, np.zeros(1, np.uint8)])
-    return (flat[0::2] | (flat[1::2] << np.uint8(4))).astype(np.uint8)
-
-
-def unpack_4bit(packed: np.ndarray, count: int, signed: bool = False) -> np.ndarray:
-    """The first ``count`` codes of ``pack_4bit`` output (int8 -8..7 when ``signed``, else uint8)."""
-    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    codes = np.empty(packed.size * 2, dtype=np.uint8)
-    codes[0::2] = packed & np.uint8(0x0F)
-    codes[1::2] = packed >> np.uint8(4)
-    codes = codes[:count]
-    if signed:
-        return ((codes.astype(np.int8) ^ np.int8(8)) - np.int8(8)).astype(np.int8)
-    return codes
-
-
 # --------------------------------------------------------------------------- scales and codes
 
 
@@ -179,7 +164,7 @@ def round_scale(scale: np.ndarray) -> np.ndarray:
 
 def _extremes(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per group for integer modes; (max |w|, unused) for float grids."""
-    if mode in (Mode.INT8_ASYM, Mode.INT4_ASYM, Mode.INT8_SYM, Mode.INT4_SYM):
+    if mode in INT_MODES:
         return _finite(grouped.min(axis=axes, keepdims=True)), _finite(grouped.max(axis=axes, keepdims=True))
     amax = _finite(np.abs(grouped).max(axis=axes, keepdims=True))
     return amax, amax
@@ -199,7 +184,7 @@ def _scale_from(low: np.ndarray, high: np.ndarray, mode: Mode, shrink=(1.0, 1.0)
         low, high = np.minimum(low, 0.0) * shrink[0], np.maximum(high, 0.0) * shrink[1]
         scale = _finish((high - low) / (2**bits - 1), mode)
         return scale, np.clip(-np.round(low / scale), 0, 2**bits - 1).astype(np.uint8)
-    if mode in (Mode.INT8_SYM, Mode.INT4_SYM):
+    if mode in SYMMETRIC_INT_MODES:
         signed_max = np.where((low < 0) & (np.abs(low) >= np.abs(high)), np.abs(low), -high)
         return _finish(signed_max * shrink[0] / 2 ** (bits - 1), mode), None
     if mode in MX_MODES:
@@ -333,8 +318,9 @@ def fake_quantize(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> np.
 class CompressedWeight:
     """A weight in low-bit form: everything a backend needs to store and decompress it.
 
-    ``data`` holds the codes: int8/uint8 in ``stored_shape`` for 8-bit modes, ``pack_4bit`` bytes
-    for 4-bit modes. ``scale`` (float32 holding float16 values; powers of two for MXFP4) and
+    ``data`` holds the codes: int8/uint8 in ``stored_shape`` for 8-bit modes, ``pack_codes`` bytes
+    for 2-, 3- and 4-bit modes (``numerics.packing``). ``scale`` (float32 holding float16 values;
+    powers of two for MXFP4) and
     ``zero_point`` (uint8 codes, asymmetric modes only) have ``scale_shape``. ``axis`` is the
     input-channel axis of the original weight, ``group_size`` -1 for per-channel. 8-bit float modes
     keep f8e4m3 bit patterns (uint8) in ``data``.
@@ -382,7 +368,7 @@ class CompressedWeight:
         """The codes unpacked, in ``stored_shape`` (int8 for signed modes, else uint8)."""
         if self.bits == 8:
             return self.data.reshape(self.stored_shape)
-        return unpack_4bit(self.data, self.size, self.signed).reshape(self.stored_shape)
+        return unpack_codes(self.data, self.size, self.bits, self.signed).reshape(self.stored_shape)
 
     def decompress(self) -> np.ndarray:
         """The float32 weight in its original shape (the reference every backend must match)."""
@@ -477,6 +463,8 @@ def _encode_chunks(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale
             data[start:stop] = codes
 
     run_chunks(chunk_bounds(rows, row_size, four_bit), work)
+    if mode in NARROW_BITS:  # 2 and 3 bits: codes chunk by chunk (int8), packed once at the end
+        data = pack_codes(data, mode_bits(mode))
     return data, scale, zero_point
 
 

@@ -17,9 +17,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")
 
-MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4, M.FP8_E4M3,
-         M.MXFP8_E4M3, M.CB4_F8E4M3]
+MODES = [M.INT8_ASYM, M.INT8_SYM, M.INT4_ASYM, M.INT4_SYM, M.INT3_SYM, M.INT2_SYM, M.NF4, M.MXFP4, M.FP4, M.NVFP4,
+         M.FP8_E4M3, M.MXFP8_E4M3, M.CB4_F8E4M3]
 STORED_TYPE = {M.INT8_ASYM: "u8", M.INT8_SYM: "i8", M.INT4_ASYM: "u4", M.INT4_SYM: "i4", M.NF4: "nf4",
+               M.INT3_SYM: "u3", M.INT2_SYM: "u2",
                M.MXFP4: "f4e2m1", M.FP4: "f4e2m1", M.NVFP4: "f4e2m1", M.FP8_E4M3: "f8e4m3",
                M.MXFP8_E4M3: "f8e4m3", M.CB4_F8E4M3: "u4"}
 
@@ -93,7 +94,7 @@ def test_onnx_storage_equals_reference_dequantization(mode):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
     assert compressed.ByteSize() < model.ByteSize() / (3.0 if mode_bits(mode) == 8 else 4.0)
     ops = {n.op_type for n in compressed.graph.node}
-    if mode in (M.INT4_SYM, M.INT4_ASYM, M.INT8_SYM, M.INT8_ASYM):
+    if mode in (M.INT4_SYM, M.INT4_ASYM, M.INT2_SYM, M.INT8_SYM, M.INT8_ASYM):
         assert "MatMulNBits" in ops and "Gemm" not in ops  # Gemm bias moved into MatMulNBits: added once
 
 
@@ -138,7 +139,8 @@ def _ir_bytes(model) -> int:
         return os.path.getsize(os.path.join(folder, "m.bin"))
 
 
-@pytest.mark.parametrize("mode,factor", _slow_except([(M.INT8_ASYM, 3.5), (M.INT4_SYM, 6.0), (M.NF4, 6.0)], M.INT4_SYM))
+@pytest.mark.parametrize("mode,factor", _slow_except([(M.INT8_ASYM, 3.5), (M.INT4_SYM, 6.0), (M.NF4, 6.0),
+                                                      (M.INT3_SYM, 7.2), (M.INT2_SYM, 9.3)], M.INT4_SYM, M.INT2_SYM))
 def test_openvino_saved_bin_shrinks(mode, factor):
     import nncompress as nncf
 
@@ -166,7 +168,8 @@ def test_onnx_runtime_and_openvino_agree(mode):
 
 
 @pytest.mark.parametrize("mode,stored", _slow_except([(M.INT4_SYM, "i4"), (M.INT4_ASYM, "u4"), (M.INT8_ASYM, "u8"),
-                                         (M.FP4, "f4e2m1"), (M.NVFP4, "f4e2m1"), (M.FP8_E4M3, "f8e4m3")], M.INT4_SYM))
+                                         (M.FP4, "f4e2m1"), (M.NVFP4, "f4e2m1"), (M.FP8_E4M3, "f8e4m3"),
+                                                      (M.INT2_SYM, "u2")], M.INT4_SYM, M.INT2_SYM))
 def test_openvino_compiled_model_keeps_compressed_weights(mode, stored):
     """The CPU plugin folds the decompression into FullyConnected: low-bit constants reach the kernels."""
     import nncompress as nncf

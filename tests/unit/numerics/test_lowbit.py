@@ -226,3 +226,43 @@ def test_a_user_codebook_also_finds_non_finite_values():
     weight[3, 3] = np.nan
     with pytest.raises(NonFiniteWeightError):
         encode(weight, M.CODEBOOK, 1, 32, book=np.array([-1.0, 0.0, 0.5, 1.0], np.float32))
+
+
+@pytest.mark.parametrize("mode,codes,values", [
+    # max |w| = 1.0 is positive, so the signed scale is -1 / 2^(b-1) and 1.0 maps to the lowest code
+    (M.INT2_SYM, [-2, 1, 0, -2], [1.0, -0.5, 0.0, 1.0]),  # scale -0.5; w/scale = -2, 1, -0.5, -1.6
+    (M.INT3_SYM, [-4, 2, -1, -3], [1.0, -0.5, 0.25, 0.75]),  # scale -0.25; w/scale = -4, 2, -1, -3.2
+])
+def test_int3_int2_codes_by_hand(mode, codes, values):
+    weight = np.array([[1.0, -0.5, 0.25, 0.8]], np.float32)
+    compressed = encode(weight, mode, 1, -1)
+    assert compressed.bits == {M.INT2_SYM: 2, M.INT3_SYM: 3}[mode] and compressed.signed
+    np.testing.assert_array_equal(compressed.scale, [[-1.0 / 2 ** (compressed.bits - 1)]])
+    np.testing.assert_array_equal(compressed.codes(), [codes])
+    np.testing.assert_array_equal(compressed.decompress(), [values])
+    assert code_range(mode) == (-(2 ** (compressed.bits - 1)), 2 ** (compressed.bits - 1) - 1)
+
+
+@pytest.mark.parametrize("mode,bits", [(M.INT3_SYM, 3), (M.INT2_SYM, 2)])
+def test_int3_int2_packed_storage_size_and_decode(mode, bits):
+    torch = pytest.importorskip("torch")
+    from nncompress.numerics.decode import decode
+
+    weight = np.random.default_rng(bits).standard_normal((24, 256)).astype(np.float32)
+    compressed = encode(weight, mode, 1, 128)
+    assert compressed.data.dtype == np.uint8 and compressed.data.nbytes == 24 * 256 * bits // 8
+    assert compressed.nbytes == 24 * 256 * bits // 8 + 24 * 2 * 2  # + one float16 scale per group
+    codes = compressed.codes()
+    np.testing.assert_array_equal(compressed.decompress(), (codes * compressed.scale).reshape(24, 256))
+    on_torch = decode(torch.from_numpy(compressed.data), mode, compressed.shape, compressed.stored_shape,
+                      torch.from_numpy(compressed.scale))
+    np.testing.assert_array_equal(on_torch.numpy(), compressed.decompress())
+
+
+def test_fewer_bits_larger_error():
+    weight = np.random.default_rng(0).standard_normal((32, 256)).astype(np.float32)
+    errors = [np.abs(encode(weight, m, 1, 128).decompress() - weight).mean()
+              for m in (M.INT4_SYM, M.INT3_SYM, M.INT2_SYM)]
+    assert errors[0] < errors[1] < errors[2]
+    # the grid step doubles with each bit removed: the mean error roughly doubles too
+    assert 1.6 < errors[1] / errors[0] < 2.6 and 1.6 < errors[2] / errors[1] < 2.8

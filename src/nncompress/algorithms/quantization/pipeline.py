@@ -8,6 +8,7 @@ from typing import Any
 
 from nncompress.algorithms.checks import check_finite_weight
 from nncompress.algorithms.quantization.bias_correction import BiasCorrection, FastBiasCorrection
+from nncompress.algorithms.quantization.fp8 import fake_convert_edits
 from nncompress.algorithms.quantization.min_max import MinMaxOptions, MinMaxQuantization, quantizer_edits
 from nncompress.algorithms.quantization.placement import PlacementOptions, QuantizationSetup, find_quantization_setup
 from nncompress.algorithms.quantization.smooth_quant import SmoothQuant
@@ -37,6 +38,7 @@ class PTQOptions:
     ignored_scope: IgnoredScope | None = None
     advanced: AdvancedQuantizationParameters = field(default_factory=AdvancedQuantizationParameters)
     batchwise: bool = False
+    fp8: tuple[str, str] | None = None  # FP8 mode: (activation, weight) formats, 'f8e4m3' / 'f8e5m2'
 
 
 @dataclass
@@ -62,7 +64,7 @@ def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
     minmax = MinMaxQuantization(setup, _minmax_options(options))
     plan = StatisticsPlan()
     minmax.register(plan)
-    bias = _bias_algorithm(graph, setup, options)
+    bias = None if options.fp8 else _bias_algorithm(graph, setup, options)
     if bias is not None:
         bias.register(plan)
     weight_params = _weight_params(adapter, model, setup, minmax)  # before the pass: bad weights fail fast
@@ -75,6 +77,12 @@ def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
     report_nonfinite(plan, report)
     act_params = minmax.activation_params()
     edits = quantizer_edits(setup, act_params, weight_params)
+    if options.fp8:
+        edits = fake_convert_edits(edits, *options.fp8)
+        report.notes.append(
+            f"FP8 quantization: activations {options.fp8[0]}, weights {options.fp8[1]} (FakeConvert); "
+            "bias correction is not applied in FP8 mode"
+        )
     if bias is not None:
         bias_edits, skipped = _bias_edits(bias, adapter, model, weight_params, edits, dataset)
         report.notes.append(
@@ -83,7 +91,7 @@ def run_ptq(adapter, model, dataset, options: PTQOptions) -> PTQResult:
         )
         edits += bias_edits
     result = adapter.apply(model, edits)
-    _fill_report(report, setup, act_params, weight_params)
+    _fill_report(report, setup, act_params, weight_params, options.fp8)
     report.timings["quantize"] = time.perf_counter() - start
     return PTQResult(result, report, model, graph, setup, edits)
 
@@ -180,13 +188,14 @@ def _weight_params(adapter, model, setup: QuantizationSetup, minmax) -> dict:
     return params
 
 
-def _fill_report(report: CompressionReport, setup: QuantizationSetup, act_params, weight_params) -> None:
+def _fill_report(report: CompressionReport, setup: QuantizationSetup, act_params, weight_params, fp8=None) -> None:
     for q, p in zip(setup.activations, act_params):
         kind = "per-channel" if p.per_channel else "per-tensor"
-        sign = "signed" if p.signed else "unsigned"
-        report.quantized.append((q.name, f"activations {kind} {sign} {p.levels} levels for {', '.join(q.targets)}"))
+        grid = f"{fp8[0]} FakeConvert" if fp8 else f"{'signed' if p.signed else 'unsigned'} {p.levels} levels"
+        report.quantized.append((q.name, f"activations {kind} {grid} for {', '.join(q.targets)}"))
     for w in setup.weights:
         p = weight_params[w.node]
         half = " (half range: overflow fix)" if w.half_range else ""
-        report.quantized.append((w.name, f"weights per-channel axis {p.axis} {p.levels} levels{half}"))
+        grid = f"{fp8[1]} FakeConvert" if fp8 else f"{p.levels} levels"
+        report.quantized.append((w.name, f"weights per-channel axis {p.axis} {grid}{half}"))
     report.skipped.update(setup.skipped)

@@ -1,6 +1,6 @@
 """Activation-aware weight scaling (AWQ, modified as in the reference, section 2.7).
 
-Patterns (the target is a 4-bit Linear reading the pattern's output on input 0):
+Patterns (the target is a low-bit Linear reading the pattern's output on input 0):
 - ``Linear -> Multiply -> Linear`` (e.g. up_proj * act(gate) -> down_proj): ``1 / s`` is folded into the
   output channels of the first Linear (its only consumer must be the Multiply);
 - ``Activation -> Multiply -> Linear`` and ``Activation -> Linear``: a ``Multiply(1 / s)`` is inserted
@@ -118,11 +118,11 @@ def _statistics(layer: WeightLayer, w_oi: np.ndarray, stats: ActivationStats | N
 
 
 def _groups(graph: Graph, layers: list[WeightLayer]) -> list[tuple[str, list, WeightLayer | None]]:
-    """(pattern, targets, merge Linear) per input tensor of 4-bit Linear layers that AWQ can scale."""
+    """(pattern, targets, merge Linear) per input tensor of low-bit Linear layers that AWQ can scale."""
     by_node = {layer.node: layer for layer in layers}
     by_input: dict = {}
     for layer in layers:
-        if layer.config.is_primary_4bit and layer.activation is not None:
+        if layer.config.is_primary_low_bit and layer.activation is not None:
             by_input.setdefault(layer.activation, []).append(layer)
     groups = []
     for targets in by_input.values():
@@ -136,7 +136,7 @@ def _require_dataflow(graph: Graph, layers: list[WeightLayer]) -> None:
     """AWQ finds its patterns along the graph's edges; a graph built without tracing has none."""
     if graph.has_dataflow:
         return
-    if any(layer.config.is_primary_4bit for layer in layers):
+    if any(layer.config.is_primary_low_bit for layer in layers):
         raise ValidationError(
             "awq=True needs the model's dataflow graph to find its patterns, and this model's graph was built "
             "without running it (a PyTorch model is traced only when a dataset is given): pass "
@@ -151,7 +151,7 @@ def plan_awq(
     stats: Mapping[str, ActivationStats],
     params: AdvancedAWQParameters,
 ) -> AWQPlan:
-    """Find the AWQ patterns among 4-bit Linear layers and compute their scales.
+    """Find the AWQ patterns among low-bit Linear layers and compute their scales.
 
     ``stats`` (input statistics per node) is only read: the statistics of the scaled inputs are new
     objects in the plan. Scales are searched on the stacked weights of a pattern's targets (one target
@@ -184,12 +184,12 @@ def plan_awq(
 
 
 def summary(layers: list[WeightLayer], patterns: Mapping[str, int]) -> str:
-    """The report's AWQ line: how many 4-bit Linear layers were scaled, by pattern."""
-    candidates = sum(1 for t in layers if t.config.is_primary_4bit and t.activation is not None)
+    """The report's AWQ line: how many low-bit Linear layers were scaled, by pattern."""
+    candidates = sum(1 for t in layers if t.config.is_primary_low_bit and t.activation is not None)
     if not patterns:
         return (
-            f"AWQ: no pattern matched among {candidates} 4-bit Linear layers (it applies to Linear->Multiply->Linear, "
-            "Activation->Multiply->Linear and Activation->Linear); weights were not scaled"
+            f"AWQ: no pattern matched among {candidates} low-bit Linear layers (it applies to "
+            "Linear->Multiply->Linear, Activation->Multiply->Linear and Activation->Linear); weights were not scaled"
         )
     kinds = ", ".join(f"{k}: {v}" for k, v in sorted(patterns.items()))
-    return f"AWQ applied to {sum(patterns.values())} of {candidates} 4-bit Linear layers ({kinds})"
+    return f"AWQ applied to {sum(patterns.values())} of {candidates} low-bit Linear layers ({kinds})"

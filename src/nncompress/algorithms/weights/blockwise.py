@@ -260,7 +260,7 @@ class BlockwiseCompression:
 
     def _data(self, item: _Block) -> list[WeightLayer]:
         """The block's layers that read statistics (after mixed precision: the primary-precision ones)."""
-        return [layer for layer in item.layers if data_layer(layer, self.options) and layer.config.is_primary_4bit]
+        return [layer for layer in item.layers if data_layer(layer, self.options) and layer.config.is_primary_low_bit]
 
     def _methods(self) -> str:
         options = self.options

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, FLOAT_BACKUP, canonical_mode, is_int8_mode, mode_bits
+from nncompress.numerics.lowbit import (
+    FIXED_GROUP_SIZES,
+    FLOAT_BACKUP,
+    canonical_mode,
+    is_int8_mode,
+    is_low_bit,
+    mode_bits,
+)
 from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric
 from nncompress.scopes import IgnoredScope
 from nncompress.weight_parameters import AdvancedCompressionParameters
@@ -33,8 +40,10 @@ class LayerConfig:
         return 32 if self.mode is None else mode_bits(self.mode)
 
     @property
-    def is_primary_4bit(self) -> bool:
-        return self.mode is not None and mode_bits(self.mode) == 4
+    def is_primary_low_bit(self) -> bool:
+        """A 2-, 3- or 4-bit mode: the layers AWQ, scale estimation, GPTQ and LoRA correction work on."""
+        return self.mode is not None and is_low_bit(self.mode)
+
 
     def channels_per_group(self, channels: int) -> int:
         """The group-size rule: ``group_size`` input channels per group, or all ``channels`` when -1."""
@@ -77,7 +86,10 @@ class WeightCompressionOptions:
         float_backup = FLOAT_BACKUP.get(canonical_mode(self.mode))
         if self.backup_mode is None and float_backup is not None:  # float formats back up in FP8
             return LayerConfig(float_backup, FIXED_GROUP_SIZES.get(float_backup, self.group_size))
-        return LayerConfig(Mode((self.backup_mode or BackupMode.INT8_ASYM).value), -1)
+        backup = Mode((self.backup_mode or BackupMode.INT8_ASYM).value)
+        if backup in (Mode.FP8_E4M3, Mode.MXFP8_E4M3):  # FP8: the primary's groups; MXFP8: groups of 32
+            return LayerConfig(backup, FIXED_GROUP_SIZES.get(backup, self.group_size))
+        return LayerConfig(backup, -1)
 
     def backup_for(self, channels: int) -> LayerConfig:
         """The backup configuration for a weight with ``channels`` input channels: a float-format backup

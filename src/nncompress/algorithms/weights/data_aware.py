@@ -114,7 +114,7 @@ def uses_data(job: LayerJob, options: WeightCompressionOptions) -> bool:
     """Whether a data-aware method (scale estimation, GPTQ, LoRA correction) applies to ``job``."""
     stats = job.stats
     methods = options.scale_estimation or options.gptq or options.lora_correction
-    return job.config.is_primary_4bit and stats is not None and stats.count > 0 and bool(methods)
+    return job.config.is_primary_low_bit and stats is not None and stats.count > 0 and bool(methods)
 
 
 def estimate_step(job: LayerJob, options: WeightCompressionOptions, factors: GPTQFactors) -> LayerJob:

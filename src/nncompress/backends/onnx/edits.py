@@ -9,11 +9,12 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
-from nncompress.backends.onnx import weight_storage
+from nncompress.backends.onnx import fp8, weight_storage
 from nncompress.backends.onnx.editor import Editor, name_nodes
 from nncompress.errors import UnsupportedBackendError, UnsupportedModelError, ValidationError
 from nncompress.graph.edits import (
     Edit,
+    FakeConvertParams,
     FakeQuantParams,
     InsertMultiply,
     MaskWeight,
@@ -37,21 +38,21 @@ def default_opset(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with an ai.onnx opset of at least 13 (converted when lower)."""
+def ensure_opset(model: onnx.ModelProto, minimum: int = MIN_OPSET) -> onnx.ModelProto:
+    """``model`` with an ai.onnx opset of at least ``minimum`` (13; 19 for FP8; converted when lower)."""
     version = default_opset(model)
     if version is None:
-        model.opset_import.add(domain="", version=MIN_OPSET)
+        model.opset_import.add(domain="", version=minimum)
         return model
     if version < 10:
         raise UnsupportedModelError(f"ONNX opset {version} is too old; opset 10 or newer is needed")
-    if version >= MIN_OPSET:
+    if version >= minimum:
         return model
     try:
-        converted = onnx.version_converter.convert_version(model, MIN_OPSET)
+        converted = onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # noqa: BLE001
-        raise UnsupportedModelError(f"could not upgrade the model from opset {version} to 13: {exc}") from exc
-    converted.ir_version = max(converted.ir_version, 7)
+        raise UnsupportedModelError(f"could not upgrade the model from opset {version} to {minimum}: {exc}") from exc
+    converted.ir_version = max(converted.ir_version, 9 if minimum >= fp8.FP8_OPSET else 7)
     return converted
 
 
@@ -63,7 +64,7 @@ def apply_edits(model: onnx.ModelProto, edits: Sequence[Edit]) -> onnx.ModelProt
     work = onnx.ModelProto()
     work.CopyFrom(model)
     name_nodes(work)
-    editor = Editor(ensure_opset(work))
+    editor = Editor(ensure_opset(work, fp8.FP8_OPSET if fp8.has_fp8(edits) else MIN_OPSET))
     handlers = {
         SetConstant: _set_constant,
         MaskWeight: _mask_weight,
@@ -128,6 +129,13 @@ def _insert_multiply(editor: Editor, edit: InsertMultiply) -> None:
 
 def _quantize_weight(editor: Editor, edit: QuantizeWeight) -> None:
     node, source = _constant_port(editor, edit.node, edit.port)
+    if isinstance(edit.params, FakeConvertParams):
+        out = fp8.quantize_weight(editor, edit, node, source)
+        elem = editor.elem_type(source)
+        if elem != onnx.TensorProto.FLOAT:
+            out = _cast(editor, out, elem, None, f"{edit.name}/Cast")
+        editor.set_input(node, edit.port, out)
+        return
     values = editor.constant(source).astype(np.float32)
     q, scale, zero_point = quantize_to_int(values, edit.params)
     scale, zero_point, attrs = _qparams_layout(scale, zero_point, edit.params)
@@ -160,6 +168,8 @@ def _qparams_layout(scale: np.ndarray, zero_point: np.ndarray, params: FakeQuant
 
 def _qdq_builder(editor: Editor, edit: QuantizeActivation) -> Build:
     params = edit.params
+    if isinstance(params, FakeConvertParams):
+        return fp8.activation_builder(editor, params, edit.name)
     bits = int(np.ceil(np.log2(params.levels)))
     if bits != 8:
         raise UnsupportedBackendError(
@@ -173,19 +183,26 @@ def _qdq_builder(editor: Editor, edit: QuantizeActivation) -> Build:
         params = dataclasses.replace(params, signed=False)
     scale, zero_point, attrs = _qparams_layout(scale, zero_point, params)
 
+    def make_qparams() -> tuple[list[str], dict]:
+        return [editor.add_initializer(f"{edit.name}/scale", scale),
+                editor.add_initializer(f"{edit.name}/zero_point", zero_point)], attrs
+
+    return _qdq_pair(editor, edit.name, make_qparams)
+
+
+def _qdq_pair(editor: Editor, name: str, make_qparams: Callable[[], tuple[list[str], dict]]) -> Build:
+    """A builder of QuantizeLinear -> DequantizeLinear on a tensor (float32 inside, cast around)."""
+
     def build(src: str, out: str | None) -> str:
         elem = editor.elem_type(src)
         is_float = elem == onnx.TensorProto.FLOAT
-        x = src if is_float else _cast(editor, src, onnx.TensorProto.FLOAT, None, f"{edit.name}/to_float")
-        qparams = [
-            editor.add_initializer(f"{edit.name}/scale", scale),
-            editor.add_initializer(f"{edit.name}/zero_point", zero_point),
-        ]
-        q = editor.fresh(f"{edit.name}/quantized")
-        editor.add_node("QuantizeLinear", [x, *qparams], q, f"{edit.name}/QuantizeLinear", **attrs)
-        dq = (out if is_float else None) or editor.fresh(f"{edit.name}/dequantized")
-        editor.add_node("DequantizeLinear", [q, *qparams], dq, f"{edit.name}/DequantizeLinear", **attrs)
-        return dq if is_float else _cast(editor, dq, elem, out, f"{edit.name}/from_float")
+        x = src if is_float else _cast(editor, src, onnx.TensorProto.FLOAT, None, f"{name}/to_float")
+        qparams, attrs = make_qparams()
+        q = editor.fresh(f"{name}/quantized")
+        editor.add_node("QuantizeLinear", [x, *qparams], q, f"{name}/QuantizeLinear", **attrs)
+        dq = (out if is_float else None) or editor.fresh(f"{name}/dequantized")
+        editor.add_node("DequantizeLinear", [q, *qparams], dq, f"{name}/DequantizeLinear", **attrs)
+        return dq if is_float else _cast(editor, dq, elem, out, f"{name}/from_float")
 
     return build
 

@@ -1,8 +1,9 @@
 """Compressed weights in ONNX models, written without ever copying the float model.
 
 Storage per weight (``CompressedWeight``):
-- MatMul ``x @ W`` (W ``[K, N]`` on input 1) and Gemm (``transA=0``) with INT4_SYM/INT4_ASYM and a
-  power-of-two group of at least 16: ``com.microsoft::MatMulNBits`` (ONNX Runtime's 4-bit kernel). ``B``
+- MatMul ``x @ W`` (W ``[K, N]`` on input 1) and Gemm (``transA=0``) with INT4_SYM/INT4_ASYM/INT2_SYM and
+  a power-of-two group of at least 16: ``com.microsoft::MatMulNBits`` (ONNX Runtime's 4-bit kernel, also
+  ``bits=2``: four codes ``q + 2`` per byte, the kernel's default zero point 2). ``B``
   is ``[N, K / block, block / 2]`` bytes, low nibble first along K; scales ``[N * blocks]``; INT4_ASYM zero
   points packed the same way per row ``[N * ceil(blocks / 2)]``; INT4_SYM codes are stored as ``q + 8``
   without zero points (the kernel's default zero point is 8). A Gemm bias ``C`` becomes the kernel's bias
@@ -13,6 +14,11 @@ Storage per weight (``CompressedWeight``):
 - Everything else (4-bit on convolutions/embeddings/other layouts, NF4, FP4, MXFP4, NVFP4, CB4, FP8):
   packed bytes (4-bit) or bytes (8-bit float codes) are unpacked by a small integer subgraph, mapped
   through ``(q - zp) * scale`` or a codebook (``* tensor scale`` for NVFP4) and reshaped.
+- INT3_SYM (and INT2_SYM outside MatMulNBits): the packed bytes of ``numerics.packing`` (u3 / u2 layout)
+  stay uint8 initializers and are decoded by Gathers from two shared 256-row int8 tables (the values of a
+  byte's 2-bit fields, the high bits of a 3-bit triple), as ``numerics.decode`` does. ONNX's own
+  INT2/UINT2 DequantizeLinear needs opset 25 (ONNX Runtime 1.32 runs it), which would mean raising the
+  opset of the user's whole model, and there is no 3-bit ONNX type.
 
 ``apply_weight_edits`` builds the new model from a copy of the graph *without* initializers; the
 original initializers that are still read at the end are copied, the replaced ones never are.
@@ -32,12 +38,15 @@ from nncompress.backends.onnx.naming import resolve_node_names, subgraph_refs, u
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight, EditStream
 from nncompress.numerics.chunked import chunk_bounds, run_chunks, transpose_2d
+from nncompress.numerics.decode import narrow_tables
 from nncompress.numerics.grids import E4M3_LEVELS, nearest_e4m3
-from nncompress.numerics.lowbit import CompressedWeight, pack_4bit
+from nncompress.numerics.lowbit import NARROW_BITS, CompressedWeight, pack_4bit
+from nncompress.numerics.packing import pack_2bit
 from nncompress.parameters import CompressWeightsMode as Mode
 
 MS_DOMAIN = "com.microsoft"
 INT_MODES = (Mode.INT4_SYM, Mode.INT4_ASYM, Mode.INT8_SYM, Mode.INT8_ASYM)
+NBITS_MODES = (*INT_MODES, Mode.INT2_SYM)  # MatMulNBits takes 2, 4 and 8 bits
 # MatMulNBits accuracy_level: 0 computes in the activations' float type (results equal the dequantized
 # weights); 4 lets ONNX Runtime quantize activations to int8 (faster, less exact).
 DEFAULT_ACCURACY_LEVEL = 0
@@ -172,8 +181,48 @@ def _unpacked_codes(b: _Builder, consumer, weight: CompressedWeight, base: str, 
     return b.node(consumer, "Reshape", [flat, shape], f"{base}/codes")
 
 
+def _narrow_values(b: _Builder, consumer, weight: CompressedWeight, base: str) -> str:
+    """Float32 signed values in the stored shape of INT3_SYM / INT2_SYM packed bytes (int8 table Gathers)."""
+    low, high = (b.shared_init(f"nncompress/int{weight.bits}_{part}", table.astype(np.int8))
+                 for part, table in zip(("low_fields", "high_bits"), narrow_tables(weight.bits)))
+    raw = b.init(f"{base}/packed", weight.data.reshape(-1, 3) if weight.bits == 3 else weight.data)
+    index = b.node(consumer, "Cast", [raw], f"{base}/to_index", to=TensorProto.INT32)
+    if weight.bits == 3:
+        octets = b.init(f"{base}/octets", np.array([-1, 8], np.int64))
+        parts = []
+        for part, table, (start, stop) in (("low", low, (0, 2)), ("high", high, (2, 3))):
+            ends = [b.init(f"{base}/{part}_{k}", np.array([v], np.int64)) for k, v in
+                    (("start", start), ("stop", stop), ("axis", 1))]
+            rows = b.node(consumer, "Slice", [index, *ends], f"{base}/{part}_bytes")
+            values = b.node(consumer, "Gather", [table, rows], f"{base}/{part}_lookup", axis=0)
+            values = b.node(consumer, "Cast", [values], f"{base}/{part}_to_float", to=TensorProto.FLOAT)
+            parts.append(b.node(consumer, "Reshape", [values, octets], f"{base}/{part}_octets"))
+        value = b.node(consumer, "Add", parts, f"{base}/add_high")
+    else:
+        value = b.node(consumer, "Gather", [low, index], f"{base}/lookup", axis=0)
+        value = b.node(consumer, "Cast", [value], f"{base}/to_float", to=TensorProto.FLOAT)
+    value = b.node(consumer, "Reshape", [value, b.init(f"{base}/flat", np.array([-1], np.int64))], f"{base}/flatten")
+    if value_count(weight) != weight.size:
+        ends = [b.init(f"{base}/{k}", np.array([v], np.int64)) for k, v in (("begin", 0), ("end", weight.size))]
+        value = b.node(consumer, "Slice", [value, *ends], f"{base}/trim")
+    shape = b.init(f"{base}/stored_shape", np.array(weight.stored_shape, np.int64))
+    return b.node(consumer, "Reshape", [value, shape], f"{base}/values")
+
+
+def value_count(weight: CompressedWeight) -> int:
+    """How many values the packed bytes of an INT3_SYM / INT2_SYM weight decode to (padding included)."""
+    return weight.data.size * 8 // weight.bits
+
+
 def _generic(b: _Builder, consumer, weight: CompressedWeight, base: str, elem: int) -> str:
     """Float weight from any CompressedWeight: codes -> (q - zp) * scale or codebook * scale."""
+    if weight.mode in NARROW_BITS:
+        value = _narrow_values(b, consumer, weight, base)
+        value = b.node(consumer, "Mul", [value, _scale(b, consumer, weight, base)], f"{base}/multiply")
+        if weight.stored_shape != weight.shape:
+            shape = b.init(f"{base}/shape", np.array(weight.shape, np.int64))
+            value = b.node(consumer, "Reshape", [value, shape], f"{base}/reshape")
+        return _cast(b, consumer, value, elem, base)
     if weight.bits == 4:
         codes = weight.codes()
         unsigned = (codes.astype(np.int16) + 8).astype(np.uint8) if weight.signed else codes
@@ -272,10 +321,10 @@ def _nbits_layout(node: onnx.NodeProto, port: int, weight: CompressedWeight) -> 
     4-bit: the group size must be a power of two >= 16. 8-bit per channel: any power-of-two block >= 16
     that divides K (the channel's scale is repeated per block).
     """
-    if weight.mode not in INT_MODES or len(weight.shape) != 2 or port != 1:
+    if weight.mode not in NBITS_MODES or len(weight.shape) != 2 or port != 1:
         return None
     k = weight.shape[weight.axis]
-    block = weight.group_size if weight.bits == 4 else min(k & -k, 256)
+    block = weight.group_size if weight.bits < 8 else min(k & -k, 256)
     if weight.bits == 8 and weight.group_size != -1 or block < 16 or block & (block - 1) or k % block:
         return None
     if node.op_type == "MatMul":
@@ -295,7 +344,7 @@ def _signed_to_unsigned(codes: np.ndarray, bits: int) -> np.ndarray:
     """Codes shifted by ``2^(bits-1)`` (the kernel's default zero point) as uint8."""
     if bits == 8:
         return codes.view(np.uint8) ^ np.uint8(0x80)
-    return (codes + np.int8(8)).view(np.uint8)
+    return (codes + np.int8(1 << (bits - 1))).view(np.uint8)
 
 
 def _nbits_codes(weight: CompressedWeight, transposed: bool, block: int) -> np.ndarray:
@@ -304,7 +353,7 @@ def _nbits_codes(weight: CompressedWeight, transposed: bool, block: int) -> np.n
     n = weight.shape[0] if transposed else weight.shape[1]
     k = weight.size // n
     codes = codes.reshape(n, k) if transposed else codes.reshape(k, n)  # transposed below
-    width = block // 2 if weight.bits == 4 else block
+    width = block * weight.bits // 8
     out = np.empty((n, k // block, width), np.uint8)
 
     if not transposed:
@@ -314,7 +363,8 @@ def _nbits_codes(weight: CompressedWeight, transposed: bool, block: int) -> np.n
         part = codes[start:stop]
         if weight.signed:
             part = _signed_to_unsigned(part, weight.bits)
-        out[start:stop] = (pack_4bit(part) if weight.bits == 4 else part).reshape(stop - start, -1, width)
+        packed = {4: pack_4bit, 2: pack_2bit}.get(weight.bits, np.asarray)(part)
+        out[start:stop] = packed.reshape(stop - start, -1, width)
 
     run_chunks(chunk_bounds(n, k, False), work)
     return out

@@ -13,6 +13,7 @@ from nncompress.graph.edits import (
     AddLowRankCorrection,
     CompressWeight,
     Edit,
+    FakeConvertParams,
     FakeQuantParams,
     InsertMultiply,
     MaskWeight,
@@ -107,6 +108,10 @@ class _Editor:
 
     def quantize_weight(self, edit: QuantizeWeight) -> None:
         target = self._input(InputRef(edit.node, edit.port))
+        if isinstance(edit.params, FakeConvertParams):  # FP8: FakeConvert on the float weight, as the reference
+            converted = _fake_quantize(target.get_source_output(), edit.params, f"{edit.node}/fc_weight_{edit.port}")
+            target.replace_source_output(converted.output(0))
+            return
         weight = ConstantEvaluator().array(target.get_source_output())
         dequantized = _int_weight(weight, edit.params, target.get_element_type(), f"{edit.node}/{edit.port}")
         target.replace_source_output(dequantized)
@@ -162,8 +167,30 @@ class _Editor:
                 target.replace_source_output(mul.output(0))
 
 
-def _fake_quantize(source: ov.Output, params: FakeQuantParams, name: str) -> ov.Node:
-    """FakeQuantize of ``source`` with output range = input range (per channel on ``params.axis``)."""
+def _per_channel_shape(source: ov.Output, axis: int, size: int, name: str) -> list[int]:
+    rank = source.get_partial_shape().rank
+    if rank.is_dynamic:
+        raise ValidationError(f"per-channel quantizer {name!r} on a tensor of dynamic rank")
+    return _channel_shape(rank.get_length(), axis, size)
+
+
+def _fake_convert(source: ov.Output, params: FakeConvertParams, name: str) -> ov.Node:
+    """FakeConvert (opset13) of ``source`` to ``params.destination`` (per channel on ``params.axis``)."""
+    element_type = source.get_element_type()
+    scale, shift = np.asarray(params.scale, np.float32), np.asarray(params.shift, np.float32)
+    shape = [] if params.axis is None else _per_channel_shape(source, params.axis, scale.size, name)
+    scale_node = _const(scale.reshape(shape), element_type, f"{name}/scale")
+    shift_node = _const(shift.reshape(shape), element_type, f"{name}/shift")
+    node = ops.fake_convert(source, scale_node, shift_node, params.destination)
+    node.set_friendly_name(name)
+    return node
+
+
+def _fake_quantize(source: ov.Output, params: FakeQuantParams | FakeConvertParams, name: str) -> ov.Node:
+    """FakeQuantize of ``source`` with output range = input range (per channel on ``params.axis``);
+    FakeConvert for FP8 parameters."""
+    if isinstance(params, FakeConvertParams):
+        return _fake_convert(source, params, name.replace("/fq_", "/fc_"))
     element_type = source.get_element_type()
     low = np.asarray(params.low, dtype=np.float32)
     high = np.asarray(params.high, dtype=np.float32)

@@ -1,10 +1,13 @@
 """Compressed weights in OpenVINO: low-bit constants and their decompression subgraph.
 
-``Constant(u8/i8/u4/i4/nf4/f4e2m1/f8e4m3) -> Convert -> [Subtract(Convert(zero point))] ->
+``Constant(u8/i8/u4/i4/u3/u2/nf4/f4e2m1/f8e4m3) -> Convert -> [Subtract(Convert(zero point))] ->
 Multiply(Convert(scale: f16, f8e8m0 for MX formats, f8e4m3 times the tensor scale for NVFP4)) ->
 [Reshape to the original shape] -> [Convert to the original type]``; CB4 stores u4 indices and
-gathers them from its 16-value codebook. The CPU plugin recognises the pattern and keeps the weights
-compressed inside MatMul and Gather kernels.
+gathers them from its 16-value codebook. INT3_SYM / INT2_SYM store ``q + 4`` / ``q + 2`` as u3 / u2
+(OpenVINO has no i3/i2) and subtract that shift as one scalar constant of the decompression type (a
+u2 or u8 zero-point constant makes the CPU plugin's dynamically quantized MatMul fail to compile).
+The CPU plugin recognises the pattern and keeps the weights compressed inside MatMul and Gather
+kernels (u2 too; u3 weights it decompresses when it compiles).
 Decompression runs in float32 for float32 models (so compiled results equal
 ``CompressedWeight.decompress()``) and in float16 for float16 models.
 """
@@ -19,7 +22,7 @@ from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
 from nncompress.graph.ir import InputRef, TensorRef
 from nncompress.numerics.grids import nearest_e4m3
-from nncompress.numerics.lowbit import MX_MODES, CompressedWeight, pack_4bit
+from nncompress.numerics.lowbit import MX_MODES, NARROW_BITS, CompressedWeight, pack_4bit
 from nncompress.parameters import CompressWeightsMode as Mode
 
 ELEMENT_TYPES = {
@@ -27,6 +30,8 @@ ELEMENT_TYPES = {
     Mode.INT8_SYM: ov.Type.i8,
     Mode.INT4_ASYM: ov.Type.u4,
     Mode.INT4_SYM: ov.Type.i4,
+    Mode.INT3_SYM: ov.Type.u3,
+    Mode.INT2_SYM: ov.Type.u2,
     Mode.NF4: ov.Type.nf4,
     Mode.MXFP4: ov.Type.f4e2m1,
     Mode.FP4: ov.Type.f4e2m1,
@@ -44,7 +49,7 @@ def _named(node: ov.Node, name: str) -> ov.Node:
 
 
 def low_bit_constant(values: np.ndarray, element_type: ov.Type, shape: tuple[int, ...], name: str) -> ov.Node:
-    """A constant of ``element_type``; 4-bit types take ``pack_4bit`` bytes, others plain values."""
+    """A constant of ``element_type``; 2/3/4-bit types take ``pack_codes`` bytes, others plain values."""
     tensor = ov.Tensor(element_type, ov.Shape(list(shape)))
     target = tensor.data
     target[...] = np.asarray(values).reshape(target.shape).view(target.dtype)
@@ -83,6 +88,9 @@ def decompression(weight: CompressedWeight, target_type: ov.Type, name: str) -> 
         zp = low_bit_constant(_zero_point_data(weight), element_type, weight.zero_point.shape, f"{name}/zero_point")
         zp = _named(ops.convert(zp, decode_type), f"{name}/zero_point/convert")
         value = _named(ops.subtract(value, zp), f"{name}/subtract")
+    elif weight.mode in NARROW_BITS:
+        shift = ops.constant(np.array(2 ** (weight.bits - 1), dtype=decode_type.to_dtype()))
+        value = _named(ops.subtract(value, _named(shift, f"{name}/zero_point")), f"{name}/subtract")
     scale = _scale_node(weight, decode_type, f"{name}/scale")
     if weight.global_scale is not None:  # E4M3 group scales x the tensor scale: folded into one constant
         tensor_scale = ops.constant(np.array(weight.global_scale, dtype=decode_type.to_dtype()))

@@ -39,6 +39,7 @@ from nncompress.graph.edits import (
     CompressWeight,
     Edit,
     EditStream,
+    FakeConvertParams,
     InsertMultiply,
     MaskChannels,
     MaskWeight,
@@ -53,6 +54,7 @@ from nncompress.graph.ir import InputRef, TensorRef
 
 from .capture import Capture
 from .fake_quantize import Multiply, Replace, quantizer_from_params
+from .fp8 import FP8Quantizer
 from .hooks import ChainKey, HookStorage, attach_storage
 from .inputs import copy_model, named_tensor
 from .sparsity import BinaryMask, RBMask
@@ -83,11 +85,11 @@ class Editor:
             if isinstance(edit, (CompressWeight, AddLowRankCorrection)):
                 self._weight_edit(edit)
             elif isinstance(edit, QuantizeActivation):
-                self._insert_on_tensor(edit.tensor, edit.consumers, quantizer_from_params(edit.params), edit.name)
+                self._insert_on_tensor(edit.tensor, edit.consumers, _quantizer(edit.params), edit.name)
             elif isinstance(edit, QuantizeWeight):
                 self._check_constant(edit.node, edit.port)
                 key, index = self._before(InputRef(edit.node, edit.port))
-                quantizer = quantizer_from_params(edit.params)
+                quantizer = _quantizer(edit.params)
                 quantizer.on_constant = True
                 self._insert(key, index, edit.name, quantizer)
                 self._note_constant(key)
@@ -218,6 +220,13 @@ class Editor:
         pname = self.capture.port_params.get(key[1:])
         exclusive = pname is not None and self.capture.param_uses[pname] == 1
         self.storage.constants[key] = pname if exclusive else None
+
+
+def _quantizer(params) -> nn.Module:
+    """The quantizer module of an edit's parameters: integer grid, or FP8 (``fp8.FP8Quantizer``)."""
+    if isinstance(params, FakeConvertParams):
+        return FP8Quantizer(params)
+    return quantizer_from_params(params)
 
 
 def has_weight_edits(edits) -> bool:
