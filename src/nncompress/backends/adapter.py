@@ -176,6 +176,13 @@ class Adapter(Protocol):
         Called only when ``capabilities.strippable``; otherwise ``nncompress.strip`` returns the model.
         """
 
+    def fake_quantize_weights(self, model: Any, original: Any, compression_format: str, rank: int, mode: Any) -> Any:
+        """``model`` (a ``compress_weights`` result of ``original``) with its ``mode`` weights made trainable
+        fake-quantized weights (``compression_format`` FQ / FQ_LORA / FQ_LORA_NLS, LoRA adapters of ``rank``).
+
+        Called only when ``capabilities.trainable``.
+        """
+
     def export(self, model: Any, path: Path, format: str, example_input: Any, dynamic_axes: dict | None) -> Path:
         """Write ``model`` to ``path`` in ``format`` (one of ``capabilities.export_formats``); the path written.
 

@@ -101,9 +101,12 @@ def plan_blocks(graph: Graph, layers: list[WeightLayer], options: WeightCompress
     or some such layer lies outside every block."""
     if not graph.has_dataflow:
         return None
+    blocks = find_blocks(graph)
+    if not _repeats(graph, blocks):
+        return None
     by_node = {layer.node: layer for layer in layers}
     planned = []
-    for block in find_blocks(graph):
+    for block in blocks:
         mine = [by_node[name] for name in block.linears if name in by_node]
         fetch = tuple(dict.fromkeys(layer.activation for layer in mine if data_layer(layer, options)))
         planned.append(_Block(block, mine, fetch))
@@ -112,6 +115,14 @@ def plan_blocks(graph: Graph, layers: list[WeightLayer], options: WeightCompress
     if not needing or any(data_layer(layer, options) and layer.node not in covered for layer in layers):
         return None
     return planned[: needing[-1] + 1]
+
+
+def _repeats(graph: Graph, blocks: list[Block]) -> bool:
+    """Whether two blocks hold Linear layers of the same shapes (transformer layers). Models without such
+    repetition keep whole-model statistics: their blocks are single layers, which not every backend can run
+    alone (a PyTorch region must be one module), and results must not depend on the backend."""
+    signatures = [tuple(graph.node(n).weight.shape for n in block.linears) for block in blocks if block.linears]
+    return len(set(signatures)) < len(signatures)
 
 
 class BlockwiseCompression:
