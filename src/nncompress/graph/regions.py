@@ -107,3 +107,24 @@ def scope_region(graph: Graph, prefix: str, name: str = "") -> Region:
     if not members:
         raise ValidationError(f"no node of the graph is in scope {prefix!r}")
     return region_from_nodes(graph, members, None, name or prefix.rstrip("/"))
+
+
+def overridable_ports(graph: Graph, region: Region) -> list[tuple[str, int]]:
+    """The weight and bias ports (node, port) of the region's layers: what ``constants`` may replace."""
+    members = set(region.nodes)
+    ports: dict[tuple[str, int], None] = {}
+    for name in region.nodes:
+        node = graph.node(name)
+        if node.weight is not None and node.weight.port in node.const_ports:
+            ports.setdefault((name, node.weight.port), None)
+        if node.bias is not None and node.bias.node in members:
+            ports.setdefault((node.bias.node, node.bias.port), None)
+    return list(ports)
+
+
+def override_error(region: Region, key: tuple[str, int]) -> str:
+    """Why ``key`` (node, port) cannot be overridden in ``region``."""
+    node, port = key
+    if node not in region.nodes:
+        return f"constant override of {node!r}: the node is not in region {region.name!r}"
+    return f"constant override of {node}:{port}: only the weight and bias inputs of the region's layers can be replaced"

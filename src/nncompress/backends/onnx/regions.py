@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
-from nncompress.graph.regions import Region
+from nncompress.graph.regions import Region, overridable_ports, override_error
 
 from .constants import ModelIndex, _shape_constant
 from .op_map import SHAPE_OPS
@@ -25,19 +25,6 @@ from .runner import _session
 from .shapes import TensorType
 
 OVERRIDE_PREFIX = "nncompress_constant::"
-
-
-def overridable_ports(graph: Graph, region: Region) -> list[tuple[str, int]]:
-    """The weight and bias ports (node, port) of the region's layers: what ``constants`` may replace."""
-    members = set(region.nodes)
-    ports: dict[tuple[str, int], None] = {}
-    for name in region.nodes:
-        node = graph.node(name)
-        if node.weight is not None and node.weight.port in node.const_ports:
-            ports.setdefault((name, node.weight.port), None)
-        if node.bias is not None and node.bias.node in members:
-            ports.setdefault((node.bias.node, node.bias.port), None)
-    return list(ports)
 
 
 def _value_info(name: str, types: Mapping[str, TensorType], fallback: int = onnx.TensorProto.FLOAT):
@@ -175,7 +162,7 @@ class OnnxRegionRunner:
         keys = self.ports if frozen is None else list(frozen)
         for node, port in keys:
             if (node, port) not in self.ports:
-                raise UnsupportedModelError(_override_error(self.region, (node, port)))
+                raise UnsupportedModelError(override_error(self.region, (node, port)))
             original = index.by_name[node].input[port]
             name = f"{OVERRIDE_PREFIX}{node}::{port}"
             rewired.setdefault(node, {})[port] = name
@@ -207,16 +194,10 @@ class OnnxRegionRunner:
         weights = dict(self.defaults)
         for key, value in (constants or {}).items():
             if key not in weights:
-                raise UnsupportedModelError(_override_error(self.region, key))
+                raise UnsupportedModelError(override_error(self.region, key))
             weights[key] = np.asarray(value, dtype=weights[key].dtype).reshape(weights[key].shape)
         for (node, port), value in weights.items():
             feeds[f"{OVERRIDE_PREFIX}{node}::{port}"] = value
         results = dict(zip(self._unique_outputs, self.session.run(self._unique_outputs, feeds)))
         return {ref: results[name] for ref, name in zip(self.output_refs, self.output_names)}
 
-
-def _override_error(region: Region, key: tuple[str, int]) -> str:
-    node, port = key
-    if node not in region.nodes:
-        return f"constant override of {node!r}: the node is not in region {region.name!r}"
-    return f"constant override of {node}:{port}: only the weight and bias inputs of the region's layers can be replaced"

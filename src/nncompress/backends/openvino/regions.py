@@ -16,24 +16,11 @@ import openvino as ov
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
-from nncompress.graph.regions import Region
+from nncompress.graph.regions import Region, overridable_ports, override_error
 
 from .folding import folded_ops
 from .naming import NameIndex
 from .runner import compile_model
-
-
-def overridable_ports(graph: Graph, region: Region) -> list[tuple[str, int]]:
-    """The weight and bias ports (node, port) of the region's layers: what ``constants`` may replace."""
-    members = set(region.nodes)
-    ports: dict[tuple[str, int], None] = {}
-    for name in region.nodes:
-        node = graph.node(name)
-        if node.weight is not None and node.weight.port in node.const_ports:
-            ports.setdefault((name, node.weight.port), None)
-        if node.bias is not None and node.bias.node in members:
-            ports.setdefault((node.bias.node, node.bias.port), None)
-    return list(ports)
 
 
 def _output(index: NameIndex, ref: TensorRef) -> ov.Output:
@@ -67,7 +54,7 @@ class OpenVINORegionRunner:
         self.ports = overridable_ports(graph, region)
         unknown = [key for key in frozen or {} if key not in self.ports]
         if unknown:
-            raise UnsupportedModelError(_override_error(region, unknown[0]))
+            raise UnsupportedModelError(override_error(region, unknown[0]))
         self.defaults = {key: constant(*key) for key in self.ports} if frozen is None else {}
         clone = model.clone()
         index = NameIndex(clone)
@@ -169,15 +156,9 @@ class OpenVINORegionRunner:
         weights = dict(self.defaults)
         for key, value in (constants or {}).items():
             if key not in weights:
-                raise UnsupportedModelError(_override_error(self.region, key))
+                raise UnsupportedModelError(override_error(self.region, key))
             weights[key] = np.ascontiguousarray(value, dtype=weights[key].dtype).reshape(weights[key].shape)
         feeds.extend(weights[key] for key in self.ports)
         self.request.infer(feeds)
         return {ref: self.request.get_output_tensor(i).data.copy() for ref, i in zip(self.output_refs, self._positions)}
 
-
-def _override_error(region: Region, key: tuple[str, int]) -> str:
-    node, port = key
-    if node not in region.nodes:
-        return f"constant override of {node!r}: the node is not in region {region.name!r}"
-    return f"constant override of {node}:{port}: only the weight and bias inputs of the region's layers can be replaced"
