@@ -83,11 +83,15 @@ class RegionRunner(Protocol):
     used (valid for items shaped like it). ONNX/OpenVINO: the dynamic shapes of tensors outside the region
     that it reads (shape ops), keyed by the shape op's TensorRef; ``run`` raises when one is missing.
     Empty where the region reads nothing else.
+
+    ``shapes``: the ``context`` values that are shapes of batch-leading tensors (a vector whose first entry
+    is the batch size): a caller running several items in one call scales that entry.
     """
 
     region: Region
     fetch: tuple[TensorRef, ...]
     context: tuple[TensorRef, ...]
+    shapes: tuple[TensorRef, ...]
 
     def run(
         self, values: dict[TensorRef, np.ndarray], constants: Constants | None = None

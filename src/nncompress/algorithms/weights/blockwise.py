@@ -47,6 +47,7 @@ from nncompress.graph.regions import region_between
 from nncompress.log import logger
 from nncompress.numerics.lowbit import CompressedWeight, encode
 from nncompress.progress import ProgressSteps
+from nncompress.statistics import batches
 from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items
 
 SAMPLE_ROWS = 512  # token rows per Linear input kept for the report's output errors
@@ -190,14 +191,20 @@ class BlockwiseCompression:
     def _run(self, runner, item: _Block, constants, collectors: dict[TensorRef, list], keep_output: bool) -> None:
         """Run the block on every item: fetched tensors to ``collectors``; the output replaces the stream."""
         output = item.block.outputs[0] if item.block.outputs else None
-        for index in range(len(self.stream)):
-            result = runner.run(self._values(item, index), constants)
-            for tensor, targets in collectors.items():
-                self.nonfinite.update(index, tensor, result[tensor])
-                for target in targets:
-                    target.update(result[tensor])
-            if keep_output:
-                self.stream[index] = result[output]
+        batching = batches.Batching()
+        stream = item.block.input
+
+        def values_of(index: int) -> dict[TensorRef, np.ndarray]:
+            return self._values(item, index)
+
+        for indices in batches.groups(len(self.stream), values_of, stream):
+            for index, result in batches.results(runner, values_of, stream, indices, constants, batching):
+                for tensor, targets in collectors.items():
+                    self.nonfinite.update(index, tensor, result[tensor])
+                    for target in targets:
+                        target.update(result[tensor])
+                if keep_output:
+                    self.stream[index] = result[output]
 
     # ------------------------------------------------------------------ passes
 

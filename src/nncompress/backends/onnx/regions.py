@@ -43,6 +43,7 @@ class _Extraction:
         self.initializers: dict[str, onnx.TensorProto] = {}
         self.region = region
         self.context: dict[TensorRef, str] = {}  # dynamic shapes of tensors outside the region, fed per item
+        self.shapes: list[TensorRef] = []  # the context values that are whole shapes (Shape, not Size)
 
     def tensor_name(self, ref: TensorRef) -> str:
         index = self.index
@@ -84,7 +85,10 @@ class _Extraction:
                 try:
                     proto = _shape_constant(proto, self.types)  # the static shape of a tensor outside the region
                 except UnsupportedModelError:  # a dynamic one: fed on each run as context
-                    self.context[TensorRef(self.index.names[producer[0]], producer[1])] = tensor
+                    ref = TensorRef(self.index.names[producer[0]], producer[1])
+                    self.context[ref] = tensor
+                    if proto.op_type == "Shape":
+                        self.shapes.append(ref)
                     self.available.add(tensor)
                     continue
             else:
@@ -131,6 +135,7 @@ class OnnxRegionRunner:
             extraction.add_region_node(name, rewired.get(name, {}))
         extraction.close()
         self.context = tuple(extraction.context)
+        self.shapes = tuple(extraction.shapes)
         self.input_refs = list(region.inputs) + list(self.context)
         self.input_names += list(extraction.context.values())
         self.output_refs = list(dict.fromkeys(list(region.outputs) + list(fetch)))

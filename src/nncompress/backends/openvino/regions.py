@@ -72,6 +72,7 @@ class OpenVINORegionRunner:
             params.append(param)
         context = self._shapes_from_outside(index, folded_ops(clone), set(params))
         self.context = tuple(context)
+        self.shapes = self.context  # every context value is a ShapeOf result
         params.extend(context.values())
         self._input_types = [p.get_element_type().to_dtype() for p in params]
         if frozen is not None:
