@@ -18,6 +18,7 @@ from nncompress.graph.regions import region_from_nodes
 from nncompress.log import logger
 from nncompress.numerics.qparams import fake_quantize
 from nncompress.progress import progress_iter
+from nncompress.statistics import batches
 from nncompress.statistics.collectors import MeanCollector
 from nncompress.statistics.runner import StatisticsPlan
 
@@ -279,11 +280,17 @@ class _RegionPass:
         axis = activation_channel_axis(node.kind)
         mean = MeanCollector(axis)
         reads = list(runner.region.inputs) + list(runner.context)
-        for i in range(self.count):
-            result = runner.run({t: cache[t][i] for t in reads})
-            for tensor in outputs:
-                produced[tensor].append(result[tensor])
-            mean.update_finite(result[node.bias.output])
+        stream = runner.region.inputs[0] if runner.region.inputs else None
+        batching = batches.Batching()
+
+        def values_of(index: int) -> dict[TensorRef, np.ndarray]:
+            return {t: cache[t][index] for t in reads}
+
+        for indices in batches.groups(self.count, values_of, stream):
+            for _, result in batches.results(runner, values_of, stream, indices, None, batching):
+                for tensor in outputs:
+                    produced[tensor].append(result[tensor])
+                mean.update_finite(result[node.bias.output])
         bias = self.adapter.get_constant(self.model, node.bias.node, node.bias.port)
         shift, reason = self.owner.shift_for(node, mean.mean(), bias)
         if reason is not None:
