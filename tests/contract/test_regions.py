@@ -126,7 +126,7 @@ def test_override_of_a_node_outside_the_region_is_refused(case):
 
 @pytest.fixture(scope="module")
 def llama_onnx(tmp_path_factory):
-    """A 3-layer tiny Llama (logits of input_ids, attention_mask) exported with a dynamic sequence length."""
+    """A 3-layer tiny Llama (logits of input_ids, attention_mask) exported with dynamic batch and sequence."""
     from tests.unit.backends.torch.tiny_transformers import tiny_llama
 
     model = tiny_llama(layers=3)
@@ -151,7 +151,7 @@ def llama_onnx(tmp_path_factory):
             dynamo=False,
             opset_version=17,
             input_names=["input_ids", "attention_mask"],
-            dynamic_axes={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}},
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}},
         )
     return model, str(path)
 
@@ -209,3 +209,41 @@ def test_a_runner_made_with_constants_uses_them_on_every_run(case):
         fixed.run(x_full, constants={key: weight})
     with pytest.raises(UnsupportedModelError, match="not in region"):
         adapter.region_runner(model, region, constants={(stem.name, stem.weight.port): weight})
+
+
+def test_a_decoder_layer_runs_same_length_items_in_one_batched_call(backend, llama_onnx):
+    """``statistics.batches`` joins three items into one run (shape context scaled on ONNX/OpenVINO) and the
+    split results equal the full model's: the batch check passes, so no item is run alone twice."""
+    from nncompress.graph.regions import scope_region
+    from nncompress.statistics import batches
+    from tests.contract.backends import ov
+
+    module, path = llama_onnx
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(0, 96, size=(1, 6)) for _ in range(3)]
+    if backend == "torch":
+        model, scope = module, "model/layers/1"
+        data = [{"input_ids": torch.from_numpy(i), "attention_mask": torch.ones(1, 6, dtype=torch.int64)} for i in ids]
+        adapter = registry.get_adapter(model, example_input={"input_ids": torch.zeros(1, 7, dtype=torch.int64)})
+    else:
+        import onnx
+
+        model = onnx.load(path) if backend == "onnx" else ov.convert_model(path)
+        data = [{"input_ids": i, "attention_mask": np.ones((1, 6), dtype=np.int64)} for i in ids]
+        adapter = registry.get_adapter(model)
+    graph = adapter.build_graph(model)
+    if backend != "torch":
+        scope = next(n.name for n in graph if "layers.1/" in n.name).split("layers.1/")[0] + "layers.1"
+    region = scope_region(graph, scope)
+    runner = adapter.region_runner(model, region)
+    seen, full = [], []
+    adapter.region_inputs(model, runner, data, seen.append)
+    adapter.collect(model, list(region.outputs), data, full.append)
+    stream = next(t for t in region.inputs if np.ndim(seen[0][t]) == 3)
+    batching = batches.Batching()
+    got = list(batches.results(runner, seen.__getitem__, stream, [0, 1, 2], None, batching))
+    assert batching.allowed and batching.checked, batching.why
+    assert [index for index, _ in got] == [0, 1, 2]
+    for (_, result), want in zip(got, full):
+        for tensor in region.outputs:
+            np.testing.assert_allclose(result[tensor], want[tensor], atol=1e-5, rtol=1e-5)

@@ -25,10 +25,10 @@ class Batching:
     """Whether one pass over a region may run items in batches: allowed until a check fails."""
 
     def __init__(self):
-        self.allowed, self.checked = True, False
+        self.allowed, self.checked, self.why = True, False, ""
 
     def refuse(self, why: str) -> None:
-        self.allowed = False
+        self.allowed, self.why = False, why
         logger.debug("block runs one item a call: %s", why)
 
 
