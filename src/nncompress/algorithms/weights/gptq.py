@@ -163,27 +163,20 @@ class GroupQuantizer:
             self._columns[int(g)] = (np.ascontiguousarray(scale[:, i, 0]), shift)
 
     def _nearest(self, grouped: np.ndarray, loss_weights: np.ndarray | None):
-        scale, zero_point = compute_scale(grouped, self.mode, (2,))
         if loss_weights is None:
-            return scale, zero_point
-        weights = loss_weights.reshape(1, *grouped.shape[1:]).astype(np.float32)
-        best = self._loss(grouped, weights, scale, zero_point)
-        for ratio in CLIP_RATIOS[1:]:
-            candidate, candidate_zp = compute_scale(grouped * np.float32(ratio), self.mode, (2,))
-            loss = self._loss(grouped, weights, candidate, candidate_zp)
-            better = loss < best
-            best = np.where(better, loss, best)
-            scale = np.where(better, candidate, scale)
-            if zero_point is not None:
-                zero_point = np.where(better, candidate_zp, zero_point)
-        return scale, zero_point
-
-    def _loss(self, grouped, weights, scale, zero_point) -> np.ndarray:
-        approx = dequantize_codes(quantize_codes(grouped, self.mode, scale, zero_point), self.mode, scale, zero_point)
-        approx -= grouped
+            return compute_scale(grouped, self.mode, (2,))
+        ratios = np.asarray(CLIP_RATIOS, np.float32)[:, None, None, None]
+        scales, zero_points = compute_scale(grouped[None] * ratios, self.mode, (3,))  # every ratio at once
+        approx = dequantize_codes(quantize_codes(grouped[None], self.mode, scales, zero_points), self.mode, scales,
+                                  zero_points)
+        approx -= grouped[None]
         np.square(approx, out=approx)
-        approx *= weights
-        return approx.sum(axis=2, keepdims=True)
+        weights = loss_weights.astype(np.float32).reshape(grouped.shape[1:])
+        loss = np.einsum("rogs,gs->rog", approx, weights)
+        best = np.argmin(loss, axis=0)[None, ..., None]  # the first ratio (round to nearest) wins ties
+        scale = np.take_along_axis(scales, best, axis=0)[0]
+        zero_point = None if zero_points is None else np.take_along_axis(zero_points, best, axis=0)[0]
+        return scale, zero_point
 
     def column(self, column: np.ndarray, g: int) -> np.ndarray:
         """The dequantized value of ``column`` ``[out]`` with group ``g``'s parameters (a reused buffer)."""
