@@ -69,11 +69,13 @@ class AdvancedAdaptiveCodebookParameters:
 
 @dataclass
 class AdvancedGPTQParameters:
-    """GPTQ: Hessian dampening (fraction of its mean diagonal), column block size (lazy batch updates),
-    samples; ``act_order`` (not in NNCF): columns in descending Hessian diagonal, with static groups;
-    ``static_groups`` (not in NNCF): group scales from the original weight before the sweep."""
+    """GPTQ: Hessian dampening (fraction of its mean diagonal; 0.01 as published, NNCF's default is 0.1),
+    column block size (lazy batch updates), samples; ``act_order`` (not in NNCF): whole groups by their
+    largest Hessian diagonal, columns inside a group in descending diagonal, each group's scale fitted on
+    its error-updated columns; ``static_groups`` (not in NNCF): group scales from the original weight
+    before the sweep (with act-order: columns in descending diagonal over the whole weight)."""
 
-    damp_percent: float = 0.1
+    damp_percent: float = 0.01
     block_size: int = 128
     subset_size: int = 128
     act_order: bool = True

@@ -67,10 +67,8 @@ def test_awq_and_scale_estimation_beat_round_to_nearest(mode):
 def test_gptq_and_lora_correction_run_on_int3(method):
     model, data = _mlp(), nncf.Dataset(_items(1, 16))
     rtn = nncf.compress_weights(model, mode="int3_sym", group_size=32, all_layers=True)
-    # act-order off: on these 16-token items it lowers GPTQ's gain (0.98x of round-to-nearest's error, 0.85x
-    # without); the default is kept for real models (MiniLM, BENCHMARKS.md)
-    gptq = nncf.AdvancedGPTQParameters(act_order=False)
+    # GPTQ with its defaults (act-order, groups fitted in the sweep): 0.83x of round-to-nearest's error;
+    # static groups (fitted before the sweep) gave 0.98x with act-order
     aware = nncf.compress_weights(model, mode="int3_sym", group_size=32, all_layers=True, dataset=data,
-                                  advanced_parameters=nncf.AdvancedCompressionParameters(gptq_params=gptq),
                                   **{method: True})
-    assert _error(aware, model) < 0.9 * _error(rtn, model)  # measured 0.85x (GPTQ), 0.68x (LoRA)
+    assert _error(aware, model) < 0.9 * _error(rtn, model)  # measured 0.83x (GPTQ), 0.68x (LoRA)

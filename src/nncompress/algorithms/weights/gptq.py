@@ -2,18 +2,24 @@
 
 ``H = 2 / tokens * sum x x^T``, collected by the block-wise pipeline from the inputs that the *already
 compressed* preceding blocks produce. Dead inputs (``H_ii = 0``) get ``H_ii = 1`` and a zero weight column;
-``H += damp_percent * mean(diag H) * I``; ``U = chol(H^-1)`` (upper).
+``H += damp_percent * mean(diag H) * I``; ``U = chol(H^-1)`` (upper), from one Cholesky factorization and
+one triangular inverse in float64 (``U = P inv(chol_lower(P H P)) P``, ``P`` the reversal permutation).
 
-- Act-order (``act_order``): columns are processed in descending ``diag H`` (the most activated inputs
-  first, while the most error can still be absorbed); the permutation is undone at the end.
-- Static groups (always with act-order, else ``static_groups``): every group's scale (and zero point)
-  comes from the original weight, in the original column order, before the sweep, so groups stay
-  contiguous ranges of input channels whatever order the columns are quantized in. Otherwise a group's
-  scale comes from its current, error-updated columns when the sweep reaches its first column.
-  Scales are round-to-nearest ones, or scale estimation's when it runs too.
-- Lazy batch updates: columns are quantized ``block_size`` at a time; inside a block the error of a
-  column goes to the block's later columns, and the block's errors go to every later column with one
-  matrix product.
+- Groups are fitted within the sweep: when the sweep reaches a group, its scale (and zero point) comes
+  from its current, error-updated columns — round to nearest with a clipping search for the smallest
+  GPTQ loss ``sum_j ((w_j - q_j) / U_jj)^2`` of the group, or scale estimation's when it runs too.
+- Act-order (``act_order``): whole groups in descending importance (their largest ``H_ii``), the columns
+  inside a group in descending ``H_ii``: the most activated inputs go first while the most error can
+  still be absorbed, and groups stay contiguous ranges of input channels (the stored format has no
+  column permutation). The permutation is undone at the end.
+- Static groups (``static_groups``): every group's parameters come from the original weight before the
+  sweep (with act-order the columns then go in descending ``H_ii`` over the whole weight), and the
+  scales are not refitted.
+- Lazy batch updates: columns are quantized ``block_size`` at a time; inside a block a column first takes
+  the errors of the block's earlier columns (one vector-matrix product), and the block's errors go to
+  every later column with one matrix product.
+- Scale refit: with the codes fixed, each output row's group scales are re-solved by least squares for
+  the smallest ``(w - w^) H (w - w^)^T`` against the original row (kept where not better once rounded).
 
 Returns the dequantized weight and the group parameters, so encoding reproduces the same codes.
 """
@@ -23,51 +29,81 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg import lapack
 
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.scale_estimation import estimate_grouped
 from nncompress.algorithms.weights.selection import WeightLayer
-from nncompress.numerics.lowbit import code_range, codebook, compute_scale, dequantize_codes, quantize_codes
+from nncompress.numerics.lowbit import (
+    code_range,
+    code_values,
+    codebook,
+    compute_scale,
+    dequantize_codes,
+    quantize_codes,
+    round_scale,
+)
 from nncompress.weight_parameters import AdvancedCompressionParameters
+
+# range shrink factors tried per group by the in-sweep clipping search (1.0: round to nearest)
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
 
 
 @dataclass(frozen=True)
 class Factor:
     """What GPTQ needs from one Hessian: ``upper`` = chol(H^-1) in processing order, the dead inputs
-    (original order) and the processing order (None: the original one)."""
+    (original order), the processing order (None: the original one) and the undamped Hessian (original
+    order, dead inputs' diagonal 1) for the scale refit."""
 
     upper: np.ndarray
     dead: np.ndarray
     order: np.ndarray | None
+    hessian: np.ndarray | None = None
 
 
 def inverse_cholesky(hessian: np.ndarray, damp_percent: float) -> np.ndarray:
-    """Upper Cholesky factor of the damped inverse Hessian; the dampening grows tenfold (up to three
-    times) when the damped Hessian is still not positive definite in floating point."""
+    """Upper Cholesky factor of the damped inverse Hessian (float64); the dampening grows tenfold (up to
+    three times) when the damped Hessian is still not positive definite in floating point."""
+    size = len(hessian)
     mean_diag = float(np.mean(np.diag(hessian)))
     damp = max(damp_percent * mean_diag, 1e-8)
+    reversed_ = np.asfortranarray(np.asarray(hessian, np.float64)[::-1, ::-1])
+    diagonal = np.arange(size)
     for _ in range(4):
-        try:
-            lower = scipy.linalg.cholesky(hessian + np.eye(len(hessian)) * damp, lower=True)
-            inverse = scipy.linalg.cho_solve((lower, True), np.eye(len(hessian)))
-            return scipy.linalg.cholesky(inverse, lower=False)
-        except np.linalg.LinAlgError:
-            damp = max(damp * 10.0, mean_diag * 1e-3, 1e-6)
+        damped = reversed_.copy(order="F")
+        damped[diagonal, diagonal] += damp
+        lower, info = lapack.dpotrf(damped, lower=1, clean=1, overwrite_a=1)
+        if info == 0:
+            inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
+            if info == 0:
+                return np.ascontiguousarray(inverse[::-1, ::-1])
+        damp = max(damp * 10.0, mean_diag * 1e-3, 1e-6)
     raise np.linalg.LinAlgError(f"the Hessian stays singular after dampening with {damp:g}")
 
 
-def factorize(hessian: np.ndarray, damp_percent: float, act_order: bool) -> Factor:
-    """GPTQ's factorization of ``hessian`` (float64 ``[in, in]``; not modified)."""
+def processing_order(diag: np.ndarray, group_size: int | None) -> np.ndarray:
+    """Act-order: descending ``diag``; with ``group_size``, whole groups by their largest ``diag`` and the
+    columns of each group by descending ``diag``."""
+    if group_size is None or group_size >= len(diag):
+        return np.argsort(-diag, kind="stable")
+    grouped = diag.reshape(-1, group_size)
+    inside = np.argsort(-grouped, axis=1, kind="stable")
+    groups = np.argsort(-grouped.max(axis=1), kind="stable")
+    return (groups[:, None] * group_size + inside[groups]).reshape(-1)
+
+
+def factorize(hessian: np.ndarray, damp_percent: float, act_order: bool, group_size: int | None = None) -> Factor:
+    """GPTQ's factorization of ``hessian`` (``[in, in]``; not modified); ``group_size``: keep act-order's
+    groups contiguous (None: descending diagonal over all columns)."""
     hessian = np.array(hessian, dtype=np.float64)
     diag = np.diag(hessian).copy()
     dead = diag == 0
     hessian[dead, dead] = 1.0
     diag[dead] = 1.0
-    order = np.argsort(-diag, kind="stable") if act_order else None
-    if order is not None:
-        hessian = hessian[np.ix_(order, order)]
-    return Factor(inverse_cholesky(hessian, damp_percent).astype(np.float32), dead, order)
+    order = processing_order(diag, group_size) if act_order else None
+    permuted = hessian[np.ix_(order, order)] if order is not None else hessian
+    return Factor(inverse_cholesky(permuted, damp_percent).astype(np.float32), dead, order,
+                  hessian.astype(np.float32))
 
 
 class GPTQFactors:
@@ -75,12 +111,14 @@ class GPTQFactors:
     share one factorization. Owned by one compression run (or one block); the statistics are not touched."""
 
     def __init__(self):
-        self._cache: dict[tuple[int, float, bool], tuple[ActivationStats, Factor]] = {}
+        self._cache: dict[tuple, tuple[ActivationStats, Factor]] = {}
 
-    def __call__(self, stats: ActivationStats, damp_percent: float, act_order: bool = False) -> Factor:
-        key = (id(stats), damp_percent, act_order)
+    def __call__(
+        self, stats: ActivationStats, damp_percent: float, act_order: bool = False, group_size: int | None = None
+    ) -> Factor:
+        key = (id(stats), damp_percent, act_order, group_size if act_order else None)
         if key not in self._cache:  # the entry holds ``stats``: its id stays unique while cached
-            self._cache[key] = (stats, factorize(stats.hessian(), damp_percent, act_order))
+            self._cache[key] = (stats, factorize(stats.hessian(), damp_percent, act_order, group_size))
         return self._cache[key][1]
 
 
@@ -99,35 +137,63 @@ class GroupQuantizer:
         self.params = advanced.scale_estimation_params
         self.x = stats.mean_matrix(self.params.subset_size) if stats is not None else None
         self.stat = stats.channel_max() if stats is not None else None
+        self._columns: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # contiguous per-group vectors
+        self._buffer = np.empty(out, np.float32)
 
-    def fit(self, columns: np.ndarray, first: int) -> None:
-        """Parameters of the groups covering ``columns`` ``[out, k * size]`` (original order from ``first``)."""
+    def fit(self, columns: np.ndarray, originals: np.ndarray, loss_weights: np.ndarray | None = None) -> None:
+        """Parameters of the whole groups in ``columns`` ``[out, k * size]``, whose original indices are
+        ``originals`` (each run of ``size`` one group); ``loss_weights`` per column: search clipped ranges
+        for the smallest weighted squared error (round to nearest only; scale estimation searches itself)."""
         out, width = columns.shape
         count = width // self.size
         grouped = columns.reshape(out, count, self.size).astype(np.float32)
-        cols = slice(first, first + width)
         if self.x is None:
-            scale, zero_point = compute_scale(grouped, self.mode, (2,))
-        else:
-            x = self.x[:, cols].reshape(len(self.x), count, self.size).astype(np.float32)
-            scale, zero_point = estimate_grouped(grouped, x, self.stat[cols].reshape(count, self.size), self.mode,
+            scale, zero_point = self._nearest(grouped, loss_weights)
+        else:  # the activations of the same original columns, in the same order
+            x = self.x[:, originals].reshape(len(self.x), count, self.size).astype(np.float32)
+            scale, zero_point = estimate_grouped(grouped, x, self.stat[originals].reshape(count, self.size), self.mode,
                                                  self.params)
-        g = first // self.size
-        self.scale[:, g: g + count] = scale
+        groups = originals[:: self.size] // self.size
+        self.scale[:, groups] = scale
         if zero_point is not None:
-            self.zero_point[:, g: g + count] = zero_point
+            self.zero_point[:, groups] = zero_point
             self.has_zero_point = True
+        for i, g in enumerate(groups):
+            shift = None if zero_point is None else zero_point[:, i, 0].astype(np.float32)
+            self._columns[int(g)] = (np.ascontiguousarray(scale[:, i, 0]), shift)
 
-    def quantize(self, column: np.ndarray, g: int) -> np.ndarray:
-        """The dequantized value of ``column`` ``[out]`` with group ``g``'s parameters."""
-        scale = self.scale[:, g, 0]
-        zero_point = self.zero_point[:, g, 0] if self.has_zero_point else None
-        if self.integer:  # the integer grid inline: this runs once per column
-            shift = zero_point.astype(np.float32) if zero_point is not None else 0.0
-            codes = np.clip(np.rint(column / scale + shift), self.lowest, self.highest)
-            return (codes - shift) * scale
-        codes = quantize_codes(column, self.mode, scale, zero_point)
-        return dequantize_codes(codes, self.mode, scale, zero_point)
+    def _nearest(self, grouped: np.ndarray, loss_weights: np.ndarray | None):
+        if loss_weights is None:
+            return compute_scale(grouped, self.mode, (2,))
+        ratios = np.asarray(CLIP_RATIOS, np.float32)[:, None, None, None]
+        scales, zero_points = compute_scale(grouped[None] * ratios, self.mode, (3,))  # every ratio at once
+        approx = dequantize_codes(quantize_codes(grouped[None], self.mode, scales, zero_points), self.mode, scales,
+                                  zero_points)
+        approx -= grouped[None]
+        np.square(approx, out=approx)
+        weights = loss_weights.astype(np.float32).reshape(grouped.shape[1:])
+        loss = np.einsum("rogs,gs->rog", approx, weights)
+        best = np.argmin(loss, axis=0)[None, ..., None]  # the first ratio (round to nearest) wins ties
+        scale = np.take_along_axis(scales, best, axis=0)[0]
+        zero_point = None if zero_points is None else np.take_along_axis(zero_points, best, axis=0)[0]
+        return scale, zero_point
+
+    def column(self, column: np.ndarray, g: int) -> np.ndarray:
+        """The dequantized value of ``column`` ``[out]`` with group ``g``'s parameters (a reused buffer)."""
+        scale, shift = self._columns[g]
+        if not self.integer:
+            codes = quantize_codes(column, self.mode, scale, None if shift is None else shift.astype(np.uint8))
+            return dequantize_codes(codes, self.mode, scale)
+        values = np.divide(column, scale, out=self._buffer)  # the integer grid inline: this runs once per column
+        if shift is not None:
+            values += shift
+        np.rint(values, out=values)
+        np.maximum(values, self.lowest, out=values)
+        np.minimum(values, self.highest, out=values)
+        if shift is not None:
+            values -= shift
+        values *= scale
+        return values
 
 
 def run(
@@ -141,9 +207,13 @@ def run(
     """(dequantized weight ``[out, in]``, scale ``[out, G, 1]``, zero point or None); ``se_stats``: scale
     estimation's statistics when it runs too; ``factors`` shares Hessian factorizations between layers."""
     params = advanced.gptq_params
-    factor = (factors or GPTQFactors())(stats, params.damp_percent, params.act_order)
-    return sweep(w_oi, factor, GroupQuantizer(layer, *w_oi.shape, se_stats, advanced), params.block_size,
-                 params.act_order or params.static_groups)
+    quantizer = GroupQuantizer(layer, *w_oi.shape, se_stats, advanced)
+    contiguous = quantizer.size if params.act_order and not params.static_groups else None
+    factor = (factors or GPTQFactors())(stats, params.damp_percent, params.act_order, contiguous)
+    weight, scale, zero_point = sweep(w_oi, factor, quantizer, params.block_size, params.static_groups)
+    if params.static_groups:
+        return weight, scale, zero_point
+    return refit_scales(w_oi, weight, quantizer, factor.hessian), quantizer.scale, zero_point
 
 
 def sweep(
@@ -153,40 +223,77 @@ def sweep(
     weight = np.array(w_oi, dtype=np.float32)  # float32 updates (the factorization itself ran in float64)
     weight[:, factor.dead] = 0.0
     channels = weight.shape[1]
-    if static_groups:
-        quantizer.fit(weight, 0)
     order = np.arange(channels) if factor.order is None else factor.order
-    if factor.order is not None:
-        weight = weight[:, order]
-    groups = order // quantizer.size
+    if static_groups:
+        quantizer.fit(weight, np.arange(channels))
+    elif np.any(np.diff(order.reshape(-1, quantizer.size) // quantizer.size, axis=1)):
+        raise ValueError(f"in-sweep groups need each run of {quantizer.size} processed columns to be one group")
+    work = np.ascontiguousarray(weight[:, order].T)  # [in, out] in processing order: a column is a row
+    loss_weights = 1.0 / np.square(np.diag(factor.upper).astype(np.float64))
     block = max(int(block_size), 1)
     for start in range(0, channels, block):
         end = min(start + block, channels)
-        _quantize_block(weight, factor.upper, start, end, quantizer, groups, not static_groups)
-    if factor.order is not None:
-        weight = weight[:, np.argsort(order)]
+        _quantize_block(work, factor.upper, start, end, quantizer, order, loss_weights, not static_groups)
+    weight = np.ascontiguousarray(work.T[:, np.argsort(order)] if factor.order is not None else work.T)
     zero_point = quantizer.zero_point if quantizer.has_zero_point else None
     return weight, quantizer.scale, zero_point
 
 
 def _quantize_block(
-    weight: np.ndarray, upper: np.ndarray, start: int, end: int, quantizer: GroupQuantizer, groups: np.ndarray,
-    fit_in_sweep: bool,
+    work: np.ndarray, upper: np.ndarray, start: int, end: int, quantizer: GroupQuantizer, order: np.ndarray,
+    loss_weights: np.ndarray, fit_in_sweep: bool,
 ) -> None:
-    """Quantize columns ``start:end`` in place; their error goes to the later columns (one product)."""
-    block = weight[:, start:end].copy()
+    """Quantize rows ``start:end`` of ``work`` (``[in, out]``) in place; a row first takes the errors of the
+    block's earlier rows, and the block's errors go to the later rows with one product."""
+    block = work[start:end]
+    lower = np.ascontiguousarray(upper[start:end, start:end].T)  # row i: U[start:end, start + i]
     errors = np.zeros_like(block)
-    local = upper[start:end, start:end]
+    current = np.empty(block.shape[1], np.float32)
     size = quantizer.size
+    groups = order[start:end] // size
     for i in range(end - start):
-        column = start + i
-        if fit_in_sweep and column % size == 0:  # the group's columns as updated so far
-            quantizer.fit(np.concatenate([block[:, i:], weight[:, end:]], axis=1)[:, :size], column)
-        quantized = quantizer.quantize(block[:, i], groups[column])
-        error = (block[:, i] - quantized) / local[i, i]
-        block[:, i] = quantized
-        block[:, i + 1:] -= np.outer(error, local[i, i + 1:])
-        errors[:, i] = error
-    weight[:, start:end] = block
-    if end < weight.shape[1]:
-        weight[:, end:] -= errors @ upper[start:end, end:]
+        row = start + i
+        if fit_in_sweep and row % size == 0:  # the group's columns with every error so far
+            columns = work[row: row + size] - upper[start:row, row: row + size].T @ errors[:i]
+            quantizer.fit(columns.T, order[row: row + size], loss_weights[row: row + size])
+        if i:
+            np.subtract(block[i], lower[i, :i] @ errors[:i], out=current)
+        else:
+            current[:] = block[i]
+        quantized = quantizer.column(current, groups[i])
+        np.subtract(current, quantized, out=errors[i])
+        errors[i] /= lower[i, i]
+        block[i] = quantized
+    if end < len(work):
+        work[end:] -= upper[start:end, end:].T @ errors
+
+
+def refit_scales(
+    target: np.ndarray, updated: np.ndarray, quantizer: GroupQuantizer, hessian: np.ndarray
+) -> np.ndarray:
+    """GPTQ's codes kept, each output row's group scales re-solved by least squares for the smallest
+    ``(w - w^) H (w - w^)^T`` (``target`` the original weight); a row keeps its scales where the rounded
+    solution is not better. Updates ``quantizer.scale``; returns the dequantized weight."""
+    out, channels = target.shape
+    scale, size = quantizer.scale, quantizer.size
+    count = channels // size
+    zero_point = quantizer.zero_point if quantizer.has_zero_point else None
+    codes = quantize_codes(updated.reshape(out, count, size), quantizer.mode, scale, zero_point)
+    values = code_values(codes, quantizer.mode, zero_point).reshape(out, channels)
+    hessian = hessian.astype(np.float32)
+    gram = np.empty((out, count, count), np.float32)  # per row: Q^T H Q, Q the row's code values per group
+    for g in range(count):
+        columns = slice(g * size, (g + 1) * size)
+        product = values[:, columns] @ hessian[columns]
+        gram[:, :, g] = (values * product).reshape(out, count, size).sum(axis=2)
+    rhs = (values * (target.astype(np.float32) @ hessian)).reshape(out, count, size).sum(axis=2)
+    ridge = 1e-6 * np.maximum(np.abs(np.diagonal(gram, axis1=1, axis2=2)).max(axis=1), 1e-30)
+    solution = np.linalg.solve(gram + ridge[:, None, None] * np.eye(count, dtype=np.float32), rhs[..., None])
+    candidate = round_scale(np.nan_to_num(solution, nan=0.0, posinf=0.0, neginf=0.0))
+
+    def loss(s):  # the row objective less the constant w H w
+        return (s[..., 0] * (np.matmul(gram, s)[..., 0] - 2.0 * rhs)).sum(axis=1)
+
+    better = loss(candidate) < loss(scale)
+    quantizer.scale = np.where(better[:, None, None], candidate, scale).astype(np.float32)
+    return dequantize_codes(codes, quantizer.mode, quantizer.scale, zero_point).reshape(out, channels)
