@@ -210,3 +210,26 @@ def test_bert_compresses_block_wise_alike_on_three_backends(tmp_path):
     for backend in ("onnx", "openvino"):
         gap = float(np.sqrt(np.mean((outputs[backend] - outputs["torch"]) ** 2)))
         assert gap < 0.05 * error, (backend, gap, error)
+
+
+def test_gpt2_conv1d_input_rows_are_fetched_from_the_module_argument():
+    """GPT-2's ``Conv1D`` flattens its input to rows inside the module: the runner fetches the module's
+    argument instead, with the same token rows as the graph tensor."""
+    from nncompress.graph.blocks import find_blocks
+    from nncompress.graph.regions import region_between
+    from tests.unit.backends.torch.tiny_transformers import tiny_gpt2
+
+    model = tiny_gpt2()
+    adapter = TorchAdapter(example_input=_ids(0))
+    graph = adapter.build_graph(model)
+    block = find_blocks(graph)[0]
+    region = region_between(graph, block.inputs, block.outputs, name=block.nodes[-1])
+    linear = next(n for n in block.linears if "c_attn" in n)
+    rows = next(t for t in graph.node(linear).inputs if t is not None)  # addmm(bias, x, w): the rows x
+    assert graph.node(rows.node).kind.value == "reshape"  # not an argument of any submodule
+    runner = adapter.region_runner(model, region, fetch=[rows])
+    seen, full = [], []
+    adapter.region_inputs(model, runner, [_ids(6, length=9)], seen.append)
+    adapter.collect(model, [rows], [_ids(6, length=9)], full.append)
+    got = runner.run(seen[0])[rows]
+    np.testing.assert_allclose(got.reshape(-1, got.shape[-1]), full[0][rows].reshape(-1, got.shape[-1]), atol=1e-6)
