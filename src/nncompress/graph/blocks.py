@@ -150,10 +150,15 @@ def _is_residual(graph: Graph, tensor: TensorRef, position: dict[str, int]) -> b
 
 def _boundary(graph: Graph, gap: list, position: dict[str, int]) -> int:
     """How many of the Linear-free segments ``gap`` before a block go to the earlier block: the boundary
-    is the first cut entering a residual Add, else the last cut."""
+    is the first cut entering a residual Add, else the last cut; identity-only segments right after it
+    (an eval-mode dropout closing the embeddings or a sub-layer) go to the earlier part too, so that a
+    block starts where the layer does whether or not the backend's graph keeps the identity."""
     cuts = [gap[0][0]] + [leaving for _, _, leaving in gap]
     residual = [k for k, cut in enumerate(cuts) if cut is not None and _is_residual(graph, cut, position)]
-    return residual[0] if residual else len(gap)
+    split = residual[0] if residual else len(gap)
+    while split < len(gap) and all(graph.node(n).kind is OpKind.IDENTITY for n in gap[split][1]):
+        split += 1
+    return split
 
 
 def _gated(graph: Graph, cut: TensorRef | None) -> bool:

@@ -83,10 +83,27 @@ def test_bert_encoder_layers():
     blocks = find_blocks(graph)
     layer = [(32, 32)] * 4 + [(32, 64), (32, 64)]
     assert [_shapes(graph, b) for b in blocks] == [layer] * 3 + [[(32, 32)]]  # 3 layers, then the pooler
-    for k, block in enumerate(blocks[:-1]):  # post-norm layers keep their last LayerNorm
-        outside = [name for name in block.nodes if not name.startswith(f"encoder/layer/{k}/")]
-        assert outside == (["embeddings/dropout/dropout/0"] if k == 0 else [])  # (an identity in eval mode)
+    for k, block in enumerate(blocks[:-1]):  # post-norm layers keep their last LayerNorm: exactly one layer each
+        assert all(name.startswith(f"encoder/layer/{k}/") for name in block.nodes), block.nodes
+    # the embeddings' dropout (an identity in eval mode, absent from ONNX/OpenVINO graphs) stays outside
+    assert blocks[0].input.node == "embeddings/dropout/dropout/0"
     assert blocks[-1].input == blocks[-2].outputs[0] and blocks[-1].outputs[0].node.startswith("pooler/")
+
+
+def test_identity_segments_after_the_residual_cut_go_to_the_earlier_part():
+    """A Linear-free gap ``norm -> identity -> identity`` before a residual layer: the block starts after the
+    identities (where the layer module starts), not at the norm's output."""
+    g = G()
+    x = g.input("x")
+    norm = g.op("norm", K.LAYER_NORM, [_linear(g, "embed", x)])
+    drop = g.op("drop", K.IDENTITY, [g.op("clone", K.IDENTITY, [norm])])
+    inner = g.op("relu", K.RELU, [_linear(g, "fc", drop)])
+    out = g.op("add", K.ADD, [drop, inner])
+    g.output(_linear(g, "head", out))
+    blocks = find_blocks(_built(g))
+    assert [b.linears for b in blocks] == [("embed",), ("fc",), ("head",)]
+    assert blocks[0].nodes == ("embed", "norm", "clone", "drop")
+    assert blocks[1].input.node == "drop" and blocks[1].nodes == ("fc", "relu", "add")
 
 
 def test_gpt2_layers():
@@ -97,6 +114,9 @@ def test_gpt2_layers():
     graph = _graph(model, {"input_ids": torch.randint(0, 64, (1, 8))})
     blocks = find_blocks(graph)
     assert [_shapes(graph, b) for b in blocks] == [[(32, 96), (32, 32), (32, 128), (32, 128)]] * 3 + [[(32, 64)]]
+    for k, block in enumerate(blocks[:-1]):  # each block is one layer module (after the embeddings' dropout)
+        assert all(name.startswith(f"transformer/h/{k}/") for name in block.nodes), block.nodes
+    assert blocks[0].input.node == "transformer/drop/dropout/0"
 
 
 def _linear(g: G, name: str, x, shape=(4, 4)):

@@ -51,7 +51,8 @@ def _channel_shape(rank: int, axis: int | None, size: int) -> list[int]:
 
 
 def _const(values: np.ndarray, element_type: ov.Type, name: str) -> ov.Node:
-    node = ops.constant(np.asarray(values).astype(element_type.to_dtype()), element_type)
+    # C order: ``ops.constant`` reads a transposed array's buffer as if it were C-ordered
+    node = ops.constant(np.ascontiguousarray(values, dtype=element_type.to_dtype()), element_type)
     node.set_friendly_name(name)
     return node
 

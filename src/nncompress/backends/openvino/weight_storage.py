@@ -63,7 +63,8 @@ def _scale_node(weight: CompressedWeight, decode_type: ov.Type, name: str) -> ov
     elif weight.mode is Mode.NVFP4:  # E4M3 group scales (exact: they were rounded to E4M3)
         const = low_bit_constant(nearest_e4m3(weight.scale), ov.Type.f8e4m3, weight.scale.shape, name)
     else:
-        const = _named(ops.constant(weight.scale.astype(weight.scale_dtype)), name)
+        # ``ops.constant`` reads a numpy array's buffer as if it were C-ordered: estimated scales come transposed
+        const = _named(ops.constant(np.ascontiguousarray(weight.scale, dtype=weight.scale_dtype)), name)
     if decode_type == const.get_element_type():
         return const
     return _named(ops.convert(const, decode_type), f"{name}/convert")
@@ -80,7 +81,8 @@ def decompression(weight: CompressedWeight, target_type: ov.Type, name: str) -> 
         indices = _named(ops.convert(stored, ov.Type.i32), f"{name}/indices")
         values = weight.codebook
         exact = np.array_equal(values.astype(np.float16).astype(np.float32), values)
-        book = _named(ops.constant(values.astype(np.float16 if exact else np.float32)), f"{name}/codebook")
+        book = np.ascontiguousarray(values, dtype=np.float16 if exact else np.float32)
+        book = _named(ops.constant(book), f"{name}/codebook")
         value = _named(ops.gather(ops.convert(book, decode_type), indices, 0), f"{name}/lookup")
     else:
         value = _named(ops.convert(stored, decode_type), f"{name}/convert")
@@ -123,7 +125,7 @@ def compress_weight(editor, edit: CompressWeight) -> None:
 def _adapter_weight(value, target_type: ov.Type, name: str) -> ov.Output:
     if isinstance(value, CompressedWeight):
         return decompression(value, target_type, name)
-    return ops.constant(np.asarray(value).astype(target_type.to_dtype())).output(0)
+    return ops.constant(np.ascontiguousarray(value, dtype=target_type.to_dtype())).output(0)
 
 
 def add_low_rank(editor, edit: AddLowRankCorrection) -> None:

@@ -11,7 +11,8 @@ tensors -- plain eager PyTorch, no per-op dispatch (a hooked model's hooks run u
   own compute on small transformer layers); the model is unchanged between runs. A model is not to be
   run from another thread while a runner overrides its weights.
 * fetch: forward pre-hooks, present only during ``run``, on the submodules whose arguments carry the
-  fetched tensors (the inputs of the block's Linear layers).
+  fetched tensors (the inputs of the block's Linear layers); a tensor a submodule reshapes from its argument
+  keeping the last axis (GPT-2's ``Conv1D`` flattens its input to rows) is fetched as that argument.
 
 Regions that are not one module's scope (a chain of ops spanning modules) run by ``replay`` instead.
 """
@@ -30,6 +31,7 @@ from torch.utils import _pytree as pytree
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
+from nncompress.graph.ops import OpKind
 from nncompress.graph.regions import Region
 
 from .capture import Capture, Recorder
@@ -179,21 +181,21 @@ class ModuleRegionRunner:
             if ref is None and isinstance(leaf, torch.Tensor)
         )
         self.shapes: tuple[TensorRef, ...] = ()
-        self._fetch_plan = self._plan_fetch(calls)
+        self._fetch_plan = self._plan_fetch(calls, capture.graph)
         self.frozen = frozen is not None
         self._fixed = self._parameters(frozen) if frozen is not None else {}
 
-    def _plan_fetch(self, calls: dict[str, list[ModuleCall]]) -> dict[str, list[tuple[int, TensorRef]]]:
+    def _plan_fetch(self, calls: dict[str, list[ModuleCall]], graph: Graph) -> dict[str, list[tuple[int, TensorRef]]]:
         plan: dict[str, list[tuple[int, TensorRef]]] = {}
         direct = set(self.region.inputs) | set(self.region.outputs)
         for tensor in self.fetch:
             if tensor in direct:
                 continue
-            for path, recorded in calls.items():
-                if not path.startswith(self.path + ".") or len(recorded) != 1 or tensor not in recorded[0].refs:
-                    continue
-                plan.setdefault(path[len(self.path) + 1 :], []).append((recorded[0].refs.index(tensor), tensor))
-                break
+            for source in (tensor, _reshaped_from(graph, tensor)):
+                found = self._argument_of_submodule(calls, source)
+                if found is not None:
+                    plan.setdefault(found[0], []).append((found[1], tensor))
+                    break
             else:
                 raise UnsupportedModelError(
                     f"cannot fetch {tensor.node}:{tensor.port} in region {self.region.name!r}: the PyTorch runner "
@@ -201,6 +203,14 @@ class ModuleRegionRunner:
                     f"the region's inputs and outputs and the arguments of submodules of {self.path!r} only"
                 )
         return plan
+
+    def _argument_of_submodule(self, calls: dict[str, list[ModuleCall]], tensor: TensorRef | None):
+        """(submodule path relative to the region's module, leaf index) where ``tensor`` is an argument."""
+        for path, recorded in calls.items():
+            if tensor is not None and path.startswith(self.path + ".") and len(recorded) == 1 \
+                    and tensor in recorded[0].refs:
+                return path[len(self.path) + 1 :], recorded[0].refs.index(tensor)
+        return None
 
     def _arguments(self, values: dict[TensorRef, np.ndarray]) -> tuple[tuple, dict]:
         leaves = []
@@ -334,6 +344,17 @@ def _swapped(module: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[Non
 
 class _Reached(Exception):
     """Stops a forward once the region's module is reached."""
+
+
+def _reshaped_from(graph: Graph, tensor: TensorRef) -> TensorRef | None:
+    """The tensor ``tensor`` is a reshape of with the same last axis (a Linear's input flattened to rows
+    inside the module, as GPT-2's ``Conv1D`` does): the same token rows, fetched where it is an argument."""
+    node = graph.node(tensor.node)
+    if node.kind not in (OpKind.RESHAPE, OpKind.FLATTEN) or not node.inputs or node.inputs[0] is None:
+        return None
+    source = node.inputs[0]
+    before, after = graph.tensor_shape(source), graph.tensor_shape(tensor)
+    return source if before and after and before[-1] == after[-1] else None
 
 
 def _single_call(calls: dict[str, list[ModuleCall]], path: str) -> ModuleCall:
