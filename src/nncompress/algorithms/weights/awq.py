@@ -75,7 +75,7 @@ def _match(graph: Graph, target: WeightLayer, by_node: dict[str, WeightLayer]) -
     for source in sources:
         merge = by_node.get(source.name)
         if (
-            merge is not None and source.kind is OpKind.LINEAR and len(merge.weight.shape) == 2
+            merge is not None and not merge.shares and source.kind is OpKind.LINEAR and len(merge.weight.shape) == 2
             and merge.weight.shape[merge.weight.out_axis] == target.in_channels
             and len(graph.consumers(producer.inputs[sources.index(source)])) == 1
         ):
@@ -101,13 +101,27 @@ def search_scale(
         s = np.maximum(s, np.float32(1e-8))
         reference = w @ xg
         candidates = s[None, :] ** alphas[:, None]  # [steps, group]
-        quantized = fake_quantize(w[None] * candidates[:, None, :], layer.config.mode, (2,))
-        out = np.einsum("aog,agn->aon", quantized, xg[None] / candidates[:, :, None])
-        losses = np.abs(out - reference[None]).mean(axis=(1, 2))
+        losses = _losses(w, xg, reference, candidates, layer.config.mode)
         best = int(np.argmin(losses))
         if losses[best] < np.abs(reference).max():
             scale[cols] = candidates[best]
     return scale
+
+
+SEARCH_ELEMENTS = 1 << 22  # quantized candidate weights held at once by the AWQ search (16 MB)
+
+
+def _losses(w: np.ndarray, xg: np.ndarray, reference: np.ndarray, candidates: np.ndarray, mode) -> np.ndarray:
+    """``mean |Q(w s) (x / s) - w x|`` per candidate ``s`` (rows of ``candidates``), a few candidates at a
+    time so the quantized copies stay within ``SEARCH_ELEMENTS`` values."""
+    step = max(1, SEARCH_ELEMENTS // max(w.size, 1))
+    losses = []
+    for start in range(0, len(candidates), step):
+        chunk = candidates[start : start + step]
+        quantized = fake_quantize(w[None] * chunk[:, None, :], mode, (2,))
+        out = np.einsum("aog,agn->aon", quantized, xg[None] / chunk[:, :, None])
+        losses.append(np.abs(out - reference[None]).mean(axis=(1, 2)))
+    return np.concatenate(losses)
 
 
 def _statistics(layer: WeightLayer, w_oi: np.ndarray, stats: ActivationStats | None, params) -> tuple:

@@ -45,6 +45,7 @@ from nncompress.graph.ir import Graph, TensorRef
 from nncompress.graph.ops import OpKind
 from nncompress.graph.regions import region_between
 from nncompress.log import logger
+from nncompress.memory import release_free_memory
 from nncompress.numerics.lowbit import CompressedWeight, encode
 from nncompress.progress import ProgressSteps
 from nncompress.statistics import batches
@@ -68,7 +69,7 @@ class TokenSample:
         flat = np.asarray(value, np.float32).reshape(-1, np.shape(value)[-1])
         flat = flat[np.isfinite(flat).all(axis=1)]
         step = max(1, len(flat) // self.per_item)
-        part = flat[::step][: min(self.per_item, self.rows - self.count)]
+        part = flat[::step][: min(self.per_item, self.rows - self.count)].copy()  # not a view: frees the batch
         self.parts.append(part)
         self.count += len(part)
 
@@ -277,9 +278,11 @@ class BlockwiseCompression:
                 del job, original
             if not last:
                 steps.step(f"Block {k + 1}/{len(self.blocks)}: compressed outputs")
+                runner = self._runner(item, ()) if fetch else runner  # fetches nothing: no copies of inputs
                 self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {},
                           True)
             del runner, stats, samples, constants
+            release_free_memory()  # the block's activations and temporaries: back to the system
 
     def _data(self, item: _Block) -> list[WeightLayer]:
         """The block's layers that read statistics (after mixed precision: the primary-precision ones)."""
@@ -296,12 +299,14 @@ class BlockwiseCompression:
         layer = job.layer
         if job.compressed is None or not len(x):
             return
-        w_oi = layer.to_oi(original).astype(np.float32)
+        w_oi = np.asarray(layer.to_oi(original), dtype=np.float32)  # a float32 weight is not copied
         config = layer.config
         rtn = encode(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
-        final = _in_original_space(job, awq, layer.to_oi(job.compressed.decompress()) + _lora_oi(job))
-        before, after = relative_error(x, w_oi, layer.to_oi(rtn.decompress()), final)
-        self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before, after)
+        before = relative_error(x, w_oi, layer.to_oi(rtn.decompress()))
+        del rtn
+        final = _in_original_space(job, awq, _add_lora(layer.to_oi(job.compressed.decompress()), job))
+        self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before,
+                                     relative_error(x, w_oi, final))
 
 
 def _algorithms(job: LayerJob, options: WeightCompressionOptions) -> tuple[str, ...]:
@@ -318,12 +323,12 @@ def _decompressed(value) -> np.ndarray:
     return value.decompress() if isinstance(value, CompressedWeight) else np.asarray(value, np.float32)
 
 
-def _lora_oi(job: LayerJob) -> np.ndarray | float:
-    """The LoRA correction of ``job`` as an ``[out, in]`` weight (0 without one)."""
+def _add_lora(w_oi: np.ndarray, job: LayerJob) -> np.ndarray:
+    """``w_oi`` (a fresh array, changed in place) plus the LoRA correction of ``job`` as ``[out, in]``."""
     for edit in job.edits:
         if isinstance(edit, AddLowRankCorrection):
-            return _decompressed(edit.b) @ _decompressed(edit.a)
-    return 0.0
+            w_oi += _decompressed(edit.b) @ _decompressed(edit.a)
+    return w_oi
 
 
 def _multiplied(awq: AWQPlan) -> set[str]:
@@ -332,11 +337,12 @@ def _multiplied(awq: AWQPlan) -> set[str]:
 
 def _in_original_space(job: LayerJob, awq: AWQPlan, w_oi: np.ndarray) -> np.ndarray:
     """``w_oi`` (AWQ's scales multiplied in: input channels by ``s``, acting on ``x / s``; output channels
-    by a merged ``1 / s``) as a weight on the unscaled ``x`` with the original outputs."""
+    by a merged ``1 / s``) as a weight on the unscaled ``x`` with the original outputs (a fresh array,
+    divided in place)."""
     if job.input_scale is not None:
-        w_oi = w_oi / job.input_scale.reshape(1, -1)
+        w_oi /= job.input_scale.reshape(1, -1)
     if job.output_scale is not None:
-        w_oi = w_oi / np.asarray(job.output_scale).reshape(-1, 1)
+        w_oi /= np.asarray(job.output_scale).reshape(-1, 1)
     return w_oi
 
 
@@ -349,11 +355,11 @@ def effective_weight(job: LayerJob, awq: AWQPlan, original, read) -> np.ndarray 
         scaled = [e.value for e in job.edits if isinstance(e, SetConstant)]
         if not scaled:
             return None
-        w_oi = layer.to_oi(scaled[0])
+        w_oi, fresh = layer.to_oi(scaled[0]), False
     else:
-        w_oi = layer.to_oi(job.compressed.decompress()) + _lora_oi(job)
+        w_oi, fresh = _add_lora(layer.to_oi(job.compressed.decompress()), job), True
     if job.input_scale is not None and layer.node in _multiplied(awq):
-        w_oi = w_oi / job.input_scale.reshape(1, -1)
+        w_oi = np.divide(w_oi, job.input_scale.reshape(1, -1), out=w_oi if fresh else None)
     return np.ascontiguousarray(layer.from_oi(w_oi), dtype=np.float32)
 
 

@@ -197,11 +197,12 @@ class LayerCompressor:
 
     @staticmethod
     def edits(job: LayerJob) -> Iterator:
-        """The edits of a compressed job: its weight, then its corrections (stage order)."""
+        """The edits of a compressed job: its weight (for every operation reading it), then its corrections
+        (stage order)."""
         layer = job.layer
         if job.compressed is not None:
-            name = f"{layer.node}/weight{layer.weight.port}"
-            yield CompressWeight(layer.node, layer.weight.port, job.compressed, name)
+            for node, port in ((layer.node, layer.weight.port), *layer.shares):  # a shared weight: one object
+                yield CompressWeight(node, port, job.compressed, f"{node}/weight{port}")
         yield from job.edits
 
 

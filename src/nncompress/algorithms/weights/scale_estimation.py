@@ -22,6 +22,8 @@ from nncompress.numerics.lowbit import (
 )
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
+CHUNK_ELEMENTS = 1 << 20  # weight values estimated at once (a few MB of temporaries each)
+
 
 def _group_products(w: np.ndarray, x_gkn: np.ndarray) -> np.ndarray:
     """``[out, G, n]``: every group of ``w`` ``[out, G, gs]`` times every sample's group (batched GEMM)."""
@@ -100,10 +102,14 @@ def estimate(
     out, channels = w_oi.shape
     size = layer.config.channels_per_group(channels)
     groups = channels // size
-    return estimate_grouped(
-        w_oi.reshape(out, groups, size),
-        x.reshape(x.shape[0], groups, size).astype(np.float32),
-        stat.reshape(groups, size),
-        layer.config.mode,
-        advanced.scale_estimation_params,
-    )
+    w = w_oi.reshape(out, groups, size)
+    x = x.reshape(x.shape[0], groups, size).astype(np.float32)
+    stat = stat.reshape(groups, size)
+    params = advanced.scale_estimation_params
+    # every (output channel, group) is estimated on its own: rows in chunks bound the temporaries
+    rows = max(1, CHUNK_ELEMENTS // max(channels, 1))
+    parts = [estimate_grouped(w[start : start + rows], x, stat, layer.config.mode, params)
+             for start in range(0, out, rows)]
+    zero_points = [zp for _, zp in parts]
+    zero_point = None if zero_points[0] is None else np.concatenate(zero_points)
+    return np.concatenate([scale for scale, _ in parts]), zero_point

@@ -6,6 +6,12 @@
 - 4-bit modes: every candidate first gets the backup configuration (INT8_ASYM per channel by default);
   the *ratio-defining* weights get the primary one: Linear weights except the last Linear, plus the
   last Linear and the embeddings when ``all_layers``. Convolutions always keep the backup precision.
+- A weight read by several operations (a tied embedding / lm_head: one stored constant, named alike in
+  ``node.attrs["constant_names"]``) is one layer, the first reader in topological order; the other readers
+  are its ``shares`` and get the same compressed weight. Its size counts once. It is compressed without
+  activation statistics, since AWQ's scaling of one reader's input would be wrong for the other readers.
+  The last Linear is left out of the ratio-defining set even when it shares an earlier weight (then no
+  other Linear is left out).
 - A group size that does not divide a layer's input channels: ERROR raises (naming the group sizes
   that would work), IGNORE keeps the layer in float, ADJUST (default) takes the largest power of two
   dividing the channels that is at most the requested size, or the backup precision below
@@ -42,6 +48,7 @@ class WeightLayer:
     ratio_defining: bool = False
     activation: TensorRef | None = None  # the input whose statistics data-aware methods use
     notes: tuple[str, ...] = ()
+    shares: tuple[tuple[str, int], ...] = ()  # (node, port) of other operations reading this same weight
 
     @property
     def size(self) -> int:
@@ -114,8 +121,14 @@ def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
         )
     linears = [n for n in nodes if n.kind is OpKind.LINEAR]
     last = linears[-1].name if linears else None
-    layers = [_layer(node, options, last) for node in nodes]
+    readers = _shared_weights(nodes)
+    layers = [_layer(node, options, last, readers[node.name]) for node in nodes if node.name in readers]
     selection = Selection(layers, skipped)
+    for layer in layers:
+        if layer.shares:
+            others = ", ".join(node for node, _ in layer.shares)
+            selection.notes.append(f"{others} read(s) the weight of {layer.node} (one stored tensor): it is "
+                                   "compressed and stored once, without activation statistics")
     if not options.is_8bit and options.group_size != -1:
         selection.layers = _fallback(selection, options)
     if not options.is_8bit and not any(layer.ratio_defining for layer in selection.layers):
@@ -126,7 +139,23 @@ def select_layers(graph: Graph, options: WeightCompressionOptions) -> Selection:
     return selection
 
 
-def _layer(node: Node, options: WeightCompressionOptions, last: str | None) -> WeightLayer:
+def _shared_weights(nodes: list[Node]) -> dict[str, tuple[tuple[str, int], ...]]:
+    """First reader of each stored weight -> (node, port) of its other readers (a weight is known by
+    ``attrs["constant_names"]``; nodes without a name read a weight of their own)."""
+    first: dict[str, Node] = {}
+    readers: dict[str, tuple[tuple[str, int], ...]] = {}
+    for node in nodes:
+        name = node.attrs.get("constant_names", {}).get(node.weight.port)
+        owner = first.setdefault(name, node) if name is not None else node
+        if owner is not node and tuple(owner.weight.shape) == tuple(node.weight.shape):
+            readers[owner.name] += ((node.name, node.weight.port),)
+        else:  # its own weight (the same name with another shape is not the same tensor to compress)
+            readers[node.name] = ()
+    return readers
+
+
+def _layer(node: Node, options: WeightCompressionOptions, last: str | None,
+           shares: tuple[tuple[str, int], ...] = ()) -> WeightLayer:
     """The layer of ``node`` with its role and configuration before the group-size fallback."""
     ratio_defining = False
     config = options.backup_for(int(node.weight.shape[node.weight.in_axis]))
@@ -138,7 +167,8 @@ def _layer(node: Node, options: WeightCompressionOptions, last: str | None) -> W
         ratio_defining = options.all_layers
     if ratio_defining:
         config = options.primary
-    return WeightLayer(node.name, node.kind, node.weight, config, ratio_defining, _activation_input(node))
+    activation = None if shares else _activation_input(node)
+    return WeightLayer(node.name, node.kind, node.weight, config, ratio_defining, activation, shares=shares)
 
 
 def valid_group_sizes(channels: int) -> list[int]:

@@ -251,7 +251,8 @@ class ModuleRegionRunner:
                 )
             rel = name[len(self.path) + 1 :]
             original = _named_tensor(self.module, rel)
-            value = torch.from_numpy(np.array(value, dtype=np.float32))
+            value = np.asarray(value, dtype=np.float32)
+            value = torch.from_numpy(value if value.flags.writeable else value.copy())  # shared: the run only reads
             replaced[rel] = value.reshape(original.shape).to(dtype=original.dtype, device=original.device)
         return replaced
 

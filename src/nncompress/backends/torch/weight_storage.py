@@ -229,6 +229,7 @@ class WeightStore:
         self.storages: dict[int, list[CompressedStorage]] = {}
         self.installed: dict[int, list[tuple[nn.Module, CompressedStorage]]] = {}
         self.layer_types: dict[str, tuple[torch.dtype, torch.device]] = {}
+        self._last: tuple[Any, CompressedStorage | None] = (lambda: None, None)  # (weakref to weight, its storage)
 
     # ------------------------------------------------------------------ edits
 
@@ -314,12 +315,16 @@ class WeightStore:
     def _storage(self, current, weight: CompressedWeight, dtype, device) -> CompressedStorage:
         """One storage per distinct compressed value of a tensor (tied weights share it)."""
         known = self.storages.setdefault(id(current) if current is not None else -1, [])
+        source, stored = self._last
+        if source() is weight and stored in known:  # the edit of another reader of the same weight
+            return stored
         for storage in known:
             if storage.matches(weight):
                 return storage
         storage = CompressedStorage(weight, dtype, device)
         if current is not None:
             known.append(storage)
+        self._last = (weakref.ref(weight), storage)
         return storage
 
     def _scope(self, node: str) -> nn.Module:

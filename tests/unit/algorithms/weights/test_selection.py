@@ -10,6 +10,8 @@ import pytest
 
 from nncompress.algorithms.weights.config import LayerConfig
 from nncompress.algorithms.weights.selection import select_layers
+from nncompress.graph.ir import Graph, Node, TensorRef, WeightInfo
+from nncompress.graph.ops import OpKind as K
 from nncompress.parameters import CompressWeightsMode as M
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
@@ -42,3 +44,37 @@ def test_group_size_fallback_gives_new_frozen_records(minimum, expected):
     assert layer.notes and layer.notes[0].startswith("group size 32 does not divide 48 input channels")
     with pytest.raises(dataclasses.FrozenInstanceError):
         layer.config = LayerConfig(None)
+
+
+def _tied_graph(shape_of_head=(10, IN)) -> Graph:
+    """ids -> Embedding (weight "emb.weight" [10, 32]) -> Relu -> Linear fc -> Linear head (reads "emb.weight")."""
+    names = {"constant_names": {1: "emb.weight"}}
+    return Graph([
+        Node("ids", K.INPUT, "input", [], [(1, 4)], ["int"]),
+        Node("emb", K.EMBEDDING, "embedding", [TensorRef("ids"), None], [(1, 4, IN)], ["float"], {1: (10, IN)},
+             weight=WeightInfo(1, (10, IN), 0, 1), attrs=dict(names)),
+        Node("relu", K.RELU, "relu", [TensorRef("emb")], [(1, 4, IN)], ["float"]),
+        Node("fc", K.LINEAR, "linear", [TensorRef("relu"), None], [(1, 4, IN)], ["float"], {1: (IN, IN)},
+             weight=WeightInfo(1, (IN, IN), 0, 1)),
+        Node("head", K.LINEAR, "linear", [TensorRef("fc"), None], [(1, 4, 10)], ["float"], {1: shape_of_head},
+             weight=WeightInfo(1, shape_of_head, 0, 1), attrs=dict(names)),
+        Node("output/out", K.OUTPUT, "output", [TensorRef("head")], [], []),
+    ])
+
+
+def test_a_weight_read_by_two_operations_is_one_layer():
+    opts = dataclasses.replace(options(M.INT4_ASYM, 16), all_layers=False)
+    selection = select_layers(_tied_graph(), opts)
+    emb, fc = selection.layers
+    assert (emb.node, emb.shares, emb.activation) == ("emb", (("head", 1),), None)
+    assert emb.size == 10 * IN and fc.size == IN * IN  # the shared weight counts once
+    # the head is still the last Linear: no other Linear leaves the ratio-defining set
+    assert fc.ratio_defining and fc.config == LayerConfig(M.INT4_ASYM, 16)
+    assert not emb.ratio_defining and emb.config == LayerConfig(M.INT8_ASYM)
+    assert any("head read(s) the weight of emb" in note for note in selection.notes)
+
+
+def test_the_same_name_with_another_shape_is_not_shared():
+    opts = dataclasses.replace(options(M.INT4_ASYM, 16), all_layers=False)
+    layers = select_layers(_tied_graph(shape_of_head=(12, IN)), opts).layers
+    assert [(layer.node, layer.shares) for layer in layers] == [("emb", ()), ("fc", ()), ("head", ())]

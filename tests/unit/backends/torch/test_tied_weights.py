@@ -44,3 +44,39 @@ def test_tied_embedding_and_head_share_one_compressed_storage(mode):
     assert other.lm_head.weight_compressed is other.model.embed_tokens.weight_compressed
     with torch.no_grad():
         torch.testing.assert_close(other(_ids()).logits, compressed(_ids()).logits)
+
+
+def _weight_params(model) -> int:
+    """Parameters of the model's weight matrices, each stored tensor once (norm vectors left out)."""
+    return sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+
+
+def test_tied_weight_is_compressed_and_reported_once_on_the_data_aware_path(tmp_path):
+    model = tiny_llama(tied=True)
+    items = [{"input_ids": torch.randint(0, 96, (1, 8), generator=torch.Generator().manual_seed(k))} for k in range(4)]
+    options = {"mode": M.INT4_ASYM, "group_size": 16, "awq": True, "scale_estimation": True, "subset_size": 4}
+    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(items), **options)
+    report = nncf.last_report()
+    assert any("block-wise" in note for note in report.notes)
+    # one weight of 96 x 64: reported once, totals equal the model's weight parameters
+    assert "lm_head/linear/0" not in report.layers and report.total_params == _weight_params(model)
+    assert report.total_layers == 2 * 7 + 1
+    assert any("lm_head/linear/0 read(s) the weight of model/embed_tokens/embedding/0" in n for n in report.notes)
+    storages = {id(m) for m in compressed.modules() if type(m).__name__ == "CompressedStorage"}
+    assert len(storages) == report.total_layers  # compressed once: one storage per reported weight
+    assert compressed.lm_head.weight_compressed is compressed.model.embed_tokens.weight_compressed
+    # saved once and loaded once: a file on disk, loaded into another compressed copy, computes the same
+    state = compressed.state_dict()
+    codes = state["lm_head.weight_compressed.data"]
+    without_head = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+    assert _saved_bytes(state) - _saved_bytes(without_head) < codes.numel() * codes.element_size()
+    torch.save(state, tmp_path / "compressed.pt")
+    other = nncf.compress_weights(tiny_llama(seed=1, tied=True), dataset=nncf.Dataset(items), **options)
+    other.load_state_dict(torch.load(tmp_path / "compressed.pt"))
+    assert other.lm_head.weight_compressed is other.model.embed_tokens.weight_compressed
+    with torch.no_grad():
+        torch.testing.assert_close(other(_ids()).logits, compressed(_ids()).logits, rtol=0, atol=0)
+        reference = model(_ids()).logits
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # the user's model is untouched
+    error = (compressed(_ids()).logits - reference).norm() / reference.norm()
+    assert error < 0.2
