@@ -1,5 +1,6 @@
-"""The block-wise pipeline on a tiny Llama (PyTorch): inputs of each block come from the compressed blocks
-before it, the ranking of data-aware mixed precision matches whole-model statistics, per-layer errors."""
+"""The block-wise pipeline on a tiny Llama (PyTorch): with GPTQ the inputs of each block come from the
+compressed blocks before it, without GPTQ from the float blocks; the ranking of data-aware mixed precision
+matches whole-model statistics; per-layer errors."""
 
 from __future__ import annotations
 
@@ -68,6 +69,36 @@ def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeyp
 
     assert any(same(values, expected) for values in collected), "no statistics from the compressed layer-1 inputs"
     assert not any(same(values, floats) for values in collected)  # layer 0 is compressed: other inputs
+
+
+def _statistics_updates(monkeypatch) -> dict[int, list[np.ndarray]]:
+    updates: dict[int, list[np.ndarray]] = {}
+    original = ActivationStats.update
+
+    def record(self, value):
+        updates.setdefault(id(self), []).append(np.array(value))
+        return original(self, value)
+
+    monkeypatch.setattr(ActivationStats, "update", record)
+    return updates
+
+
+def test_without_gptq_each_block_reads_the_float_outputs_of_the_blocks_before_it(monkeypatch):
+    model = _llama()
+    updates = _statistics_updates(monkeypatch)
+    compressed, report = _compress(model, awq=True, scale_estimation=True,
+                                   ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
+    assert any("from the float blocks before it" in note for note in report.notes)
+    floats = _q_proj_inputs(model, 1)
+    quantized = _q_proj_inputs(compressed, 1)
+    collected = [values for values in updates.values()
+                 if len(values) == len(floats) and values[0].shape == floats[0].shape]
+
+    def same(values, reference):
+        return all(np.allclose(v, r, atol=1e-4) for v, r in zip(values, reference))
+
+    assert any(same(values, floats) for values in collected), "no statistics from the float layer-1 inputs"
+    assert not any(same(values, quantized) for values in collected)
 
 
 def test_gptq_lowers_each_layers_output_error_and_the_model_error():
