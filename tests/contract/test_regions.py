@@ -156,15 +156,13 @@ def llama_onnx(tmp_path_factory):
     return model, str(path)
 
 
-def test_a_decoder_layer_runs_alone_on_items_of_any_length(backend, llama_onnx):
-    """Block inputs (hidden states, mask) and context (rotary cos/sin or the shapes they come from) read by
-    ``region_inputs`` drive the block to the full model's values for sequence lengths unlike the example's."""
+def _second_layer(backend, llama_onnx, ids: list[np.ndarray]):
+    """(runner of the tiny Llama's layer 1, its region, its inputs per item from ``region_inputs``, the full
+    model's values of its outputs per item) for items of token ids ``ids``."""
+    from nncompress.graph.regions import scope_region
     from tests.contract.backends import ov
 
     module, path = llama_onnx
-    lengths = (9, 4)
-    rng = np.random.default_rng(0)
-    ids = [rng.integers(0, 96, size=(1, n)) for n in lengths]
     if backend == "torch":
         model, scope = module, "model/layers/1"
         data = [
@@ -180,13 +178,20 @@ def test_a_decoder_layer_runs_alone_on_items_of_any_length(backend, llama_onnx):
     graph = adapter.build_graph(model)
     if backend != "torch":
         scope = next(n.name for n in graph if "layers.1/" in n.name).split("layers.1/")[0] + "layers.1"
-    from nncompress.graph.regions import scope_region
-
     region = scope_region(graph, scope)
     runner = adapter.region_runner(model, region)
     seen, full = [], []
     adapter.region_inputs(model, runner, data, seen.append)
     adapter.collect(model, list(region.outputs), data, full.append)
+    return runner, region, seen, full
+
+
+def test_a_decoder_layer_runs_alone_on_items_of_any_length(backend, llama_onnx):
+    """Block inputs (hidden states, mask) and context (rotary cos/sin or the shapes they come from) read by
+    ``region_inputs`` drive the block to the full model's values for sequence lengths unlike the example's."""
+    lengths = (9, 4)
+    rng = np.random.default_rng(0)
+    runner, region, seen, full = _second_layer(backend, llama_onnx, [rng.integers(0, 96, size=(1, n)) for n in lengths])
     for values, want, n in zip(seen, full, lengths):
         got = runner.run(values)
         for tensor in region.outputs:
@@ -214,31 +219,11 @@ def test_a_runner_made_with_constants_uses_them_on_every_run(case):
 def test_a_decoder_layer_runs_same_length_items_in_one_batched_call(backend, llama_onnx):
     """``statistics.batches`` joins three items into one run (shape context scaled on ONNX/OpenVINO) and the
     split results equal the full model's: the batch check passes, so no item is run alone twice."""
-    from nncompress.graph.regions import scope_region
     from nncompress.statistics import batches
-    from tests.contract.backends import ov
 
-    module, path = llama_onnx
     rng = np.random.default_rng(1)
     ids = [rng.integers(0, 96, size=(1, 6)) for _ in range(3)]
-    if backend == "torch":
-        model, scope = module, "model/layers/1"
-        data = [{"input_ids": torch.from_numpy(i), "attention_mask": torch.ones(1, 6, dtype=torch.int64)} for i in ids]
-        adapter = registry.get_adapter(model, example_input={"input_ids": torch.zeros(1, 7, dtype=torch.int64)})
-    else:
-        import onnx
-
-        model = onnx.load(path) if backend == "onnx" else ov.convert_model(path)
-        data = [{"input_ids": i, "attention_mask": np.ones((1, 6), dtype=np.int64)} for i in ids]
-        adapter = registry.get_adapter(model)
-    graph = adapter.build_graph(model)
-    if backend != "torch":
-        scope = next(n.name for n in graph if "layers.1/" in n.name).split("layers.1/")[0] + "layers.1"
-    region = scope_region(graph, scope)
-    runner = adapter.region_runner(model, region)
-    seen, full = [], []
-    adapter.region_inputs(model, runner, data, seen.append)
-    adapter.collect(model, list(region.outputs), data, full.append)
+    runner, region, seen, full = _second_layer(backend, llama_onnx, ids)
     stream = next(t for t in region.inputs if np.ndim(seen[0][t]) == 3)
     batching = batches.Batching()
     got = list(batches.results(runner, seen.__getitem__, stream, [0, 1, 2], None, batching))

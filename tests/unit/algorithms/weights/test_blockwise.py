@@ -46,31 +46,6 @@ def _q_proj_inputs(model, layer: int) -> list[np.ndarray]:
     return seen
 
 
-def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeypatch):
-    model = _llama()
-    updates: dict[int, list[np.ndarray]] = {}
-    original = ActivationStats.update
-
-    def record(self, value):
-        updates.setdefault(id(self), []).append(np.array(value))
-        return original(self, value)
-
-    monkeypatch.setattr(ActivationStats, "update", record)
-    # the embedding (INT8, before the first block) stays float: the first block's inputs are the float model's
-    compressed, report = _compress(model, gptq=True, ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
-    assert "block-wise: 2 blocks" in " ".join(report.notes)
-    expected = _q_proj_inputs(compressed, 1)  # layer 1's q_proj input in the compressed model
-    floats = _q_proj_inputs(model, 1)
-    collected = [values for values in updates.values()
-                 if len(values) == len(expected) and values[0].shape == expected[0].shape]
-
-    def same(values, reference):
-        return all(np.allclose(v, r, atol=1e-4) for v, r in zip(values, reference))
-
-    assert any(same(values, expected) for values in collected), "no statistics from the compressed layer-1 inputs"
-    assert not any(same(values, floats) for values in collected)  # layer 0 is compressed: other inputs
-
-
 def _statistics_updates(monkeypatch) -> dict[int, list[np.ndarray]]:
     updates: dict[int, list[np.ndarray]] = {}
     original = ActivationStats.update
@@ -81,6 +56,25 @@ def _statistics_updates(monkeypatch) -> dict[int, list[np.ndarray]]:
 
     monkeypatch.setattr(ActivationStats, "update", record)
     return updates
+
+
+def _same(values: list[np.ndarray], reference: list[np.ndarray]) -> bool:
+    return all(np.allclose(v, r, atol=1e-4) for v, r in zip(values, reference))
+
+
+def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeypatch):
+    model = _llama()
+    updates = _statistics_updates(monkeypatch)
+    # the embedding (INT8, before the first block) stays float: the first block's inputs are the float model's
+    compressed, report = _compress(model, gptq=True, ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
+    assert "block-wise: 2 blocks" in " ".join(report.notes)
+    expected = _q_proj_inputs(compressed, 1)  # layer 1's q_proj input in the compressed model
+    floats = _q_proj_inputs(model, 1)
+    collected = [values for values in updates.values()
+                 if len(values) == len(expected) and values[0].shape == expected[0].shape]
+
+    assert any(_same(values, expected) for values in collected), "no statistics from the compressed layer-1 inputs"
+    assert not any(_same(values, floats) for values in collected)  # layer 0 is compressed: other inputs
 
 
 def test_without_gptq_each_block_reads_the_float_outputs_of_the_blocks_before_it(monkeypatch):
@@ -94,11 +88,8 @@ def test_without_gptq_each_block_reads_the_float_outputs_of_the_blocks_before_it
     collected = [values for values in updates.values()
                  if len(values) == len(floats) and values[0].shape == floats[0].shape]
 
-    def same(values, reference):
-        return all(np.allclose(v, r, atol=1e-4) for v, r in zip(values, reference))
-
-    assert any(same(values, floats) for values in collected), "no statistics from the float layer-1 inputs"
-    assert not any(same(values, quantized) for values in collected)
+    assert any(_same(values, floats) for values in collected), "no statistics from the float layer-1 inputs"
+    assert not any(_same(values, quantized) for values in collected)
 
 
 def test_gptq_lowers_each_layers_output_error_and_the_model_error():
