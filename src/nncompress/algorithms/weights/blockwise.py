@@ -80,16 +80,11 @@ class TokenSample:
         return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
 
 
-def relative_error(x: np.ndarray, w_oi: np.ndarray, *approximations: np.ndarray) -> float | list[float]:
-    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs) of each approximation
-    ``W^`` (one float for one approximation); ``|x W^T|^2`` is computed once."""
+def relative_error(x: np.ndarray, w_oi: np.ndarray, approx_oi: np.ndarray) -> float:
+    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs)."""
     reference = x @ w_oi.T
-    energy = max(float(np.sum(reference * reference)), 1e-30)
-    errors = []
-    for approx_oi in approximations:
-        diff = reference - x @ approx_oi.T
-        errors.append(float(np.sum(diff * diff)) / energy)
-    return errors[0] if len(errors) == 1 else errors
+    diff = reference - x @ approx_oi.T  # no weight-sized difference matrix
+    return float(np.sum(diff * diff) / max(float(np.sum(reference * reference)), 1e-30))
 
 
 @dataclass
@@ -148,6 +143,11 @@ class BlockwiseCompression:
         self.multiplies: list = []
         self.awq_patterns: dict[str, int] = {}
         self.nonfinite = NonFiniteTally()  # non-finite values of the captured and fetched tensors
+
+    @property
+    def compressed_stream(self) -> bool:
+        """Whether a block's inputs come from the compressed blocks before it (GPTQ) or the float ones."""
+        return self.options.gptq
 
     # ------------------------------------------------------------------ running blocks
 
@@ -256,7 +256,7 @@ class BlockwiseCompression:
             runner = self._runner(item, fetch)
             stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
             samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
-            compressed_stream = self.options.gptq  # else the next block reads this block's float outputs
+            compressed_stream = self.compressed_stream
             if fetch or not (last or compressed_stream):
                 collectors = {t: [stats[t], samples[t]] for t in fetch}
                 self._run(runner, item, None, collectors, not (last or compressed_stream))
@@ -411,7 +411,7 @@ def run(pipeline: BlockwiseCompression, layers: list[WeightLayer], compressor_fa
         logger.warning("%s", report.nonfinite)
     if options.awq:
         report.notes.append(awq_summary(layers, pipeline.awq_patterns))
-    stream = "compressed" if options.gptq else "float"
+    stream = "compressed" if pipeline.compressed_stream else "float"
     report.notes.append(
         f"block-wise: {len(blocks)} blocks run on {report.calibration_items} cached calibration items "
         f"(inputs of each block from the {stream} blocks before it); {len(rest)} weights outside them "
