@@ -8,10 +8,12 @@ part of a region (a model input read by a region is one of its inputs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from nncompress.errors import ValidationError
+import numpy as np
+
+from nncompress.errors import UnsupportedModelError, ValidationError
 from nncompress.graph.ir import Graph, TensorRef
 from nncompress.graph.ops import OpKind
 
@@ -128,3 +130,32 @@ def override_error(region: Region, key: tuple[str, int]) -> str:
     if node not in region.nodes:
         return f"constant override of {node!r}: the node is not in region {region.name!r}"
     return f"constant override of {node}:{port}: only the weight and bias inputs of the region's layers can be replaced"
+
+
+def required_value(region: Region, values: Mapping[TensorRef, object], ref: TensorRef):
+    """``values[ref]`` for a runner of ``region``; UnsupportedModelError naming ``ref`` when it is missing."""
+    if ref not in values:
+        what = "input" if ref in region.inputs else "context value (from Adapter.region_inputs)"
+        raise UnsupportedModelError(f"region {region.name!r}: no value for its {what} {ref.node}:{ref.port}")
+    return values[ref]
+
+
+def refuse_frozen_overrides(region: Region, constants, frozen: bool) -> None:
+    """A runner made with fixed constants takes no per-run overrides."""
+    if constants and frozen:
+        raise UnsupportedModelError(
+            f"region {region.name!r}: this runner was made with fixed constants; make one without "
+            "constants to override weights per run"
+        )
+
+
+def merged_constants(region: Region, defaults: dict, constants, frozen: bool) -> dict:
+    """``defaults`` ((node, port) -> array) with the per-run ``constants`` in their place, each converted to
+    its default's dtype and shape (contiguous); UnsupportedModelError for a key that cannot be overridden."""
+    refuse_frozen_overrides(region, constants, frozen)
+    weights = dict(defaults)
+    for key, value in (constants or {}).items():
+        if key not in weights:
+            raise UnsupportedModelError(override_error(region, key))
+        weights[key] = np.ascontiguousarray(value, dtype=weights[key].dtype).reshape(weights[key].shape)
+    return weights

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
-from nncompress.graph.regions import Region, overridable_ports, override_error
+from nncompress.graph.regions import Region, merged_constants, overridable_ports, override_error, required_value
 
 from .constants import ModelIndex, _shape_constant
 from .op_map import SHAPE_OPS
@@ -185,22 +185,8 @@ class OnnxRegionRunner:
     def run(self, values: dict[TensorRef, np.ndarray], constants: dict | None = None) -> dict[TensorRef, np.ndarray]:
         feeds = {}
         for ref, name in zip(self.input_refs, self.input_names):
-            if ref not in values:
-                what = "input" if ref in self.region.inputs else "context value (from Adapter.region_inputs)"
-                raise UnsupportedModelError(
-                    f"region {self.region.name!r}: no value for its {what} {ref.node}:{ref.port}"
-                )
-            feeds[name] = np.asarray(values[ref], dtype=self._dtypes[name])
-        if constants and self.frozen:
-            raise UnsupportedModelError(
-                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
-                "constants to override weights per run"
-            )
-        weights = dict(self.defaults)
-        for key, value in (constants or {}).items():
-            if key not in weights:
-                raise UnsupportedModelError(override_error(self.region, key))
-            weights[key] = np.asarray(value, dtype=weights[key].dtype).reshape(weights[key].shape)
+            feeds[name] = np.asarray(required_value(self.region, values, ref), dtype=self._dtypes[name])
+        weights = merged_constants(self.region, self.defaults, constants, self.frozen)
         for (node, port), value in weights.items():
             feeds[f"{OVERRIDE_PREFIX}{node}::{port}"] = value
         results = dict(zip(self._unique_outputs, self.session.run(self._unique_outputs, feeds)))

@@ -16,7 +16,7 @@ import openvino as ov
 
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
-from nncompress.graph.regions import Region, overridable_ports, override_error
+from nncompress.graph.regions import Region, merged_constants, overridable_ports, override_error, required_value
 
 from .folding import folded_ops
 from .naming import NameIndex
@@ -143,22 +143,8 @@ class OpenVINORegionRunner:
     def run(self, values: dict[TensorRef, np.ndarray], constants: dict | None = None) -> dict[TensorRef, np.ndarray]:
         feeds = []
         for ref, dtype in zip(list(self.region.inputs) + list(self.context), self._input_types):
-            if ref not in values:
-                what = "input" if ref in self.region.inputs else "context value (from Adapter.region_inputs)"
-                raise UnsupportedModelError(
-                    f"region {self.region.name!r}: no value for its {what} {ref.node}:{ref.port}"
-                )
-            feeds.append(np.ascontiguousarray(values[ref], dtype=dtype))
-        if constants and self.frozen:
-            raise UnsupportedModelError(
-                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
-                "constants to override weights per run"
-            )
-        weights = dict(self.defaults)
-        for key, value in (constants or {}).items():
-            if key not in weights:
-                raise UnsupportedModelError(override_error(self.region, key))
-            weights[key] = np.ascontiguousarray(value, dtype=weights[key].dtype).reshape(weights[key].shape)
+            feeds.append(np.ascontiguousarray(required_value(self.region, values, ref), dtype=dtype))
+        weights = merged_constants(self.region, self.defaults, constants, self.frozen)
         feeds.extend(weights[key] for key in self.ports)
         self.request.infer(feeds)
         return {ref: self.request.get_output_tensor(i).data.copy() for ref, i in zip(self.output_refs, self._positions)}

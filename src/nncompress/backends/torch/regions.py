@@ -32,7 +32,7 @@ from torch.utils import _pytree as pytree
 from nncompress.errors import UnsupportedModelError
 from nncompress.graph.ir import Graph, TensorRef
 from nncompress.graph.ops import OpKind
-from nncompress.graph.regions import Region
+from nncompress.graph.regions import Region, refuse_frozen_overrides
 
 from .capture import Capture, Recorder
 from .hooks import is_storage_path, storage_of
@@ -258,11 +258,7 @@ class ModuleRegionRunner:
 
     def run(self, values: dict[TensorRef, np.ndarray], constants: dict | None = None) -> dict[TensorRef, np.ndarray]:
         args, kwargs = self._arguments(values)
-        if constants and self.frozen:
-            raise UnsupportedModelError(
-                f"region {self.region.name!r}: this runner was made with fixed constants; make one without "
-                "constants to override weights per run"
-            )
+        refuse_frozen_overrides(self.region, constants, self.frozen)
         params = self._fixed or self._parameters(constants)
         fetcher = _Fetcher(self.module, self._fetch_plan)
         handles = fetcher.install()
