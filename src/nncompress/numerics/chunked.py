@@ -7,12 +7,13 @@ is in cache, and chunks run on a thread pool (numpy releases the GIL inside its 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from nncompress.parallel import worker_count
 
 CHUNK_ELEMENTS = 1 << 17
 _POOL: list[ThreadPoolExecutor] = []
@@ -22,8 +23,7 @@ _POOL_LOCK = threading.Lock()  # compress_weights calls in several threads share
 def _pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if not _POOL:
-            workers = max(1, min(int(os.environ.get("NNCOMPRESS_THREADS", os.cpu_count() or 1)), 16))
-            _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nncompress"))
+            _POOL.append(ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="nncompress"))
         return _POOL[0]
 
 
