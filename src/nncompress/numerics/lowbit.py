@@ -224,18 +224,7 @@ def squared_error(
     grouped: np.ndarray, mode: Mode, axes: tuple[int, ...], scale: np.ndarray, zero_point: np.ndarray | None
 ) -> np.ndarray:
     """Per-group sum of squared quantization errors for the given parameters."""
-    if mode in CODEBOOK_MODES:
-        values = code_values(quantize_codes(grouped, mode, scale), mode)
-    else:  # the integer grid in float arithmetic: no integer round trip
-        lowest, highest = code_range(mode)
-        values = np.divide(grouped, scale, dtype=np.float32)
-        if zero_point is not None:
-            values += zero_point
-        np.rint(values, out=values)
-        np.maximum(values, lowest, out=values)
-        np.minimum(values, highest, out=values)
-        if zero_point is not None:
-            values -= zero_point
+    values = unscaled_values(grouped, mode, scale, zero_point)
     values *= scale
     values -= grouped
     if axes == (grouped.ndim - 1,):
@@ -305,10 +294,32 @@ def code_values(codes: np.ndarray, mode: Mode, zero_point: np.ndarray | None = N
     return values - zero_point.astype(np.float32) if zero_point is not None else values
 
 
+def unscaled_values(
+    grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
+) -> np.ndarray:
+    """``code_values(quantize_codes(...))`` without the integer round trip: the float32 values
+    ``q - zp`` (or grid values) of the codes nearest to ``grouped / scale``; times ``scale``, the
+    dequantized weight."""
+    mode = canonical_mode(mode)
+    if mode in CODEBOOK_MODES:
+        return code_values(quantize_codes(grouped, mode, scale), mode)
+    lowest, highest = code_range(mode)
+    values = np.divide(grouped, scale, dtype=np.float32)
+    if zero_point is not None:
+        values += zero_point
+    np.rint(values, out=values)
+    np.clip(values, lowest, highest, out=values)
+    if zero_point is not None:
+        values -= zero_point.astype(np.float32, copy=False)
+    return values
+
+
 def fake_quantize(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> np.ndarray:
     """Round-to-nearest quantize-dequantize of a grouped weight (float32, same shape)."""
     scale, zero_point = compute_scale(grouped, mode, axes)
-    return dequantize_codes(quantize_codes(grouped, mode, scale, zero_point), mode, scale, zero_point)
+    values = unscaled_values(grouped, mode, scale, zero_point)
+    values *= scale
+    return values
 
 
 # --------------------------------------------------------------------------- stored form

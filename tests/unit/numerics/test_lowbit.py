@@ -266,3 +266,23 @@ def test_fewer_bits_larger_error():
     assert errors[0] < errors[1] < errors[2]
     # the grid step doubles with each bit removed: the mean error roughly doubles too
     assert 1.6 < errors[1] / errors[0] < 2.6 and 1.6 < errors[2] / errors[1] < 2.8
+
+
+@pytest.mark.parametrize("mode", [M.INT4_SYM, M.INT4_ASYM, M.INT8_ASYM, M.INT3_SYM, M.NF4, M.FP4])
+def test_unscaled_values_are_the_codes_values_without_the_integer_round_trip(mode):
+    from nncompress.numerics.lowbit import code_values, compute_scale, quantize_codes, unscaled_values
+
+    grouped = np.random.default_rng(3).standard_normal((6, 4, 16)).astype(np.float32)
+    grouped[0, 0, :3] = [0.0, 1e-9, -1e-9]  # zero and tiny values next to a group's largest
+    scale, zero_point = compute_scale(grouped, mode, (2,))
+    expected = code_values(quantize_codes(grouped, mode, scale, zero_point), mode, zero_point)
+    np.testing.assert_array_equal(unscaled_values(grouped, mode, scale, zero_point), expected)
+
+
+def test_unscaled_values_by_hand():
+    from nncompress.numerics.lowbit import unscaled_values
+
+    w = np.array([[[-1.0, 0.24, 0.26, 9.0]]], np.float32)
+    # asymmetric 4-bit, scale 0.5, zero point 2: rint(w / 0.5 + 2) clipped to [0, 15], minus 2
+    values = unscaled_values(w, M.INT4_ASYM, np.float32(0.5), np.array([[[2]]], np.uint8))
+    np.testing.assert_array_equal(values, [[[-2.0, 0.0, 1.0, 13.0]]])

@@ -26,6 +26,7 @@ from nncompress.graph.edits import InputRef, InsertMultiply
 from nncompress.graph.ir import Graph
 from nncompress.graph.ops import ATOMIC_ACTIVATION_KINDS, OpKind
 from nncompress.numerics.lowbit import fake_quantize
+from nncompress.parallel import map_rows
 from nncompress.progress import progress_iter
 from nncompress.weight_parameters import AdvancedAWQParameters
 
@@ -113,15 +114,17 @@ SEARCH_ELEMENTS = 1 << 22  # quantized candidate weights held at once by the AWQ
 
 def _losses(w: np.ndarray, xg: np.ndarray, reference: np.ndarray, candidates: np.ndarray, mode) -> np.ndarray:
     """``mean |Q(w s) (x / s) - w x|`` per candidate ``s`` (rows of ``candidates``), a few candidates at a
-    time so the quantized copies stay within ``SEARCH_ELEMENTS`` values."""
+    time (on every core) so the quantized copies stay within ``SEARCH_ELEMENTS`` values per thread."""
+
+    def losses(start: int, stop: int) -> np.ndarray:
+        chunk = candidates[start:stop]
+        out = np.matmul(fake_quantize(w[None] * chunk[:, None, :], mode, (2,)), xg[None] / chunk[:, :, None])
+        out -= reference[None]
+        np.abs(out, out=out)
+        return out.mean(axis=(1, 2))
+
     step = max(1, SEARCH_ELEMENTS // max(w.size, 1))
-    losses = []
-    for start in range(0, len(candidates), step):
-        chunk = candidates[start : start + step]
-        quantized = fake_quantize(w[None] * chunk[:, None, :], mode, (2,))
-        out = np.einsum("aog,agn->aon", quantized, xg[None] / chunk[:, :, None])
-        losses.append(np.abs(out - reference[None]).mean(axis=(1, 2)))
-    return np.concatenate(losses)
+    return np.concatenate(map_rows(losses, len(candidates), step))
 
 
 def _statistics(layer: WeightLayer, w_oi: np.ndarray, stats: ActivationStats | None, params) -> tuple:

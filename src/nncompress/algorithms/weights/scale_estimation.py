@@ -14,12 +14,12 @@ import numpy as np
 
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.numerics.lowbit import (
-    code_values,
+    canonical_mode,
     compute_scale,
-    dequantize_codes,
-    quantize_codes,
     round_scale,
+    unscaled_values,
 )
+from nncompress.parallel import map_rows
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
 CHUNK_ELEMENTS = 1 << 20  # weight values estimated at once (a few MB of temporaries each)
@@ -34,34 +34,42 @@ class _Objective:
     """Output error of candidate scales for one grouped weight."""
 
     def __init__(self, w: np.ndarray, x: np.ndarray, mode, zero_point, penalty: float):
-        self.w, self.mode, self.zero_point, self.penalty = w, mode, zero_point, penalty
+        self.w, self.mode, self.zero_point, self.penalty = w, canonical_mode(mode), zero_point, penalty
         self.x = np.ascontiguousarray(x.transpose(1, 2, 0))  # [G, gs, n]
         self.reference = _group_products(w, self.x)
 
-    def __call__(self, scale: np.ndarray) -> np.ndarray:
-        codes = quantize_codes(self.w, self.mode, scale, self.zero_point)
-        approx = dequantize_codes(codes, self.mode, scale, self.zero_point)
+    def values(self, scale: np.ndarray) -> np.ndarray:
+        return unscaled_values(self.w, self.mode, scale, self.zero_point)
+
+    def __call__(self, scale: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(error ``[out, G, 1]``, the unscaled values of ``scale``)."""
+        values = self.values(scale) if values is None else values
+        approx = values * scale  # (q - zp) * scale: the dequantized weight
         diff = _group_products(approx, self.x)
         diff -= self.reference
         error = np.einsum("ogn,ogn->og", diff, diff) / diff.shape[2]
         if self.penalty > 0:
-            error = error + self.penalty * np.mean((approx - self.w) ** 2, axis=2)
-        return error[..., None]
+            approx -= self.w
+            error = error + self.penalty * np.mean(approx * approx, axis=2)
+        return error[..., None], values
 
 
 class _IdealScale:
-    """``sum_i imp_i |w_i| / |v_i| / sum_i imp_i`` over the group's nonzero code values ``v``."""
+    """``sum_i imp_i |w_i| / |v_i| / sum_i imp_i`` over the group's nonzero values ``v``."""
 
-    def __init__(self, w: np.ndarray, importance: np.ndarray, mode, zero_point, sign: np.ndarray):
-        self.importance = importance
-        self.weighted = importance * np.abs(w)
-        self.mode, self.zero_point, self.sign = mode, zero_point, sign
+    def __init__(self, w: np.ndarray, importance: np.ndarray, sign: np.ndarray):
+        self.importance = importance  # [G, gs]
+        self.weighted = importance[None] * np.abs(w)
+        self.sign = sign
 
-    def __call__(self, codes: np.ndarray) -> np.ndarray:
-        values = np.abs(code_values(codes, self.mode, self.zero_point))
-        nonzero = values != 0
-        total = np.where(nonzero, self.importance, 0.0).sum(axis=2, keepdims=True)
-        ratio = np.divide(self.weighted, values, out=np.zeros_like(values), where=nonzero).sum(axis=2, keepdims=True)
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        magnitude = np.abs(values)
+        zero = magnitude == 0
+        nonzero = np.logical_not(zero).astype(np.float32)
+        total = np.einsum("ogi,gi->og", nonzero, self.importance)[..., None]
+        magnitude += zero  # a zero value's term is masked out below: any nonzero divisor does
+        np.divide(nonzero, magnitude, out=magnitude)
+        ratio = np.einsum("ogi,ogi->og", self.weighted, magnitude)[..., None]
         return round_scale(self.sign * ratio / np.maximum(total, np.finfo(np.float32).tiny))
 
 
@@ -72,26 +80,24 @@ def estimate_grouped(
     magnitudes ``[G, gs]``."""
     scale, zero_point = compute_scale(w, mode, (2,))
     objective = _Objective(w, x, mode, zero_point, params.weight_penalty)
-    importance = np.broadcast_to(stat[None].astype(np.float32), w.shape)
     sign = np.sign(scale) + (scale == 0)
-    ideal = _IdealScale(w, importance, mode, zero_point, sign)
-    best, best_error = scale, objective(scale)
+    ideal = _IdealScale(w, np.asarray(stat, np.float32), sign)
+    best_error, best_values = objective(scale)
+    best = scale
 
     def consider(candidate: np.ndarray) -> None:
-        nonlocal best, best_error
-        error = objective(candidate)
+        nonlocal best, best_error, best_values
+        error, values = objective(candidate)
         better = error < best_error
         best = np.where(better, candidate, best)
         best_error = np.where(better, error, best_error)
+        best_values = np.where(better, values, best_values)  # the values of ``best``: no re-quantizing
 
-    current = scale
     for _ in range(params.initial_steps):
-        current = ideal(quantize_codes(w, mode, current, zero_point))
-        consider(current)
-        current = best
+        consider(ideal(best_values))
     for k in range(params.scale_steps):
         shrunk = round_scale(scale * (1.0 - 0.05 * k))
-        consider(ideal(quantize_codes(w, mode, shrunk, zero_point)))
+        consider(ideal(objective.values(shrunk)))
     return best, zero_point
 
 
@@ -108,8 +114,8 @@ def estimate(
     params = advanced.scale_estimation_params
     # every (output channel, group) is estimated on its own: rows in chunks bound the temporaries
     rows = max(1, CHUNK_ELEMENTS // max(channels, 1))
-    parts = [estimate_grouped(w[start : start + rows], x, stat, layer.config.mode, params)
-             for start in range(0, out, rows)]
+    parts = map_rows(lambda start, stop: estimate_grouped(w[start:stop], x, stat, layer.config.mode, params), out,
+                     rows)
     zero_points = [zp for _, zp in parts]
     zero_point = None if zero_points[0] is None else np.concatenate(zero_points)
     return np.concatenate([scale for scale, _ in parts]), zero_point
