@@ -46,6 +46,15 @@ def _solve_v(u: np.ndarray, xu: np.ndarray, residual: np.ndarray, noise: np.ndar
     return np.linalg.lstsq(gram, rhs, rcond=None)[0]
 
 
+def _regularized_solver(x: np.ndarray):
+    """``b -> (I + X^T X)^-1 b`` for ``x`` ``[n, in]`` with few rows: by the push-through identity
+    ``(I + X^T X)^-1 = I - X^T (I + X X^T)^-1 X``, one ``[n, n]`` Cholesky factor instead of ``[in, in]``."""
+    gram = x @ x.T
+    gram[np.diag_indices_from(gram)] += 1.0
+    factor = scipy.linalg.cho_factor(gram)
+    return lambda b: b - x.T @ scipy.linalg.cho_solve(factor, x @ b)
+
+
 def low_rank_factors(
     residual: np.ndarray, x: np.ndarray, stat: np.ndarray, group: int, rank: int, iterations: int, regularize: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +63,13 @@ def low_rank_factors(
     x = x.astype(np.float64)
     u, v = _svd_init(residual, stat, group, rank)
     noise = x @ residual
-    factor = scipy.linalg.cho_factor(np.eye(x.shape[1]) + x.T @ x) if regularize else None
+    solve = _regularized_solver(x) if regularize else None
     pinv_x = None if regularize else np.linalg.pinv(x)
     for _ in range(iterations):
         v = _solve_v(u, x @ u, residual, noise, regularize)
         v_pinv = np.linalg.pinv(v)
         if regularize:
-            u = scipy.linalg.cho_solve(factor, residual @ v_pinv + x.T @ (noise @ v_pinv))
+            u = solve(residual @ v_pinv + x.T @ (noise @ v_pinv))
         else:
             u = pinv_x @ (noise @ v_pinv)
     return u.astype(np.float32), v.astype(np.float32)

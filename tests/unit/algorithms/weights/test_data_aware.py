@@ -256,3 +256,10 @@ def test_statistics_cache_is_refreshed_when_it_cannot_serve(tmp_path):
         file.write_text("x")
         nncf.compress_weights(onnx_model(), mode="int4_sym", group_size=16, dataset=_dataset(), awq=True,
                               advanced_parameters=nncf.AdvancedCompressionParameters(statistics_path=file))
+
+
+def test_the_regularized_solve_equals_the_dense_one():
+    x = np.random.default_rng(5).standard_normal((6, 40))
+    b = np.random.default_rng(6).standard_normal((40, 3))
+    dense = np.linalg.solve(np.eye(40) + x.T @ x, b)
+    np.testing.assert_allclose(lora._regularized_solver(x)(b), dense, rtol=1e-10, atol=1e-12)
