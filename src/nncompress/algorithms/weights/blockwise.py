@@ -80,9 +80,12 @@ class TokenSample:
         return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
 
 
-def relative_error(x: np.ndarray, w_oi: np.ndarray, approx_oi: np.ndarray) -> float:
-    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs)."""
-    reference = x @ w_oi.T
+def relative_error(
+    x: np.ndarray, w_oi: np.ndarray, approx_oi: np.ndarray, reference: np.ndarray | None = None
+) -> float:
+    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs); ``reference``: ``x W^T``
+    when the caller has it."""
+    reference = x @ w_oi.T if reference is None else reference
     diff = reference - x @ approx_oi.T  # no weight-sized difference matrix
     return float(np.sum(diff * diff) / max(float(np.sum(reference * reference)), 1e-30))
 
@@ -308,11 +311,12 @@ class BlockwiseCompression:
         w_oi = np.asarray(layer.to_oi(original), dtype=np.float32)  # a float32 weight is not copied
         config = layer.config
         rtn = encode(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
-        before = relative_error(x, w_oi, layer.to_oi(rtn.decompress()))
+        reference = x @ w_oi.T
+        before = relative_error(x, w_oi, layer.to_oi(rtn.decompress()), reference)
         del rtn
         final = _in_original_space(job, awq, _add_lora(layer.to_oi(job.compressed.decompress()), job))
         self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before,
-                                     relative_error(x, w_oi, final))
+                                     relative_error(x, w_oi, final, reference))
 
 
 def _algorithms(job: LayerJob, options: WeightCompressionOptions) -> tuple[str, ...]:

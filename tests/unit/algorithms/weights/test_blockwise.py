@@ -150,6 +150,8 @@ def test_relative_error_by_hand():
     # outputs [1, 2] vs [0, 2] (error 1 / 5) and [1, 2] vs [1, 2] (0)
     assert relative_error(x, w, np.array([[0.0, 1.0]], np.float32)) == pytest.approx(0.2)
     assert relative_error(x, w, w) == pytest.approx(0.0)
+    # a given reference x W^T is used as is: with W's outputs [1, 2] passed for W' = approx, the error is 0.2
+    assert relative_error(x, approx, approx, reference=x @ w.T) == pytest.approx(0.2)
 
 
 def test_statistics_path_keeps_the_whole_model_path(tmp_path):
