@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nncompress as nncf
-from nncompress.algorithms.weights import data_aware
+from nncompress.algorithms.weights import blockwise, data_aware
 from nncompress.errors import UnsupportedModelError
 
 torch = pytest.importorskip("torch")
@@ -77,6 +77,19 @@ def _collections(monkeypatch) -> list[tuple]:
     return calls
 
 
+def _streams_at_fall_back(monkeypatch) -> list[int]:
+    """How many cached stream and shared values the pipeline held when its whole-model pass started."""
+    held = []
+    original = blockwise.BlockwiseCompression._fall_back
+
+    def spy(self, *args):
+        held.append(len(self.stream) + len(self.shared))
+        return original(self, *args)
+
+    monkeypatch.setattr(blockwise.BlockwiseCompression, "_fall_back", spy)
+    return held
+
+
 def _whole_model(model, tmp_path, **kwargs):
     params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))  # forces whole-model statistics
     return nncf.compress_weights(model, dataset=nncf.Dataset(_data()), advanced_parameters=params, **kwargs)
@@ -98,6 +111,7 @@ def test_a_later_block_that_cannot_run_uses_whole_model_statistics_from_it_on(mo
     before = {name: value.clone() for name, value in model.state_dict().items()}
     refused = _torch_refusing(monkeypatch, layer=1)
     calls = _collections(monkeypatch)
+    held = _streams_at_fall_back(monkeypatch)
     compressed = nncf.compress_weights(model, dataset=nncf.Dataset(_data()), **AWQ_SE)
     report = nncf.last_report()
 
@@ -106,6 +120,7 @@ def test_a_later_block_that_cannot_run_uses_whole_model_statistics_from_it_on(mo
     assert "blocks 2 to 3" in note and "whole-model run of the float model" in note and "GPTQ" not in note
     assert any("block-wise: 1 of 3 blocks run" in n for n in report.notes), report.notes
     assert refused == ["model/layers/1/add/1"]
+    assert held == [0]  # the cached block inputs were freed before the whole-model pass
     # one whole-model pass on the user's own model, for the data-aware layers of blocks 2 and 3 only
     assert len(calls) == 1 and calls[0][0] is model
     assert len(calls[0][1]) == 14 and all("layers/1/" in n or "layers/2/" in n for n in calls[0][1])
