@@ -16,6 +16,12 @@ the runner's context) are kept from that capture. Then, per block:
    inputs, as published, and measured better so (SmolLM2 INT4_ASYM AWQ + scale estimation: perplexity
    23.89 on float inputs, 24.29 on compressed-upstream inputs).
 
+When a later block cannot run (the backend's region runner, or a run of it, raises UnsupportedModelError or
+NotImplementedError), that block and every later one are compressed with statistics from one whole-model
+run of the user's float model (the edits go to the backend's copy), AWQ still planned per block; the cached
+block inputs are freed, the report notes which block and why. A first block that cannot run sends the whole
+call to the whole-model path (``prepare``).
+
 Peak memory: the model, one block's input/output activations for the calibration set, one block's
 statistics. Mixed precision with a data-aware metric ranks every layer of the model before anything is
 compressed: a first pass through the blocks with float weights and float inputs collects only the
@@ -52,9 +58,10 @@ from nncompress.memory import release_free_memory
 from nncompress.numerics.lowbit import CompressedWeight, encode
 from nncompress.progress import ProgressSteps
 from nncompress.statistics import batches
-from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items
+from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items, require_several_passes
 
 SAMPLE_ROWS = 128  # token rows per Linear input kept for the report's output errors (a diagnostic: kept cheap)
+REFUSED = (UnsupportedModelError, NotImplementedError)  # a backend that cannot run a block (or run it so)
 
 
 class TokenSample:
@@ -146,6 +153,8 @@ class BlockwiseCompression:
         self.multiplies: list = []
         self.awq_patterns: dict[str, int] = {}
         self.nonfinite = NonFiniteTally()  # non-finite values of the captured and fetched tensors
+        self.fallen: int | None = None  # the first block compressed with whole-model statistics
+        self.whole: dict[str, ActivationStats] = {}  # their statistics by layer node
 
     @property
     def compressed_stream(self) -> bool:
@@ -227,9 +236,15 @@ class BlockwiseCompression:
         stats: dict[str, ActivationStats] = {}
         for k, item in enumerate(self.blocks):
             steps.step(f"Mixed precision statistics (block {k + 1}/{len(self.blocks)})")
-            runner = self._runner(item, item.fetch)
             collected = {t: ActivationStats(needs, self.samples) for t in item.fetch}
-            self._run(runner, item, None, {t: [s] for t, s in collected.items()}, k + 1 < len(self.blocks))
+            try:
+                runner = self._runner(item, item.fetch)
+                self._run(runner, item, None, {t: [s] for t, s in collected.items()}, k + 1 < len(self.blocks))
+            except REFUSED as error:  # the compression pass reuses these statistics from block k on
+                self.stream = []
+                self._fall_back(k, error, f"block {k + 1} could not run on its own")
+                stats.update(self.whole)
+                break
             stats.update((layer.node, collected[layer.activation]) for layer in item.layers
                          if layer.activation in collected)
         self.stream = stream
@@ -253,19 +268,7 @@ class BlockwiseCompression:
                     yield from compressor.edits(compressor.compress(LayerJob(layer), AWQPlan()))
                 continue
             last = k == needing[-1]
-            data = self._data(item)
-            fetch = tuple(dict.fromkeys(layer.activation for layer in data))
-            steps.step(f"Block {k + 1}/{len(self.blocks)}: statistics")
-            runner = self._runner(item, fetch)
-            stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
-            samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
-            compressed_stream = self.compressed_stream
-            if fetch or not (last or compressed_stream):
-                collectors = {t: [stats[t], samples[t]] for t in fetch}
-                self._run(runner, item, None, collectors, not (last or compressed_stream))
-                _check_some_finite(self.nonfinite, len(self.stream))
-                data_aware._check_tokens(stats, self.report)
-            by_node = {layer.node: stats[layer.activation] for layer in data}
+            by_node, samples, runner = self._measure(k, item, last, steps)
             awq = AWQPlan()
             if self.options.awq:
                 steps.step(f"Block {k + 1}/{len(self.blocks)}: AWQ")
@@ -275,23 +278,84 @@ class BlockwiseCompression:
                     self.awq_patterns[pattern] = self.awq_patterns.get(pattern, 0) + count
             steps.step(f"Block {k + 1}/{len(self.blocks)}: {self._methods()}")
             compressor.factors = GPTQFactors()  # factorizations of this block's Hessians only
+            # with GPTQ: the next block's inputs, unless whole-model statistics serve it (``rank`` found so)
+            advance = self.compressed_stream and not last and runner is not None and self.fallen != k + 1
             constants = {}
             for layer in item.layers:
                 original = self.read(layer) if layer.activation in samples else None
                 job = compressor.compress(LayerJob(layer, by_node.get(layer.node)), awq)
                 yield from compressor.edits(job)
-                if compressed_stream and not last:
+                if advance:
                     constants[(layer.node, layer.weight.port)] = effective_weight(job, awq, original, self.read)
                 if original is not None:
                     self._errors(job, original, samples[layer.activation].matrix(), awq)
                 del job, original
-            if compressed_stream and not last:
+            if advance:
                 steps.step(f"Block {k + 1}/{len(self.blocks)}: compressed outputs")
-                runner = self._runner(item, ()) if fetch else runner  # fetches nothing: no copies of inputs
-                self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {},
-                          True)
-            del runner, stats, samples, constants
+                self._advance(k, item, runner, constants)
+            del runner, by_node, samples, constants
             release_free_memory()  # the block's activations and temporaries: back to the system
+
+    def _measure(self, k: int, item: _Block, last: bool, steps) -> tuple[dict, dict, object]:
+        """Block ``k``'s statistics by layer node, token samples by tensor and runner, from a run with its
+        float weights; from the whole-model statistics (no samples, no runner) once a block could not run."""
+        if self.fallen is None or k < self.fallen:
+            data = self._data(item)
+            fetch = tuple(dict.fromkeys(layer.activation for layer in data))
+            steps.step(f"Block {k + 1}/{len(self.blocks)}: statistics")
+            stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
+            samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
+            try:
+                runner = self._runner(item, fetch)
+                if fetch or not (last or self.compressed_stream):
+                    collectors = {t: [stats[t], samples[t]] for t in fetch}
+                    self._run(runner, item, None, collectors, not (last or self.compressed_stream))
+            except REFUSED as error:
+                del stats, samples
+                self._free_stream()
+                self._fall_back(k, error, f"block {k + 1} could not run on its own")
+            else:
+                _check_some_finite(self.nonfinite, len(self.stream))
+                data_aware._check_tokens(stats, self.report)
+                return {layer.node: stats[layer.activation] for layer in data}, samples, runner
+        steps.step(f"Block {k + 1}/{len(self.blocks)}: whole-model statistics")
+        self._free_stream()  # a fall-back found by ``rank``: the blocks before it are done
+        return {layer.node: self.whole[layer.node] for layer in self._data(item)}, {}, None
+
+    def _advance(self, k: int, item: _Block, runner, constants: dict) -> None:
+        """The next block's inputs: block ``k`` run with its compressed weights (``constants``)."""
+        try:
+            runner = self._runner(item, ()) if runner.fetch else runner  # fetches nothing: no copies of inputs
+            self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {}, True)
+        except REFUSED as error:
+            self._free_stream()
+            self._fall_back(k + 1, error, f"block {k + 1} could not run with its compressed weights")
+
+    def _free_stream(self) -> None:
+        if self.stream:
+            self.stream, self.shared = [], []
+            release_free_memory()
+
+    def _fall_back(self, first: int, error: Exception, what: str) -> None:
+        """Statistics of the data-aware layers of blocks ``first``.. from one whole-model run of the float
+        model (the user's model: edits go to the backend's copy), after a block could not run."""
+        blocks = f"block {first + 1}" if first + 1 == len(self.blocks) else f"blocks {first + 1} to {len(self.blocks)}"
+        require_several_passes(self.options.dataset, f"{what} in the block-wise pipeline ({error}), so {blocks} "
+                                                     "need statistics from a whole-model pass")
+        layers = [layer for item in self.blocks[first:] for layer in item.layers if data_layer(layer, self.options)]
+        started = time.perf_counter()
+        self.whole = data_aware.collect_statistics(self.adapter, self.model, layers, self.options, self.report)
+        skipped, self.report.nonfinite = self.report.nonfinite, None  # the block runs' tally is the report's
+        self.report.timings["statistics"] = self.report.timings.get("statistics", 0.0) + time.perf_counter() - started
+        self.fallen = first
+        inputs = ("; with GPTQ their inputs are the float model's, no longer those of the compressed blocks "
+                  "before them" if self.options.gptq else "")
+        note = (f"block-wise: {what} ({type(error).__name__}: {error}); {blocks} compressed with statistics "
+                f"from a whole-model run of the float model{inputs}")
+        self.report.notes.append(note)
+        logger.warning("%s", note)
+        if skipped is not None:
+            self.report.notes.append(f"whole-model statistics of {blocks}: {skipped}")
 
     def _data(self, item: _Block) -> list[WeightLayer]:
         """The block's layers that read statistics (after mixed precision: the primary-precision ones)."""
@@ -416,8 +480,9 @@ def run(pipeline: BlockwiseCompression, layers: list[WeightLayer], compressor_fa
     if options.awq:
         report.notes.append(awq_summary(layers, pipeline.awq_patterns))
     stream = "compressed" if pipeline.compressed_stream else "float"
+    ran = f"{pipeline.fallen} of {len(blocks)}" if pipeline.fallen is not None else f"{len(blocks)}"
     report.notes.append(
-        f"block-wise: {len(blocks)} blocks run on {report.calibration_items} cached calibration items "
+        f"block-wise: {ran} blocks run on {report.calibration_items} cached calibration items "
         f"(inputs of each block from the {stream} blocks before it); {len(rest)} weights outside them "
         "compressed without statistics"
     )
