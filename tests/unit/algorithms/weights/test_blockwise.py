@@ -48,9 +48,12 @@ def _q_proj_inputs(model, layer: int) -> list[np.ndarray]:
 
 def _statistics_updates(monkeypatch) -> dict[int, list[np.ndarray]]:
     updates: dict[int, list[np.ndarray]] = {}
+    alive = []  # the recorded objects stay alive: a freed one's id could be reused by the next
     original = ActivationStats.update
 
     def record(self, value):
+        if id(self) not in updates:
+            alive.append(self)
         updates.setdefault(id(self), []).append(np.array(value))
         return original(self, value)
 
