@@ -30,6 +30,8 @@ CASES = {  # name -> compress_weights arguments (a calibration dataset is always
     "awq": {"mode": "int4_sym", "ratio": 1.0, "awq": True},
     "gptq": {"mode": "int4_sym", "ratio": 1.0, "gptq": True},
     "se": {"mode": "int4_sym", "ratio": 1.0, "scale_estimation": True},
+    "awqse": {"mode": "int4_asym", "ratio": 1.0, "awq": True, "scale_estimation": True},
+    "lora": {"mode": "int4_asym", "ratio": 1.0, "awq": True, "scale_estimation": True, "lora_correction": True},
 }
 
 
