@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas
 
 from nncompress.parameters import SensitivityMetric as Metric
 
@@ -31,6 +32,14 @@ class StatsNeeds:
     def covers(self, other: StatsNeeds) -> bool:
         """Whether statistics collected for ``self`` answer everything ``other`` asks."""
         return (self.means or not other.means) and self.metrics >= other.metrics and (self.hessian or not other.hessian)
+
+
+def _mirrored(upper: np.ndarray) -> np.ndarray:
+    """The symmetric matrix whose upper triangle is ``upper``'s (its strict lower triangle is zero)."""
+    full = upper + upper.T
+    diagonal = np.arange(len(upper))
+    full[diagonal, diagonal] = upper[diagonal, diagonal]
+    return full
 
 
 def _samples(value: np.ndarray) -> np.ndarray:
@@ -53,7 +62,7 @@ class ActivationStats:
         self.tokens: list[int] = []
         self.hidden = 0
         self.metric_values: dict[Metric, list[float]] = {m: [] for m in needs.metrics}
-        self.hessian_sum: np.ndarray | None = None
+        self._gram: np.ndarray | None = None  # sum x x^T: upper triangle only, float32, Fortran order
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
@@ -91,14 +100,33 @@ class ActivationStats:
         return np.where(keep[..., None], samples, np.float32(np.nan)), keep
 
     def _flush(self) -> None:
-        """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item)."""
+        """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item): a
+        symmetric rank-k update of the upper triangle in place (no product temporary, no mirroring and
+        no matrix addition per flush; the lower triangle is filled in when the sum is read)."""
         if not self._pending:
             return
-        flat = np.concatenate(self._pending)
-        outer = flat.T @ flat
-        self.hessian_sum = outer if self.hessian_sum is None else self.hessian_sum + outer
+        if self._gram is None:
+            hidden = self._pending[0].shape[1]
+            self._gram = np.zeros((hidden, hidden), np.float32, order="F")
+        dtype = self._gram.dtype  # float32; float64 after ``scaled_inputs`` with float64 scales
+        flat = np.ascontiguousarray(np.concatenate(self._pending), dtype=dtype)
+        syrk = blas.dsyrk if dtype == np.float64 else blas.ssyrk
+        # flat.T is Fortran-ordered [hidden, tokens]: C = A A^T + C without copying A or C
+        self._gram = syrk(1.0, flat.T, beta=1.0, c=self._gram, trans=0, lower=0, overwrite_c=1)
         self.hessian_tokens += flat.shape[0]
         self._pending, self._pending_tokens = [], 0
+
+    @property
+    def hessian_sum(self) -> np.ndarray | None:
+        """``sum x x^T`` (symmetric; float32 as accumulated) over the tokens added so far (not the buffered ones)."""
+        return None if self._gram is None else _mirrored(self._gram)
+
+    @hessian_sum.setter
+    def hessian_sum(self, value: np.ndarray | None) -> None:
+        if value is None:
+            self._gram = None
+        else:
+            self._gram = np.asfortranarray(np.triu(value), dtype=np.result_type(value.dtype, np.float32))
 
     def _update_metrics(self, samples: np.ndarray, dropped: bool) -> None:
         """Per-sample metric statistics; with ``dropped``, NaN marks tokens to leave out."""
@@ -148,7 +176,10 @@ class ActivationStats:
     def hessian(self) -> np.ndarray:
         """``2 / tokens * sum x x^T`` (float64)."""
         self._flush()
-        return 2.0 * self.hessian_sum.astype(np.float64) / max(self.hessian_tokens, 1)
+        hessian = _mirrored(self._gram.astype(np.float64))
+        hessian *= 2.0
+        hessian /= max(self.hessian_tokens, 1)
+        return hessian
 
     def scaled_inputs(self, inverse_scale: np.ndarray) -> ActivationStats:
         """New statistics of ``x * inverse_scale`` (after AWQ moved ``1 / s`` into the input); ``self``
@@ -158,9 +189,10 @@ class ActivationStats:
         scaled.tokens = list(self.tokens)
         scaled.metric_values = {metric: list(values) for metric, values in self.metric_values.items()}
         scaled._pending = list(self._pending)
+        scaled._gram = None if self._gram is None else self._gram.copy(order="F")  # flushed into in place
         scaled._flush()
-        if scaled.hessian_sum is not None:
-            scaled.hessian_sum = scaled.hessian_sum * np.outer(inverse_scale, inverse_scale)
+        if scaled._gram is not None:
+            scaled._gram = np.asfortranarray(scaled._gram * np.outer(inverse_scale, inverse_scale))
         return scaled
 
     # ------------------------------------------------------------------ statistics caching

@@ -61,22 +61,27 @@ class Factor:
     hessian: np.ndarray | None = None
 
 
-def inverse_cholesky(hessian: np.ndarray, damp_percent: float) -> np.ndarray:
-    """Upper Cholesky factor of the damped inverse Hessian (float64); the dampening grows tenfold (up to
-    three times) when the damped Hessian is still not positive definite in floating point."""
+def inverse_cholesky(hessian: np.ndarray, damp_percent: float, dtype=np.float64) -> np.ndarray:
+    """Upper Cholesky factor of the damped inverse Hessian (computed in float64, returned as ``dtype``); the
+    dampening grows tenfold (up to three times) when the damped Hessian is still not positive definite in
+    floating point. The upper triangle of ``hessian`` is read (it is symmetric)."""
     size = len(hessian)
     mean_diag = float(np.mean(np.diag(hessian)))
     damp = max(damp_percent * mean_diag, 1e-8)
-    reversed_ = np.asfortranarray(np.asarray(hessian, np.float64)[::-1, ::-1])
-    diagonal = np.arange(size)
+    flat = np.ascontiguousarray(hessian, dtype=np.float64).reshape(-1)
     for _ in range(4):
-        damped = reversed_.copy(order="F")
-        damped[diagonal, diagonal] += damp
-        lower, info = lapack.dpotrf(damped, lower=1, clean=1, overwrite_a=1)
+        # P H P (P reverses the channels) in C order is H's buffer reversed: one sequential copy. Its
+        # Fortran-ordered view is (P H P)^T, whose upper Cholesky factor R = L^T (L: lower factor of P H P)
+        # LAPACK computes in place, without the transposing copies a C-ordered lower factorization needs.
+        work = flat[::-1].copy()
+        work[:: size + 1] += damp
+        transposed = work.reshape(size, size).T  # Fortran order: LAPACK writes into ``work``
+        upper, info = lapack.dpotrf(transposed, lower=0, clean=1, overwrite_a=1)
         if info == 0:
-            inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
+            upper, info = lapack.dtrtri(upper, lower=0, overwrite_c=1)  # R^-1 = (L^-1)^T
             if info == 0:
-                return np.ascontiguousarray(inverse[::-1, ::-1])
+                # U = P L^-1 P: L^-1 is (R^-1)^T, i.e. R^-1's Fortran buffer read in C order; reversed again
+                return upper.T.reshape(-1)[::-1].reshape(size, size).astype(dtype)
         damp = max(damp * 10.0, mean_diag * 1e-3, 1e-6)
     raise np.linalg.LinAlgError(f"the Hessian stays singular after dampening with {damp:g}")
 
@@ -102,8 +107,7 @@ def factorize(hessian: np.ndarray, damp_percent: float, act_order: bool, group_s
     diag[dead] = 1.0
     order = processing_order(diag, group_size) if act_order else None
     permuted = hessian[np.ix_(order, order)] if order is not None else hessian
-    return Factor(inverse_cholesky(permuted, damp_percent).astype(np.float32), dead, order,
-                  hessian.astype(np.float32))
+    return Factor(inverse_cholesky(permuted, damp_percent, np.float32), dead, order, hessian.astype(np.float32))
 
 
 class GPTQFactors:
@@ -273,7 +277,7 @@ def refit_scales(
 ) -> np.ndarray:
     """GPTQ's codes kept, each output row's group scales re-solved by least squares for the smallest
     ``(w - w^) H (w - w^)^T`` (``target`` the original weight); a row keeps its scales where the rounded
-    solution is not better. Updates ``quantizer.scale``; returns the dequantized weight."""
+    solution is not better. ``hessian`` is symmetric. Updates ``quantizer.scale``; returns the dequantized weight."""
     out, channels = target.shape
     scale, size = quantizer.scale, quantizer.size
     count = channels // size
@@ -282,10 +286,11 @@ def refit_scales(
     values = code_values(codes, quantizer.mode, zero_point).reshape(out, channels)
     hessian = hessian.astype(np.float32)
     gram = np.empty((out, count, count), np.float32)  # per row: Q^T H Q, Q the row's code values per group
-    for g in range(count):
-        columns = slice(g * size, (g + 1) * size)
-        product = values[:, columns] @ hessian[columns]
-        gram[:, :, g] = (values * product).reshape(out, count, size).sum(axis=2)
+    for g in range(count):  # symmetric (H is): the blocks from the diagonal on, mirrored
+        columns, later = slice(g * size, (g + 1) * size), slice(g * size, None)
+        product = values[:, columns] @ hessian[columns, later]
+        gram[:, g:, g] = (values[:, later] * product).reshape(out, count - g, size).sum(axis=2)
+        gram[:, g, g + 1:] = gram[:, g + 1:, g]
     rhs = (values * (target.astype(np.float32) @ hessian)).reshape(out, count, size).sum(axis=2)
     ridge = 1e-6 * np.maximum(np.abs(np.diagonal(gram, axis1=1, axis2=2)).max(axis=1), 1e-30)
     solution = np.linalg.solve(gram + ridge[:, None, None] * np.eye(count, dtype=np.float32), rhs[..., None])
