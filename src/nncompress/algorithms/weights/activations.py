@@ -34,11 +34,17 @@ class StatsNeeds:
         return (self.means or not other.means) and self.metrics >= other.metrics and (self.hessian or not other.hessian)
 
 
-def _mirrored(upper: np.ndarray) -> np.ndarray:
-    """The symmetric matrix whose upper triangle is ``upper``'s (its strict lower triangle is zero)."""
-    full = upper + upper.T
-    diagonal = np.arange(len(upper))
-    full[diagonal, diagonal] = upper[diagonal, diagonal]
+def _symmetric(upper: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """The symmetric matrix (C order, ``dtype``) whose upper triangle is ``upper``'s; the other triangle
+    is filled by square blocks (a whole transposed copy runs at half the speed on large matrices)."""
+    full = upper.T.astype(dtype, order="C")  # its lower triangle holds the values
+    size, block = len(full), 256
+    for start in range(0, size, block):
+        end = min(start + block, size)
+        full[start:end, end:] = full[end:, start:end].T
+        square = full[start:end, start:end]
+        above = np.triu_indices(end - start, 1)
+        square[above] = square.T[above]
     return full
 
 
@@ -119,7 +125,7 @@ class ActivationStats:
     @property
     def hessian_sum(self) -> np.ndarray | None:
         """``sum x x^T`` (symmetric; float32 as accumulated) over the tokens added so far (not the buffered ones)."""
-        return None if self._gram is None else _mirrored(self._gram)
+        return None if self._gram is None else _symmetric(self._gram, self._gram.dtype)
 
     @hessian_sum.setter
     def hessian_sum(self, value: np.ndarray | None) -> None:
@@ -176,7 +182,7 @@ class ActivationStats:
     def hessian(self) -> np.ndarray:
         """``2 / tokens * sum x x^T`` (float64)."""
         self._flush()
-        hessian = _mirrored(self._gram.astype(np.float64))
+        hessian = _symmetric(self._gram, np.float64)
         hessian *= 2.0
         hessian /= max(self.hessian_tokens, 1)
         return hessian

@@ -214,6 +214,7 @@ class BlockwiseCompression:
                         target.update(result[tensor])
                 if keep_output:
                     self.stream[index] = result[output]
+        release_free_memory()  # the run's freed activations: glibc keeps ~350 MB of them otherwise (SmolLM2)
 
     # ------------------------------------------------------------------ passes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncompress.algorithms.weights import activations
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.parameters import SensitivityMetric as Metric
 
@@ -93,3 +94,11 @@ def test_saved_hessian_sum_round_trips():
     loaded = ActivationStats.from_arrays(StatsNeeds(hessian=True), 100, stats.to_arrays())
     np.testing.assert_array_equal(loaded.hessian_sum, stats.hessian_sum)
     np.testing.assert_array_equal(loaded.hessian(), stats.hessian())
+
+
+def test_symmetric_fills_the_lower_triangle_across_blocks():
+    upper = np.triu(np.random.default_rng(6).standard_normal((600, 600)))  # three 256-blocks, the last partial
+    full = activations._symmetric(np.asfortranarray(upper), np.float64)
+    assert full.flags.c_contiguous
+    np.testing.assert_array_equal(full, upper + np.triu(upper, 1).T)
+    np.testing.assert_array_equal(activations._symmetric(np.array([[2.0, 3.0], [0.0, 5.0]])), [[2, 3], [3, 5]])
