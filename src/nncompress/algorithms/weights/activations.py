@@ -69,6 +69,7 @@ class ActivationStats:
         self.hidden = 0
         self.metric_values: dict[Metric, list[float]] = {m: [] for m in needs.metrics}
         self._gram: np.ndarray | None = None  # sum x x^T: upper triangle only, float32, Fortran order
+        self._product: np.ndarray | None = None  # one flush's x x^T (reused buffer)
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
@@ -107,18 +108,24 @@ class ActivationStats:
 
     def _flush(self) -> None:
         """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item): a
-        symmetric rank-k update of the upper triangle in place (no product temporary, no mirroring and
-        no matrix addition per flush; the lower triangle is filled in when the sum is read)."""
+        symmetric rank-k product of the upper triangle into a reused buffer, added in place (no new
+        matrices and no mirroring per flush; the lower triangle is filled in when the sum is read)."""
         if not self._pending:
             return
-        if self._gram is None:
-            hidden = self._pending[0].shape[1]
-            self._gram = np.zeros((hidden, hidden), np.float32, order="F")
-        dtype = self._gram.dtype  # float32; float64 after ``scaled_inputs`` with float64 scales
+        dtype = np.float32 if self._gram is None else self._gram.dtype  # float64 after float64 AWQ scales
         flat = np.ascontiguousarray(np.concatenate(self._pending), dtype=dtype)
+        hidden = flat.shape[1]
+        if self._product is None or self._product.dtype != dtype:
+            self._product = np.zeros((hidden, hidden), dtype, order="F")  # its lower triangle stays zero
         syrk = blas.dsyrk if dtype == np.float64 else blas.ssyrk
-        # flat.T is Fortran-ordered [hidden, tokens]: C = A A^T + C without copying A or C
-        self._gram = syrk(1.0, flat.T, beta=1.0, c=self._gram, trans=0, lower=0, overwrite_c=1)
+        # flat.T is Fortran-ordered [hidden, tokens]: the product is written in place, nothing is copied. The
+        # flush's product is added whole (not accumulated by the BLAS): the same sums, rounded alike, as before.
+        product = syrk(1.0, flat.T, beta=0.0, c=self._product, trans=0, lower=0, overwrite_c=1)
+        if self._gram is None:
+            self._gram = product.copy(order="F")
+        else:
+            self._gram += product
+        self._product = product
         self.hessian_tokens += flat.shape[0]
         self._pending, self._pending_tokens = [], 0
 
@@ -182,6 +189,7 @@ class ActivationStats:
     def hessian(self) -> np.ndarray:
         """``2 / tokens * sum x x^T`` (float64)."""
         self._flush()
+        self._product = None  # collection is over: the buffer is not needed again
         hessian = _symmetric(self._gram, np.float64)
         hessian *= 2.0
         hessian /= max(self.hessian_tokens, 1)
@@ -196,6 +204,7 @@ class ActivationStats:
         scaled.metric_values = {metric: list(values) for metric, values in self.metric_values.items()}
         scaled._pending = list(self._pending)
         scaled._gram = None if self._gram is None else self._gram.copy(order="F")  # flushed into in place
+        scaled._product = None
         scaled._flush()
         if scaled._gram is not None:
             scaled._gram = np.asfortranarray(scaled._gram * np.outer(inverse_scale, inverse_scale))

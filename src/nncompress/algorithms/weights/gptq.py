@@ -64,24 +64,24 @@ class Factor:
 def inverse_cholesky(hessian: np.ndarray, damp_percent: float, dtype=np.float64) -> np.ndarray:
     """Upper Cholesky factor of the damped inverse Hessian (computed in float64, returned as ``dtype``); the
     dampening grows tenfold (up to three times) when the damped Hessian is still not positive definite in
-    floating point. The upper triangle of ``hessian`` is read (it is symmetric)."""
+    floating point. ``hessian`` is symmetric (its lower triangle is read)."""
     size = len(hessian)
     mean_diag = float(np.mean(np.diag(hessian)))
     damp = max(damp_percent * mean_diag, 1e-8)
     flat = np.ascontiguousarray(hessian, dtype=np.float64).reshape(-1)
     for _ in range(4):
-        # P H P (P reverses the channels) in C order is H's buffer reversed: one sequential copy. Its
-        # Fortran-ordered view is (P H P)^T, whose upper Cholesky factor R = L^T (L: lower factor of P H P)
-        # LAPACK computes in place, without the transposing copies a C-ordered lower factorization needs.
-        work = flat[::-1].copy()
-        work[:: size + 1] += damp
-        transposed = work.reshape(size, size).T  # Fortran order: LAPACK writes into ``work``
-        upper, info = lapack.dpotrf(transposed, lower=0, clean=1, overwrite_a=1)
+        # P H P (P reverses the channels) in Fortran order is H's buffer reversed (H is symmetric): one
+        # sequential copy instead of a transposing one; LAPACK factorizes it in place
+        damped = flat[::-1].copy()
+        damped[:: size + 1] += damp
+        lower, info = lapack.dpotrf(damped.reshape(size, size).T, lower=1, clean=1, overwrite_a=1)
         if info == 0:
-            upper, info = lapack.dtrtri(upper, lower=0, overwrite_c=1)  # R^-1 = (L^-1)^T
+            inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
             if info == 0:
-                # U = P L^-1 P: L^-1 is (R^-1)^T, i.e. R^-1's Fortran buffer read in C order; reversed again
-                return upper.T.reshape(-1)[::-1].reshape(size, size).astype(dtype)
+                # U = P L^-1 P: the Fortran buffer of L^-1 reversed is U in Fortran order; one copy to C order
+                # and ``dtype`` (a float32 copy moves half the bytes of a float64 one)
+                transposed = inverse.T.reshape(-1)[::-1].reshape(size, size)  # U^T, a view
+                return np.ascontiguousarray(transposed.T, dtype=dtype)
         damp = max(damp * 10.0, mean_diag * 1e-3, 1e-6)
     raise np.linalg.LinAlgError(f"the Hessian stays singular after dampening with {damp:g}")
 
@@ -277,7 +277,7 @@ def refit_scales(
 ) -> np.ndarray:
     """GPTQ's codes kept, each output row's group scales re-solved by least squares for the smallest
     ``(w - w^) H (w - w^)^T`` (``target`` the original weight); a row keeps its scales where the rounded
-    solution is not better. ``hessian`` is symmetric. Updates ``quantizer.scale``; returns the dequantized weight."""
+    solution is not better. Updates ``quantizer.scale``; returns the dequantized weight."""
     out, channels = target.shape
     scale, size = quantizer.scale, quantizer.size
     count = channels // size
@@ -286,11 +286,10 @@ def refit_scales(
     values = code_values(codes, quantizer.mode, zero_point).reshape(out, channels)
     hessian = hessian.astype(np.float32)
     gram = np.empty((out, count, count), np.float32)  # per row: Q^T H Q, Q the row's code values per group
-    for g in range(count):  # symmetric (H is): the blocks from the diagonal on, mirrored
-        columns, later = slice(g * size, (g + 1) * size), slice(g * size, None)
-        product = values[:, columns] @ hessian[columns, later]
-        gram[:, g:, g] = (values[:, later] * product).reshape(out, count - g, size).sum(axis=2)
-        gram[:, g, g + 1:] = gram[:, g + 1:, g]
+    for g in range(count):
+        columns = slice(g * size, (g + 1) * size)
+        product = values[:, columns] @ hessian[columns]
+        gram[:, :, g] = (values * product).reshape(out, count, size).sum(axis=2)
     rhs = (values * (target.astype(np.float32) @ hessian)).reshape(out, count, size).sum(axis=2)
     ridge = 1e-6 * np.maximum(np.abs(np.diagonal(gram, axis1=1, axis2=2)).max(axis=1), 1e-30)
     solution = np.linalg.solve(gram + ridge[:, None, None] * np.eye(count, dtype=np.float32), rhs[..., None])

@@ -77,12 +77,12 @@ def test_factor_equals_cholesky_of_the_inverse():
     np.testing.assert_array_equal(np.tril(upper, -1), 0.0)
 
 
-def test_factor_reads_the_upper_triangle_and_returns_the_asked_precision():
+def test_factor_reads_the_lower_triangle_and_returns_the_asked_precision():
     _, hessian = _correlated(8, channels=24)
     upper = gptq.inverse_cholesky(hessian, 0.01)
     assert upper.flags.c_contiguous and upper.dtype == np.float64
-    lower_garbage = np.triu(hessian) + np.tril(np.full_like(hessian, 1e3), -1)  # only the upper triangle is read
-    np.testing.assert_array_equal(gptq.inverse_cholesky(lower_garbage, 0.01), upper)
+    upper_garbage = np.tril(hessian) + np.triu(np.full_like(hessian, 1e3), 1)  # only the lower triangle is read
+    np.testing.assert_array_equal(gptq.inverse_cholesky(upper_garbage, 0.01), upper)
     single = gptq.inverse_cholesky(hessian, 0.01, np.float32)
     assert single.dtype == np.float32 and single.flags.c_contiguous
     np.testing.assert_array_equal(single, upper.astype(np.float32))  # float64 factorization, rounded once
@@ -305,8 +305,8 @@ def test_refit_scale_by_hand():
     np.testing.assert_array_equal(refitted, [[1.01953125, 2.0390625]])
 
 
-def test_refit_gram_from_one_triangle_equals_the_full_products():
-    # Q^T H Q per row from the diagonal blocks on, mirrored: the same scales as from every block computed
+def test_refit_scales_solve_the_grouped_normal_equations():
+    # per row: s = (Q^T H Q)^-1 Q^T H w with every block of Q^T H Q, computed here in float64
     weight, hessian = _correlated(10, out=7, channels=24)
     layer = _layer(7, 24, M.INT4_SYM, group=4)
     factor = gptq.factorize(hessian, 0.01, False)
