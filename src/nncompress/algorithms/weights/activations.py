@@ -68,7 +68,7 @@ class ActivationStats:
         self.tokens: list[int] = []
         self.hidden = 0
         self.metric_values: dict[Metric, list[float]] = {m: [] for m in needs.metrics}
-        self._gram: np.ndarray | None = None  # sum x x^T: upper triangle only, float32, Fortran order
+        self._gram: np.ndarray | None = None  # sum x x^T: upper triangle only, Fortran order
         self._product: np.ndarray | None = None  # one flush's x x^T (reused buffer)
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
@@ -112,15 +112,12 @@ class ActivationStats:
         matrices and no mirroring per flush; the lower triangle is filled in when the sum is read)."""
         if not self._pending:
             return
-        dtype = np.float32 if self._gram is None else self._gram.dtype  # float64 after float64 AWQ scales
-        flat = np.ascontiguousarray(np.concatenate(self._pending), dtype=dtype)
-        hidden = flat.shape[1]
-        if self._product is None or self._product.dtype != dtype:
-            self._product = np.zeros((hidden, hidden), dtype, order="F")  # its lower triangle stays zero
-        syrk = blas.dsyrk if dtype == np.float64 else blas.ssyrk
+        flat = np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32)
+        if self._product is None:
+            self._product = np.zeros((flat.shape[1], flat.shape[1]), np.float32, order="F")  # lower part stays 0
         # flat.T is Fortran-ordered [hidden, tokens]: the product is written in place, nothing is copied. The
         # flush's product is added whole (not accumulated by the BLAS): the same sums, rounded alike, as before.
-        product = syrk(1.0, flat.T, beta=0.0, c=self._product, trans=0, lower=0, overwrite_c=1)
+        product = blas.ssyrk(1.0, flat.T, beta=0.0, c=self._product, trans=0, lower=0, overwrite_c=1)
         if self._gram is None:
             self._gram = product.copy(order="F")
         else:
