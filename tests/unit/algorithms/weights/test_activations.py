@@ -68,6 +68,12 @@ def test_rank_k_updates_over_several_flushes_equal_the_full_product():
         stats.update(part)
     flat = np.concatenate([p.reshape(-1, 24) for p in parts]).astype(np.float64)
     assert stats.hessian_tokens + stats._pending_tokens == len(flat) and stats.hessian_tokens > 0
+    # each update (600 tokens) is one flush; the sum is rounded like float32 per-flush products added in turn
+    expected = None
+    for part in parts:
+        chunk = part.reshape(-1, 24)
+        expected = chunk.T @ chunk if expected is None else expected + chunk.T @ chunk
+    np.testing.assert_array_equal(stats.hessian_sum, expected)
     hessian = stats.hessian()
     np.testing.assert_allclose(hessian, 2.0 * flat.T @ flat / len(flat), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(hessian, hessian.T)
