@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas
 
 from nncompress.parameters import SensitivityMetric as Metric
 
@@ -31,6 +32,20 @@ class StatsNeeds:
     def covers(self, other: StatsNeeds) -> bool:
         """Whether statistics collected for ``self`` answer everything ``other`` asks."""
         return (self.means or not other.means) and self.metrics >= other.metrics and (self.hessian or not other.hessian)
+
+
+def _symmetric(upper: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """The symmetric matrix (C order, ``dtype``) whose upper triangle is ``upper``'s; the other triangle
+    is filled by square blocks (a whole transposed copy runs at half the speed on large matrices)."""
+    full = upper.T.astype(dtype, order="C")  # its lower triangle holds the values
+    size, block = len(full), 256
+    for start in range(0, size, block):
+        end = min(start + block, size)
+        full[start:end, end:] = full[end:, start:end].T
+        square = full[start:end, start:end]
+        above = np.triu_indices(end - start, 1)
+        square[above] = square.T[above]
+    return full
 
 
 def _samples(value: np.ndarray) -> np.ndarray:
@@ -53,7 +68,8 @@ class ActivationStats:
         self.tokens: list[int] = []
         self.hidden = 0
         self.metric_values: dict[Metric, list[float]] = {m: [] for m in needs.metrics}
-        self.hessian_sum: np.ndarray | None = None
+        self._gram: np.ndarray | None = None  # sum x x^T: upper triangle only, Fortran order
+        self._product: np.ndarray | None = None  # one flush's x x^T (reused buffer)
         self.hessian_tokens = 0
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
@@ -91,14 +107,36 @@ class ActivationStats:
         return np.where(keep[..., None], samples, np.float32(np.nan)), keep
 
     def _flush(self) -> None:
-        """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item)."""
+        """Add the buffered tokens to ``sum x x^T`` (one large product instead of one per item): a
+        symmetric rank-k product of the upper triangle into a reused buffer, added in place (no new
+        matrices and no mirroring per flush; the lower triangle is filled in when the sum is read)."""
         if not self._pending:
             return
-        flat = np.concatenate(self._pending)
-        outer = flat.T @ flat
-        self.hessian_sum = outer if self.hessian_sum is None else self.hessian_sum + outer
+        flat = np.ascontiguousarray(np.concatenate(self._pending), dtype=np.float32)
+        if self._product is None:
+            self._product = np.zeros((flat.shape[1], flat.shape[1]), np.float32, order="F")  # lower part stays 0
+        # flat.T is Fortran-ordered [hidden, tokens]: the product is written in place, nothing is copied. The
+        # flush's product is added whole (not accumulated by the BLAS): the same sums, rounded alike, as before.
+        product = blas.ssyrk(1.0, flat.T, beta=0.0, c=self._product, trans=0, lower=0, overwrite_c=1)
+        if self._gram is None:
+            self._gram = product.copy(order="F")
+        else:
+            self._gram += product
+        self._product = product
         self.hessian_tokens += flat.shape[0]
         self._pending, self._pending_tokens = [], 0
+
+    @property
+    def hessian_sum(self) -> np.ndarray | None:
+        """``sum x x^T`` (symmetric; float32 as accumulated) over the tokens added so far (not the buffered ones)."""
+        return None if self._gram is None else _symmetric(self._gram, self._gram.dtype)
+
+    @hessian_sum.setter
+    def hessian_sum(self, value: np.ndarray | None) -> None:
+        if value is None:
+            self._gram = None
+        else:
+            self._gram = np.asfortranarray(np.triu(value), dtype=np.result_type(value.dtype, np.float32))
 
     def _update_metrics(self, samples: np.ndarray, dropped: bool) -> None:
         """Per-sample metric statistics; with ``dropped``, NaN marks tokens to leave out."""
@@ -148,7 +186,11 @@ class ActivationStats:
     def hessian(self) -> np.ndarray:
         """``2 / tokens * sum x x^T`` (float64)."""
         self._flush()
-        return 2.0 * self.hessian_sum.astype(np.float64) / max(self.hessian_tokens, 1)
+        self._product = None  # collection is over: the buffer is not needed again
+        hessian = _symmetric(self._gram, np.float64)
+        hessian *= 2.0
+        hessian /= max(self.hessian_tokens, 1)
+        return hessian
 
     def scaled_inputs(self, inverse_scale: np.ndarray) -> ActivationStats:
         """New statistics of ``x * inverse_scale`` (after AWQ moved ``1 / s`` into the input); ``self``
@@ -158,9 +200,11 @@ class ActivationStats:
         scaled.tokens = list(self.tokens)
         scaled.metric_values = {metric: list(values) for metric, values in self.metric_values.items()}
         scaled._pending = list(self._pending)
+        scaled._gram = None if self._gram is None else self._gram.copy(order="F")  # flushed into in place
+        scaled._product = None
         scaled._flush()
-        if scaled.hessian_sum is not None:
-            scaled.hessian_sum = scaled.hessian_sum * np.outer(inverse_scale, inverse_scale)
+        if scaled._gram is not None:
+            scaled._gram = np.asfortranarray(scaled._gram * np.outer(inverse_scale, inverse_scale))
         return scaled
 
     # ------------------------------------------------------------------ statistics caching

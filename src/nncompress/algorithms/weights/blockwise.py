@@ -212,6 +212,7 @@ class BlockwiseCompression:
     def _run(self, runner, item: _Block, constants, collectors: dict[TensorRef, list], keep_output: bool) -> None:
         """Run the block on every item: fetched tensors to ``collectors``; the output replaces the stream."""
         output = item.block.outputs[0] if item.block.outputs else None
+        release_free_memory()  # what AWQ and GPTQ freed since the last run, before this one grows the heap
         batching = batches.Batching()
         stream = item.block.input
 
@@ -226,6 +227,7 @@ class BlockwiseCompression:
                         target.update(result[tensor])
                 if keep_output:
                     self.stream[index] = result[output]
+        release_free_memory()  # the run's freed activations: glibc keeps ~350 MB of them otherwise (SmolLM2)
 
     # ------------------------------------------------------------------ passes
 

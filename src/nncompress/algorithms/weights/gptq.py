@@ -61,22 +61,27 @@ class Factor:
     hessian: np.ndarray | None = None
 
 
-def inverse_cholesky(hessian: np.ndarray, damp_percent: float) -> np.ndarray:
-    """Upper Cholesky factor of the damped inverse Hessian (float64); the dampening grows tenfold (up to
-    three times) when the damped Hessian is still not positive definite in floating point."""
+def inverse_cholesky(hessian: np.ndarray, damp_percent: float, dtype=np.float64) -> np.ndarray:
+    """Upper Cholesky factor of the damped inverse Hessian (computed in float64, returned as ``dtype``); the
+    dampening grows tenfold (up to three times) when the damped Hessian is still not positive definite in
+    floating point. ``hessian`` is symmetric (its lower triangle is read)."""
     size = len(hessian)
     mean_diag = float(np.mean(np.diag(hessian)))
     damp = max(damp_percent * mean_diag, 1e-8)
-    reversed_ = np.asfortranarray(np.asarray(hessian, np.float64)[::-1, ::-1])
-    diagonal = np.arange(size)
+    flat = np.ascontiguousarray(hessian, dtype=np.float64).reshape(-1)
     for _ in range(4):
-        damped = reversed_.copy(order="F")
-        damped[diagonal, diagonal] += damp
-        lower, info = lapack.dpotrf(damped, lower=1, clean=1, overwrite_a=1)
+        # P H P (P reverses the channels) in Fortran order is H's buffer reversed (H is symmetric): one
+        # sequential copy instead of a transposing one; LAPACK factorizes it in place
+        damped = flat[::-1].copy()
+        damped[:: size + 1] += damp
+        lower, info = lapack.dpotrf(damped.reshape(size, size).T, lower=1, clean=1, overwrite_a=1)
         if info == 0:
             inverse, info = lapack.dtrtri(lower, lower=1, overwrite_c=1)
             if info == 0:
-                return np.ascontiguousarray(inverse[::-1, ::-1])
+                # U = P L^-1 P: the Fortran buffer of L^-1 reversed is U in Fortran order; one copy to C order
+                # and ``dtype`` (a float32 copy moves half the bytes of a float64 one)
+                transposed = inverse.T.reshape(-1)[::-1].reshape(size, size)  # U^T, a view
+                return np.ascontiguousarray(transposed.T, dtype=dtype)
         damp = max(damp * 10.0, mean_diag * 1e-3, 1e-6)
     raise np.linalg.LinAlgError(f"the Hessian stays singular after dampening with {damp:g}")
 
@@ -102,8 +107,7 @@ def factorize(hessian: np.ndarray, damp_percent: float, act_order: bool, group_s
     diag[dead] = 1.0
     order = processing_order(diag, group_size) if act_order else None
     permuted = hessian[np.ix_(order, order)] if order is not None else hessian
-    return Factor(inverse_cholesky(permuted, damp_percent).astype(np.float32), dead, order,
-                  hessian.astype(np.float32))
+    return Factor(inverse_cholesky(permuted, damp_percent, np.float32), dead, order, hessian.astype(np.float32))
 
 
 class GPTQFactors:

@@ -77,6 +77,20 @@ def test_factor_equals_cholesky_of_the_inverse():
     np.testing.assert_array_equal(np.tril(upper, -1), 0.0)
 
 
+def test_factor_reads_the_lower_triangle_and_returns_the_asked_precision():
+    _, hessian = _correlated(8, channels=24)
+    upper = gptq.inverse_cholesky(hessian, 0.01)
+    assert upper.flags.c_contiguous and upper.dtype == np.float64
+    upper_garbage = np.tril(hessian) + np.triu(np.full_like(hessian, 1e3), 1)  # only the lower triangle is read
+    np.testing.assert_array_equal(gptq.inverse_cholesky(upper_garbage, 0.01), upper)
+    single = gptq.inverse_cholesky(hessian, 0.01, np.float32)
+    assert single.dtype == np.float32 and single.flags.c_contiguous
+    np.testing.assert_array_equal(single, upper.astype(np.float32))  # float64 factorization, rounded once
+    # U^T U = (H + damp I)^-1
+    damped = hessian + 0.01 * np.mean(np.diag(hessian)) * np.eye(24)
+    np.testing.assert_allclose(upper.T @ upper @ damped, np.eye(24), atol=1e-8)
+
+
 def test_singular_hessian_gets_more_dampening():
     hessian = np.ones((3, 3))  # rank 1: not positive definite without dampening
     upper = gptq.inverse_cholesky(hessian, 0.0)
@@ -289,6 +303,26 @@ def test_refit_scale_by_hand():
                                  np.eye(2))
     np.testing.assert_array_equal(quantizer.scale, [[[1.01953125]]])
     np.testing.assert_array_equal(refitted, [[1.01953125, 2.0390625]])
+
+
+def test_refit_scales_solve_the_grouped_normal_equations():
+    # per row: s = (Q^T H Q)^-1 Q^T H w with every block of Q^T H Q, computed here in float64
+    weight, hessian = _correlated(10, out=7, channels=24)
+    layer = _layer(7, 24, M.INT4_SYM, group=4)
+    factor = gptq.factorize(hessian, 0.01, False)
+    quantizer = _quantizer(layer, weight)
+    updated, scale, _ = gptq.sweep(weight, factor, quantizer, 128, False)
+    values = np.rint(updated.reshape(7, 6, 4) / scale).reshape(7, 24).astype(np.float64)
+    h = factor.hessian.astype(np.float64)
+    gram = np.stack([(q.reshape(6, 4)[:, :, None, None] * h.reshape(6, 4, 6, 4) * q.reshape(6, 4)[None, None])
+                     .sum(axis=(1, 3)) for q in values])
+    rhs = (values * (weight.astype(np.float64) @ h)).reshape(7, 6, 4).sum(axis=2)
+    want = np.linalg.solve(gram, rhs[..., None])
+    refitted = gptq.refit_scales(weight, updated, quantizer, factor.hessian)
+    kept = quantizer.scale == scale  # rows where the solution was not better keep their scales
+    np.testing.assert_allclose(quantizer.scale[~kept], want[~kept], rtol=2e-3)  # float16 scales
+    assert (~kept).any()
+    np.testing.assert_allclose(refitted, (values.reshape(7, 6, 4) * quantizer.scale).reshape(7, 24), rtol=1e-6)
 
 
 def test_refit_solves_least_squares_per_row_and_keeps_codes():
