@@ -25,29 +25,25 @@ from nncompress.weight_parameters import AdvancedCompressionParameters
 CHUNK_ELEMENTS = 1 << 20  # weight values estimated at once (a few MB of temporaries each)
 
 
-def _group_products(w: np.ndarray, x_gkn: np.ndarray) -> np.ndarray:
-    """``[out, G, n]``: every group of ``w`` ``[out, G, gs]`` times every sample's group (batched GEMM)."""
-    return np.matmul(w.transpose(1, 0, 2), x_gkn).transpose(1, 0, 2)
-
-
 class _Objective:
-    """Output error of candidate scales for one grouped weight."""
+    """Output error of candidate scales for one grouped weight ``[G, out, gs]`` (groups first: every
+    product and reduction runs on contiguous memory)."""
 
     def __init__(self, w: np.ndarray, x: np.ndarray, mode, zero_point, penalty: float):
         self.w, self.mode, self.zero_point, self.penalty = w, canonical_mode(mode), zero_point, penalty
-        self.x = np.ascontiguousarray(x.transpose(1, 2, 0))  # [G, gs, n]
-        self.reference = _group_products(w, self.x)
+        self.x = x  # [G, gs, n]
+        self.reference = np.matmul(w, x)
 
     def values(self, scale: np.ndarray) -> np.ndarray:
         return unscaled_values(self.w, self.mode, scale, self.zero_point)
 
     def __call__(self, scale: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(error ``[out, G, 1]``, the unscaled values of ``scale``)."""
+        """(error ``[G, out, 1]``, the unscaled values of ``scale``)."""
         values = self.values(scale) if values is None else values
         approx = values * scale  # (q - zp) * scale: the dequantized weight
-        diff = _group_products(approx, self.x)
+        diff = np.matmul(approx, self.x)
         diff -= self.reference
-        error = np.einsum("ogn,ogn->og", diff, diff) / diff.shape[2]
+        error = np.einsum("gon,gon->go", diff, diff) / diff.shape[2]
         if self.penalty > 0:
             approx -= self.w
             error = error + self.penalty * np.mean(approx * approx, axis=2)
@@ -59,25 +55,27 @@ class _IdealScale:
 
     def __init__(self, w: np.ndarray, importance: np.ndarray, sign: np.ndarray):
         self.importance = importance  # [G, gs]
-        self.weighted = importance[None] * np.abs(w)
+        self.weighted = importance[:, None] * np.abs(w)
         self.sign = sign
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         magnitude = np.abs(values)
         zero = magnitude == 0
         nonzero = np.logical_not(zero).astype(np.float32)
-        total = np.einsum("ogi,gi->og", nonzero, self.importance)[..., None]
+        total = np.einsum("goi,gi->go", nonzero, self.importance)[..., None]
         magnitude += zero  # a zero value's term is masked out below: any nonzero divisor does
         np.divide(nonzero, magnitude, out=magnitude)
-        ratio = np.einsum("ogi,ogi->og", self.weighted, magnitude)[..., None]
+        ratio = np.einsum("goi,goi->go", self.weighted, magnitude)[..., None]
         return round_scale(self.sign * ratio / np.maximum(total, np.finfo(np.float32).tiny))
 
 
 def estimate_grouped(
     w: np.ndarray, x: np.ndarray, stat: np.ndarray, mode, params
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(scale, zero point) for grouped weight ``[out, G, gs]``, activations ``[n, G, gs]``, channel
-    magnitudes ``[G, gs]``."""
+    """(scale, zero point) ``[out, G, 1]`` for grouped weight ``[out, G, gs]``, activations ``[n, G, gs]``,
+    channel magnitudes ``[G, gs]``."""
+    w = np.ascontiguousarray(np.asarray(w, np.float32).transpose(1, 0, 2))  # [G, out, gs]
+    x = np.ascontiguousarray(np.asarray(x, np.float32).transpose(1, 2, 0))  # [G, gs, n]
     scale, zero_point = compute_scale(w, mode, (2,))
     objective = _Objective(w, x, mode, zero_point, params.weight_penalty)
     sign = np.sign(scale) + (scale == 0)
@@ -86,19 +84,20 @@ def estimate_grouped(
     best = scale
 
     def consider(candidate: np.ndarray) -> None:
-        nonlocal best, best_error, best_values
+        nonlocal best, best_error
         error, values = objective(candidate)
         better = error < best_error
         best = np.where(better, candidate, best)
         best_error = np.where(better, error, best_error)
-        best_values = np.where(better, values, best_values)  # the values of ``best``: no re-quantizing
+        np.copyto(best_values, values, where=better)  # the values of ``best``: no re-quantizing
 
     for _ in range(params.initial_steps):
         consider(ideal(best_values))
     for k in range(params.scale_steps):
         shrunk = round_scale(scale * (1.0 - 0.05 * k))
         consider(ideal(objective.values(shrunk)))
-    return best, zero_point
+    zero_point = None if zero_point is None else np.ascontiguousarray(zero_point.transpose(1, 0, 2))
+    return np.ascontiguousarray(best.transpose(1, 0, 2)), zero_point
 
 
 def estimate(
