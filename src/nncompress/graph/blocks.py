@@ -76,12 +76,15 @@ def cut_positions(graph: Graph, stream: set[str]) -> list[tuple[int, TensorRef]]
     ending: dict[int, list[TensorRef]] = {}
     for tensor, end in last_use.items():
         ending.setdefault(end, []).append(tensor)
+    produced_by: dict[str, list[TensorRef]] = {}
+    for tensor in last_use:
+        produced_by.setdefault(tensor.node, []).append(tensor)
     live: set[TensorRef] = set()
     cuts = []
     for i, node in enumerate(order):
         for tensor in ending.get(i, ()):
             live.discard(tensor)
-        produced = [t for t in last_use if t.node == node.name] if node.name in stream else []
+        produced = produced_by.get(node.name, []) if node.name in stream else []
         live.update(t for t in produced if last_use[t] > i)
         if len(live) == 1 and produced and next(iter(live)) in produced:
             cuts.append((i, next(iter(live))))
