@@ -77,9 +77,8 @@ class TokenSample:
         if self.count >= self.rows:
             return
         flat = np.asarray(value, np.float32).reshape(-1, np.shape(value)[-1])
-        flat = flat[np.isfinite(flat).all(axis=1)]
-        step = max(1, len(flat) // self.per_item)
-        part = flat[::step][: min(self.per_item, self.rows - self.count)].copy()  # not a view: frees the batch
+        rows = flat[:: max(1, len(flat) // self.per_item)]  # spread over the item; then whole finite rows only
+        part = rows[np.isfinite(rows).all(axis=1)][: min(self.per_item, self.rows - self.count)]  # a copy
         self.parts.append(part)
         self.count += len(part)
 

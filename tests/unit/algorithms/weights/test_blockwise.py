@@ -144,6 +144,15 @@ def test_token_sample_spreads_rows_over_items():
     assert rows.shape == (8, 3) and sorted(set(rows[:, 0].tolist())) == [0.0, 1.0, 2.0, 3.0]
 
 
+def test_token_sample_leaves_out_non_finite_rows_and_keeps_no_view_of_the_batch():
+    sample = TokenSample(rows=4, items=2)
+    batch = np.arange(30, dtype=np.float32).reshape(1, 10, 3)
+    batch[0, 0, 1] = np.nan  # row 0 is picked (stride 5: rows 0 and 5) and dropped
+    sample.update(batch)
+    batch[0, 5] = -1.0
+    np.testing.assert_array_equal(sample.matrix(), [[15.0, 16.0, 17.0]])
+
+
 def test_relative_error_by_hand():
     x = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
     w = np.array([[1.0, 1.0]], np.float32)
