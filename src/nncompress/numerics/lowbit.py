@@ -322,6 +322,19 @@ def fake_quantize(grouped: np.ndarray, mode: Mode, axes: tuple[int, ...]) -> np.
     return values
 
 
+def round_to_nearest(
+    weight: np.ndarray, mode: Mode, axis: int, group_size: int, out_axis: int | None = None
+) -> np.ndarray:
+    """``encode(weight, ...).decompress()`` (round to nearest, float32, the weight's shape); integer
+    modes in float arithmetic without codes (faster; the same values)."""
+    mode = canonical_mode(mode)
+    if mode not in INT_MODES:
+        return encode(weight, mode, axis, group_size, out_axis).decompress()
+    grouped = group(np.asarray(weight, np.float32), axis, group_size)
+    axes = reduction_axes(grouped.ndim, axis, group_size, out_axis)
+    return fake_quantize(grouped, mode, axes).reshape(np.shape(weight))
+
+
 # --------------------------------------------------------------------------- stored form
 
 

@@ -286,3 +286,14 @@ def test_unscaled_values_by_hand():
     # asymmetric 4-bit, scale 0.5, zero point 2: rint(w / 0.5 + 2) clipped to [0, 15], minus 2
     values = unscaled_values(w, M.INT4_ASYM, np.float32(0.5), np.array([[[2]]], np.uint8))
     np.testing.assert_array_equal(values, [[[-2.0, 0.0, 1.0, 13.0]]])
+
+
+@pytest.mark.parametrize("mode", [M.INT4_SYM, M.INT4_ASYM, M.INT8_ASYM, M.INT8_SYM, M.INT2_SYM, M.NF4, M.MXFP4])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_round_to_nearest_equals_the_decompressed_encoding(mode, axis):
+    from nncompress.numerics.lowbit import round_to_nearest
+
+    weight = np.random.default_rng(4).standard_normal((64, 96)).astype(np.float32)
+    group_size = -1 if mode in (M.INT8_ASYM, M.INT8_SYM) else 32
+    expected = encode(weight, mode, axis, group_size, 1 - axis).decompress()
+    np.testing.assert_array_equal(round_to_nearest(weight, mode, axis, group_size, 1 - axis), expected)

@@ -55,12 +55,12 @@ from nncompress.graph.ops import OpKind
 from nncompress.graph.regions import region_between
 from nncompress.log import logger
 from nncompress.memory import release_free_memory
-from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.numerics.lowbit import CompressedWeight, round_to_nearest
 from nncompress.progress import ProgressSteps
 from nncompress.statistics import batches
 from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items, require_several_passes
 
-SAMPLE_ROWS = 128  # token rows per Linear input kept for the report's output errors (a diagnostic: kept cheap)
+SAMPLE_ROWS = 64  # token rows per Linear input kept for the report's output errors (a diagnostic: kept cheap)
 REFUSED = (UnsupportedModelError, NotImplementedError)  # a backend that cannot run a block (or run it so)
 
 
@@ -376,9 +376,9 @@ class BlockwiseCompression:
             return
         w_oi = np.asarray(layer.to_oi(original), dtype=np.float32)  # a float32 weight is not copied
         config = layer.config
-        rtn = encode(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
+        rtn = round_to_nearest(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
         reference = x @ w_oi.T
-        before = relative_error(x, w_oi, layer.to_oi(rtn.decompress()), reference)
+        before = relative_error(x, w_oi, layer.to_oi(rtn), reference)
         del rtn
         final = _in_original_space(job, awq, _add_lora(layer.to_oi(job.compressed.decompress()), job))
         self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before,
