@@ -153,10 +153,13 @@ class Adapter(Protocol):
         runner: RegionRunner,
         items: Iterable[Any],
         on_item: Callable[[dict[TensorRef, np.ndarray]], None],
+        extra: Sequence[TensorRef] = (),
     ) -> None:
         """Run ``model`` on each model-input item and pass ``on_item`` the values ``runner.run`` reads:
         ``runner.region.inputs`` plus ``runner.context`` (a pipeline's first block; later blocks reuse
-        the context and the inputs shared by every block, such as the attention mask)."""
+        the context and the inputs shared by every block, such as the attention mask), and the ``extra``
+        tensors where the same run computes them (a backend that stops the forward early may leave them
+        out: the pipeline collects what is missing later)."""
 
     def apply(self, model: Any, edits: Sequence[Edit] | EditStream) -> Any:
         """A new model with ``edits`` carried out in ``graph.edits.ordered`` order; ``model`` is untouched.

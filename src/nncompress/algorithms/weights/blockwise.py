@@ -182,6 +182,20 @@ class BlockwiseCompression:
         for shared, extra in zip(self.shared, values):
             shared.update(extra)
 
+    def _second_block_values(self, runner) -> tuple[TensorRef, ...]:
+        """What the second block reads beyond the first one's inputs and context (another mask or shape
+        value): read in the capture's runs where the backend can, instead of one more run of the model."""
+        if len(self.blocks) < 2:
+            return ()
+        second = self.blocks[1].block
+        region = region_between(self.graph, second.inputs, second.outputs, name=second.nodes[-1])
+        try:
+            other = self.adapter.region_runner(self.model, region, ())
+        except REFUSED:  # the block falls back when its turn comes (``_measure``)
+            return ()
+        known = {*runner.region.inputs, *runner.context, second.input}
+        return tuple(dict.fromkeys(t for t in (*other.region.inputs, *other.context) if t not in known))
+
     def capture(self) -> None:
         """The first block's inputs (and the shared values) for every calibration item."""
         first = self.blocks[0]
@@ -196,7 +210,7 @@ class BlockwiseCompression:
             self.stream.append(values.get(key) if key is not None else None)
             self.shared.append({t: v for t, v in values.items() if t != key})
 
-        self.adapter.region_inputs(self.model, runner, items, on_item)
+        self.adapter.region_inputs(self.model, runner, items, on_item, self._second_block_values(runner))
         if not self.stream:
             raise CalibrationError("the calibration dataset yielded no items; give at least one model input")
         self.report.calibration_items = len(self.stream)

@@ -67,9 +67,10 @@ class OpenVINOAdapter:
         )
 
     def region_inputs(self, model: ov.Model, runner, items: Iterable[Any],
-                      on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:
-        """The region's inputs and context (dynamic shapes it reads) for each item (a full run each)."""
-        self.collect(model, list(runner.region.inputs) + list(runner.context), items, on_item)
+                      on_item: Callable[[dict[TensorRef, np.ndarray]], None], extra: Sequence[TensorRef] = ()) -> None:
+        """The region's inputs and context (dynamic shapes it reads), and ``extra``, for each item (a full
+        run each)."""
+        self.collect(model, list(dict.fromkeys([*runner.region.inputs, *runner.context, *extra])), items, on_item)
 
     def apply(self, model: ov.Model, edits: Sequence[Edit]) -> ov.Model:
         """A new model with ``edits`` carried out on a clone of ``model``."""

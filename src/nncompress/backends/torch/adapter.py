@@ -176,8 +176,9 @@ class TorchAdapter:
         return ModuleRegionRunner(model, capture, calls, path, region, fetch, constants)
 
     def region_inputs(self, model: nn.Module, runner, items: Iterable[Any],
-                      on_item: Callable[[dict[TensorRef, np.ndarray]], None]) -> None:
-        """The runner's inputs and context per item, read where its module is called (the forward stops there)."""
+                      on_item: Callable[[dict[TensorRef, np.ndarray]], None], extra: Sequence[TensorRef] = ()) -> None:
+        """The runner's inputs and context per item, read where its module is called (the forward stops
+        there, so ``extra`` values are not read: the pipeline collects those it misses later)."""
         runner.inputs_of(items, on_item)
 
     def apply(self, model: nn.Module, edits: Sequence[Edit] | EditStream) -> nn.Module:

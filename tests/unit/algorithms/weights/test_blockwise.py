@@ -196,3 +196,37 @@ def test_onnx_and_openvino_run_the_same_pipeline(tmp_path):
         errors = sorted(d.error_after for d in report.details.values())
         reference = sorted(d.error_after for d in reports["torch"].details.values())
         np.testing.assert_allclose(errors, reference, rtol=0.1)  # the same algorithm on the same inputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_the_capture_reads_what_the_second_block_needs_in_the_same_runs(tmp_path, monkeypatch, backend):
+    pytest.importorskip("onnx")
+    pytest.importorskip("openvino")
+    from bench.llm import export_logits_onnx
+
+    path = tmp_path / "llama.onnx"
+    export_logits_onnx(_llama(), path)
+    if backend == "onnx":
+        import onnx
+
+        from nncompress.backends.onnx.adapter import OnnxAdapter as Adapter
+        model = onnx.load(path)
+    else:
+        import openvino as ov
+
+        from nncompress.backends.openvino.adapter import OpenVINOAdapter as Adapter
+        model = ov.Core().read_model(path)
+    runs = []
+    original = Adapter.collect
+
+    def counting(self, *args, **kwargs):
+        runs.append(args[1])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Adapter, "collect", counting)
+    items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(items), awq=True,
+                          scale_estimation=True)
+    assert any("block-wise: 2 blocks" in note for note in nncf.last_report().notes)
+    assert len(runs) == 1, runs  # one whole-model run: the capture, with the second block's own values

@@ -119,7 +119,7 @@ def test_a_later_block_that_cannot_run_uses_whole_model_statistics_from_it_on(mo
     assert "block 2 could not run on its own" in note and "test refusal of region" in note, note
     assert "blocks 2 to 3" in note and "whole-model run of the float model" in note and "GPTQ" not in note
     assert any("block-wise: 1 of 3 blocks run" in n for n in report.notes), report.notes
-    assert refused == ["model/layers/1/add/1"]
+    assert set(refused) == {"model/layers/1/add/1"}  # (the capture's look at block 2's values is refused too)
     assert held == [0]  # the cached block inputs were freed before the whole-model pass
     # one whole-model pass on the user's own model, for the data-aware layers of blocks 2 and 3 only
     assert len(calls) == 1 and calls[0][0] is model
