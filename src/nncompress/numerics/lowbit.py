@@ -255,21 +255,24 @@ def search_scale(
     return scale, zero_point
 
 
+def _grid_codes(grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None) -> np.ndarray:
+    """The nearest integer codes of ``grouped / scale`` (+ zero point), clipped to the range, as float32."""
+    lowest, highest = code_range(mode)
+    codes = np.divide(grouped, scale, dtype=np.float32)
+    if zero_point is not None:
+        codes += zero_point
+    np.rint(codes, out=codes)
+    return np.clip(codes, lowest, highest, out=codes)
+
+
 def quantize_codes(
     grouped: np.ndarray, mode: Mode, scale: np.ndarray, zero_point: np.ndarray | None = None
 ) -> np.ndarray:
     """Integer codes of ``grouped`` for given scale (and zero point): int8 or uint8 array."""
     mode = canonical_mode(mode)
-    lowest, highest = code_range(mode)
-    normalized = np.divide(grouped, scale, dtype=np.float32)
     if mode in CODEBOOK_MODES:
-        return _GRIDS[mode][1](normalized)
-    if zero_point is not None:
-        normalized += zero_point
-    np.rint(normalized, out=normalized)
-    np.maximum(normalized, lowest, out=normalized)
-    np.minimum(normalized, highest, out=normalized)
-    return normalized.astype(np.int8 if lowest < 0 else np.uint8)
+        return _GRIDS[mode][1](np.divide(grouped, scale, dtype=np.float32))
+    return _grid_codes(grouped, mode, scale, zero_point).astype(np.int8 if code_range(mode)[0] < 0 else np.uint8)
 
 
 def dequantize_codes(
@@ -303,12 +306,7 @@ def unscaled_values(
     mode = canonical_mode(mode)
     if mode in CODEBOOK_MODES:
         return code_values(quantize_codes(grouped, mode, scale), mode)
-    lowest, highest = code_range(mode)
-    values = np.divide(grouped, scale, dtype=np.float32)
-    if zero_point is not None:
-        values += zero_point
-    np.rint(values, out=values)
-    np.clip(values, lowest, highest, out=values)
+    values = _grid_codes(grouped, mode, scale, zero_point)
     if zero_point is not None:
         values -= zero_point.astype(np.float32, copy=False)
     return values
