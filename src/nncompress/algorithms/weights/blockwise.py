@@ -187,13 +187,11 @@ class BlockwiseCompression:
         value): read in the capture's runs where the backend can, instead of one more run of the model."""
         if len(self.blocks) < 2:
             return ()
-        second = self.blocks[1].block
-        region = region_between(self.graph, second.inputs, second.outputs, name=second.nodes[-1])
         try:
-            other = self.adapter.region_runner(self.model, region, ())
+            other = self._runner(self.blocks[1], ())  # before the capture: nothing to complete yet
         except REFUSED:  # the block falls back when its turn comes (``_measure``)
             return ()
-        known = {*runner.region.inputs, *runner.context, second.input}
+        known = {*runner.region.inputs, *runner.context, self.blocks[1].block.input}
         return tuple(dict.fromkeys(t for t in (*other.region.inputs, *other.context) if t not in known))
 
     def capture(self) -> None:
