@@ -58,3 +58,22 @@ def assert_same(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> 
     assert before.keys() == after.keys()
     for key in before:
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+def tiny_llama(layers: int = 2):
+    """A seeded random Llama (hidden 64, 4 heads, 2 key/value heads, vocabulary 96) in eval mode."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def token_items(count: int = 6) -> list[dict]:
+    """``count`` seeded items of 12 token ids for ``tiny_llama``."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    return [{"input_ids": torch.randint(0, 96, (1, 12), generator=generator)} for _ in range(count)]

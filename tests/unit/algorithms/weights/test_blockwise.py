@@ -12,26 +12,16 @@ from nncompress.algorithms.weights import blockwise
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.blockwise import TokenSample, relative_error
 
+from .helpers import tiny_llama, token_items
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 M = nncf.CompressWeightsMode
 
 
-def _llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def _data(count: int = 6):
-    generator = torch.Generator().manual_seed(1)
-    return [{"input_ids": torch.randint(0, 96, (1, 12), generator=generator)} for _ in range(count)]
-
-
 def _compress(model, **kwargs):
-    result = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(_data()), **kwargs)
+    result = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(token_items()), **kwargs)
     return result, nncf.last_report()
 
 
@@ -40,7 +30,7 @@ def _q_proj_inputs(model, layer: int) -> list[np.ndarray]:
     module = model.model.layers[layer].self_attn.q_proj
     handle = module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().numpy().copy()))
     with torch.no_grad():
-        for item in _data():
+        for item in token_items():
             model(**item)
     handle.remove()
     return seen
@@ -66,7 +56,7 @@ def _same(values: list[np.ndarray], reference: list[np.ndarray]) -> bool:
 
 
 def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeypatch):
-    model = _llama()
+    model = tiny_llama(2)
     updates = _statistics_updates(monkeypatch)
     # the embedding (INT8, before the first block) stays float: the first block's inputs are the float model's
     compressed, report = _compress(model, gptq=True, ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
@@ -81,7 +71,7 @@ def test_each_block_reads_the_outputs_of_the_compressed_blocks_before_it(monkeyp
 
 
 def test_without_gptq_each_block_reads_the_float_outputs_of_the_blocks_before_it(monkeypatch):
-    model = _llama()
+    model = tiny_llama(2)
     updates = _statistics_updates(monkeypatch)
     compressed, report = _compress(model, awq=True, scale_estimation=True,
                                    ignored_scope=nncf.IgnoredScope(patterns=[".*embed_tokens.*"]))
@@ -96,21 +86,21 @@ def test_without_gptq_each_block_reads_the_float_outputs_of_the_blocks_before_it
 
 
 def test_gptq_lowers_each_layers_output_error_and_the_model_error():
-    model = _llama()
+    model = tiny_llama(2)
     compressed, report = _compress(model, gptq=True)
     details = report.details
     assert len(details) == 14 and all(d.algorithms == ("GPTQ",) for d in details.values())
     assert all(d.error_after < d.error_before for d in details.values())
     assert "Per-layer output error" in str(report)
     rtn, _ = _compress(model)  # data-free: no details
-    item = _data()[0]["input_ids"]
+    item = token_items()[0]["input_ids"]
     with torch.no_grad():
         reference, ours, plain = model(item).logits, compressed(item).logits, rtn(item).logits
     assert float(((ours - reference) ** 2).mean()) < float(((plain - reference) ** 2).mean())
 
 
 def test_awq_scale_estimation_and_lora_run_block_wise():
-    model = _llama()
+    model = tiny_llama(2)
     compressed, report = _compress(model, awq=True, scale_estimation=True, lora_correction=True)
     algorithms = {d.algorithms for d in report.details.values()}
     assert ("AWQ", "scale estimation", "LoRA correction") in algorithms  # down_proj (merged into up_proj)
@@ -118,14 +108,14 @@ def test_awq_scale_estimation_and_lora_run_block_wise():
     better = [d.error_after < d.error_before for d in report.details.values()]
     assert sum(better) >= 0.75 * len(better), report.details_table()
     assert sum(d.error_after for d in report.details.values()) < sum(d.error_before for d in report.details.values())
-    item = _data()[0]["input_ids"]
+    item = token_items()[0]["input_ids"]
     with torch.no_grad():
         reference, ours = model(item).logits, compressed(item).logits
     assert float(((ours - reference) ** 2).mean() / (reference**2).mean()) < 0.01
 
 
 def test_data_aware_mixed_precision_ranks_like_whole_model_statistics(tmp_path):
-    model = _llama()
+    model = tiny_llama(2)
     kwargs = dict(ratio=0.6, sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_VARIANCE)
     _, blocks = _compress(model, **kwargs)
     params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))  # forces whole-model statistics
@@ -167,7 +157,7 @@ def test_relative_error_by_hand():
 
 
 def test_statistics_path_keeps_the_whole_model_path(tmp_path):
-    model = _llama()
+    model = tiny_llama(2)
     params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))
     _, report = _compress(model, gptq=True, advanced_parameters=params)
     assert not report.details
@@ -181,10 +171,10 @@ def test_onnx_and_openvino_run_the_same_pipeline(tmp_path):
     ov = pytest.importorskip("openvino")
     from bench.llm import export_logits_onnx
 
-    model = _llama()
+    model = tiny_llama(2)
     path = tmp_path / "llama.onnx"
     export_logits_onnx(model, path)
-    numpy_items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    numpy_items = [{"input_ids": item["input_ids"].numpy()} for item in token_items()]
     reports = {}
     for name, backend_model in (("onnx", onnx.load(path)), ("openvino", ov.Core().read_model(path))):
         nncf.compress_weights(backend_model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(numpy_items),
@@ -206,7 +196,7 @@ def test_the_capture_reads_what_the_second_block_needs_in_the_same_runs(tmp_path
     from bench.llm import export_logits_onnx
 
     path = tmp_path / "llama.onnx"
-    export_logits_onnx(_llama(), path)
+    export_logits_onnx(tiny_llama(2), path)
     if backend == "onnx":
         import onnx
 
@@ -225,7 +215,7 @@ def test_the_capture_reads_what_the_second_block_needs_in_the_same_runs(tmp_path
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Adapter, "collect", counting)
-    items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    items = [{"input_ids": item["input_ids"].numpy()} for item in token_items()]
     nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(items), awq=True,
                           scale_estimation=True)
     assert any("block-wise: 2 blocks" in note for note in nncf.last_report().notes)

@@ -10,23 +10,13 @@ import nncompress as nncf
 from nncompress.algorithms.weights import blockwise, data_aware
 from nncompress.errors import UnsupportedModelError
 
+from .helpers import tiny_llama, token_items
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 M = nncf.CompressWeightsMode
 AWQ_SE = dict(mode=M.INT4_ASYM, group_size=32, awq=True, scale_estimation=True)
-
-
-def _llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return transformers.LlamaForCausalLM(config).eval()
-
-
-def _data(count: int = 6):
-    generator = torch.Generator().manual_seed(1)
-    return [{"input_ids": torch.randint(0, 96, (1, 12), generator=generator)} for _ in range(count)]
 
 
 def _refuse(monkeypatch, adapter_class, layer: int, when=None):
@@ -92,12 +82,12 @@ def _streams_at_fall_back(monkeypatch) -> list[int]:
 
 def _whole_model(model, tmp_path, **kwargs):
     params = nncf.AdvancedCompressionParameters(statistics_path=str(tmp_path))  # forces whole-model statistics
-    return nncf.compress_weights(model, dataset=nncf.Dataset(_data()), advanced_parameters=params, **kwargs)
+    return nncf.compress_weights(model, dataset=nncf.Dataset(token_items()), advanced_parameters=params, **kwargs)
 
 
 def _logits(model, items=None):
     with torch.no_grad():
-        return np.concatenate([model(**item).logits.numpy() for item in items or _data()])
+        return np.concatenate([model(**item).logits.numpy() for item in items or token_items()])
 
 
 def _fallback_note(report) -> str:
@@ -107,12 +97,12 @@ def _fallback_note(report) -> str:
 
 
 def test_a_later_block_that_cannot_run_uses_whole_model_statistics_from_it_on(monkeypatch, tmp_path):
-    model = _llama()
+    model = tiny_llama(3)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     refused = _torch_refusing(monkeypatch, layer=1)
     calls = _collections(monkeypatch)
     held = _streams_at_fall_back(monkeypatch)
-    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(_data()), **AWQ_SE)
+    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(token_items()), **AWQ_SE)
     report = nncf.last_report()
 
     note = _fallback_note(report)
@@ -138,9 +128,9 @@ def test_a_later_block_that_cannot_run_uses_whole_model_statistics_from_it_on(mo
 
 
 def test_a_refused_first_block_uses_the_whole_model_path_as_before(monkeypatch, tmp_path):
-    model = _llama()
+    model = tiny_llama(3)
     _torch_refusing(monkeypatch, layer=0)
-    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(_data()), **AWQ_SE)
+    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(token_items()), **AWQ_SE)
     report = nncf.last_report()
     assert any(n.startswith("statistics from whole-model runs: the first block cannot run on its own "
                             "(test refusal of region") for n in report.notes), report.notes
@@ -155,10 +145,10 @@ def _relative_mse(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 def test_with_gptq_a_refused_block_falls_back_and_stays_close_to_the_float_model(monkeypatch):
-    model = _llama()
+    model = tiny_llama(3)
     refused = _torch_refusing(monkeypatch, layer=1)
     calls = _collections(monkeypatch)
-    compressed = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(_data()),
+    compressed = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(token_items()),
                                        gptq=True)
     report = nncf.last_report()
     note = _fallback_note(report)
@@ -175,10 +165,10 @@ def test_with_gptq_a_refused_block_falls_back_and_stays_close_to_the_float_model
 
 
 def test_with_gptq_a_block_that_cannot_run_compressed_hands_the_next_blocks_to_whole_model_statistics(monkeypatch):
-    model = _llama()
+    model = tiny_llama(3)
     refused = _torch_refusing(monkeypatch, layer=1, when=bool)  # block 2 runs float, not with compressed weights
     calls = _collections(monkeypatch)
-    compressed = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(_data()),
+    compressed = nncf.compress_weights(model, mode=M.INT4_SYM, group_size=32, dataset=nncf.Dataset(token_items()),
                                        gptq=True)
     report = nncf.last_report()
     note = _fallback_note(report)
@@ -194,12 +184,12 @@ def test_with_gptq_a_block_that_cannot_run_compressed_hands_the_next_blocks_to_w
 @pytest.mark.parametrize("gptq", [False, True])
 def test_data_aware_mixed_precision_with_a_refused_block_ranks_like_whole_model_statistics(monkeypatch, tmp_path,
                                                                                             gptq):
-    model = _llama()
+    model = tiny_llama(3)
     kwargs = dict(mode=M.INT4_SYM, group_size=32, ratio=0.6, gptq=gptq,
                   sensitivity_metric=nncf.SensitivityMetric.MEAN_ACTIVATION_VARIANCE)
     _torch_refusing(monkeypatch, layer=1)
     calls = _collections(monkeypatch)
-    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(_data()), **kwargs)
+    compressed = nncf.compress_weights(model, dataset=nncf.Dataset(token_items()), **kwargs)
     blocks = nncf.last_report()
     assert "block 2 could not run on its own" in _fallback_note(blocks)
     assert len(calls) == 1  # the ranking pass's statistics serve the compression pass too
@@ -216,11 +206,11 @@ def test_data_aware_mixed_precision_with_a_refused_block_ranks_like_whole_model_
 
 
 def test_a_one_shot_dataset_cannot_fall_back_and_says_why(monkeypatch):
-    model = _llama()
+    model = tiny_llama(3)
     _torch_refusing(monkeypatch, layer=1)
     expected = r"block 2 could not run on its own .*blocks 2 to 3 need statistics from a whole-model pass"
     with pytest.raises(nncf.OneShotDatasetError, match=expected):
-        nncf.compress_weights(model, dataset=nncf.Dataset(iter(_data())), **AWQ_SE)
+        nncf.compress_weights(model, dataset=nncf.Dataset(iter(token_items())), **AWQ_SE)
 
 
 def test_onnx_falls_back_to_the_whole_model_statistics(monkeypatch, tmp_path):
@@ -229,9 +219,9 @@ def test_onnx_falls_back_to_the_whole_model_statistics(monkeypatch, tmp_path):
     from nncompress.backends.onnx.adapter import OnnxAdapter
 
     path = tmp_path / "llama.onnx"
-    export_logits_onnx(_llama(), path)
+    export_logits_onnx(tiny_llama(3), path)
     model = onnx.load(path)
-    items = [{"input_ids": item["input_ids"].numpy()} for item in _data()]
+    items = [{"input_ids": item["input_ids"].numpy()} for item in token_items()]
     refused = _refuse(monkeypatch, OnnxAdapter, layer=1)
     calls = _collections(monkeypatch)
     compressed = nncf.compress_weights(model, dataset=nncf.Dataset(items), **AWQ_SE)
