@@ -43,6 +43,7 @@ from nncompress.numerics.lowbit import (
     quantize_codes,
     round_scale,
 )
+from nncompress.parallel import map_rows
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
 # range shrink factors tried per group by the in-sweep clipping search (1.0: round to nearest)
@@ -129,7 +130,10 @@ class GPTQFactors:
 class GroupQuantizer:
     """Per-group scale/zero point ``[out, G, 1]`` of one weight, and the quantization of one column."""
 
-    def __init__(self, layer: WeightLayer, out: int, channels: int, stats: ActivationStats | None, advanced):
+    def __init__(self, layer: WeightLayer, out: int, channels: int,
+                 activations: tuple[np.ndarray, np.ndarray] | None, advanced):
+        """``activations``: scale estimation's token means ``[n, in]`` and channel magnitudes ``[in]`` when it
+        runs too (None: round to nearest with a clipping search)."""
         self.mode = layer.config.mode
         self.integer = codebook(self.mode) is None
         self.lowest, self.highest = code_range(self.mode)
@@ -139,8 +143,7 @@ class GroupQuantizer:
         self.zero_point = np.zeros((out, groups, 1), np.uint8)
         self.has_zero_point = False
         self.params = advanced.scale_estimation_params
-        self.x = stats.mean_matrix(self.params.subset_size) if stats is not None else None
-        self.stat = stats.channel_max() if stats is not None else None
+        self.x, self.stat = activations if activations is not None else (None, None)
         self._columns: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # contiguous per-group vectors
         self._buffer = np.empty(out, np.float32)
 
@@ -209,15 +212,27 @@ def run(
     factors: GPTQFactors | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(dequantized weight ``[out, in]``, scale ``[out, G, 1]``, zero point or None); ``se_stats``: scale
-    estimation's statistics when it runs too; ``factors`` shares Hessian factorizations between layers."""
+    estimation's statistics when it runs too; ``factors`` shares Hessian factorizations between layers.
+    Output rows are independent given the factorization: ranges of them run on every core."""
     params = advanced.gptq_params
-    quantizer = GroupQuantizer(layer, *w_oi.shape, se_stats, advanced)
-    contiguous = quantizer.size if params.act_order and not params.static_groups else None
+    activations = None
+    if se_stats is not None:
+        activations = se_stats.mean_matrix(advanced.scale_estimation_params.subset_size), se_stats.channel_max()
+    contiguous = layer.config.channels_per_group(w_oi.shape[1]) if params.act_order and not params.static_groups \
+        else None
     factor = (factors or GPTQFactors())(stats, params.damp_percent, params.act_order, contiguous)
-    weight, scale, zero_point = sweep(w_oi, factor, quantizer, params.block_size, params.static_groups)
-    if params.static_groups:
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        quantizer = GroupQuantizer(layer, stop - start, w_oi.shape[1], activations, advanced)
+        weight, scale, zero_point = sweep(w_oi[start:stop], factor, quantizer, params.block_size, params.static_groups)
+        if not params.static_groups:
+            weight, scale = refit_scales(w_oi[start:stop], weight, quantizer, factor.hessian), quantizer.scale
         return weight, scale, zero_point
-    return refit_scales(w_oi, weight, quantizer, factor.hessian), quantizer.scale, zero_point
+
+    parts = map_rows(rows, len(w_oi), len(w_oi))  # one range per thread
+    weight, scale = (np.concatenate([part[k] for part in parts]) for k in (0, 1))
+    zero_point = None if parts[0][2] is None else np.concatenate([part[2] for part in parts])
+    return weight, scale, zero_point
 
 
 def sweep(

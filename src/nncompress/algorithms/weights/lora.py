@@ -17,6 +17,7 @@ from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.edits import AddLowRankCorrection
 from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.parallel import single_threaded_blas
 from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.weight_parameters import AdvancedCompressionParameters
 
@@ -88,10 +89,11 @@ def correction(
     residual = layer.to_oi(residual).T  # [in, out]
     group = layer.config.channels_per_group(residual.shape[0])
     rank = max(1, min(params.adapter_rank, *residual.shape))
-    u, v = low_rank_factors(
-        residual, stats.mean_matrix(params.subset_size), stats.channel_max(), group, rank,
-        params.num_iterations, params.apply_regularization,
-    )
+    with single_threaded_blas():  # products of rank and item-count width
+        u, v = low_rank_factors(
+            residual, stats.mean_matrix(params.subset_size), stats.channel_max(), group, rank,
+            params.num_iterations, params.apply_regularization,
+        )
     a, b = np.ascontiguousarray(u.T), np.ascontiguousarray(v.T)  # [r, in], [out, r]
     if params.use_int8_adapters:
         a, b = (encode(m, Mode.INT8_ASYM, 1, -1, 0) for m in (a, b))

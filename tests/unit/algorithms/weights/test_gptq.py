@@ -196,6 +196,7 @@ def test_scale_estimation_in_the_sweep_reads_the_original_columns():
     for _ in range(20):
         stats.update((rng.standard_normal((1, 4, 16)) * rng.uniform(0.1, 5.0, 16)).astype(np.float32))
     layer = _layer(*weight.shape, group=8)
+    stats = stats.mean_matrix(10**6), stats.channel_max()
     plain = gptq.GroupQuantizer(layer, 6, 16, stats, nncf.AdvancedCompressionParameters())
     plain.fit(weight, np.arange(16))
     permuted = gptq.GroupQuantizer(layer, 6, 16, stats, nncf.AdvancedCompressionParameters())
@@ -282,6 +283,27 @@ def test_gptq_beats_round_to_nearest_on_output_error(mode):
     assert ratios[True, False] < 0.95 * ratios[False, False]  # act-order helps on correlated inputs
     if mode is M.INT3_SYM:  # static groups clip the updated columns at 3 bits: in-sweep groups do better
         assert ratios[True, False] < 0.98 * ratios[True, True]
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_row_ranges_on_several_threads_equal_one_thread(monkeypatch, act_order):
+    # output rows are independent given the factorization: splitting them over threads changes no bit
+    weight, hessian = _correlated(9, out=37, channels=32)
+    rng = np.random.default_rng(9)
+    stats = ActivationStats(StatsNeeds(means=True, hessian=True), 10**6)
+    for _ in range(12):
+        stats.update((rng.standard_normal((1, 8, 32)) * rng.uniform(0.1, 5.0, 32)).astype(np.float32))
+    layer = _layer(*weight.shape, M.INT4_ASYM, group=8)
+    advanced = _advanced(act_order=act_order)
+    results = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("NNCOMPRESS_THREADS", threads)
+        results[threads] = [gptq.run(weight, stats, layer, advanced, se_stats)
+                            for se_stats in (None, stats)]
+    for serial, split in zip(results["1"], results["3"]):
+        for a, b in zip(serial, split):
+            np.testing.assert_array_equal(a, b)
+    assert results["1"][0][2].shape == (37, 4, 1)  # zero points of every row, in order
 
 
 def test_dead_inputs_get_zero_columns():
