@@ -102,12 +102,13 @@ class OnnxAdapter:
         items: Iterable[Any],
         on_item: Callable[[dict[TensorRef, np.ndarray]], None],
     ) -> None:
-        """Run ``model`` on each item with one session and pass the values of ``tensors`` to ``on_item``."""
+        """Run the part of ``model`` computing ``tensors`` on each item (one session) and pass their values
+        to ``on_item``."""
         model = as_model(model)
         index = self._index(model)
         names = [self._tensor_name(index, t) for t in tensors]
         unique = list(dict.fromkeys(names))
-        session = create_session(model, unique)
+        session = create_session(model, unique, only=True) if unique else None  # nothing to compute: no model
         specs = input_specs(model)
         for item in items:
             feeds = make_feeds(specs, item)
@@ -131,8 +132,8 @@ class OnnxAdapter:
 
     def region_inputs(self, model: Any, runner, items: Iterable[Any],
                       on_item: Callable[[dict[TensorRef, np.ndarray]], None], extra: Sequence[TensorRef] = ()) -> None:
-        """The region's inputs and context (dynamic shapes it reads), and ``extra``, for each item (a full
-        run each)."""
+        """The region's inputs and context (dynamic shapes it reads), and ``extra``, for each item (a run of
+        the part of the model computing them)."""
         self.collect(model, list(dict.fromkeys([*runner.region.inputs, *runner.context, *extra])), items, on_item)
 
     def apply(self, model: Any, edits: Sequence[Edit]) -> onnx.ModelProto:

@@ -139,8 +139,12 @@ FED_WEIGHT_MIN_BYTES = 1 << 20  # initializers at least this large are fed as in
 FED_MODEL_MIN_BYTES = 64 << 20  # models with more initializer data than this get a WeightFedSession
 
 
-def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = (), feed_weights: bool | None = None):
-    """A CPU session of ``model`` that also returns ``extra_outputs``.
+def create_session(
+    model: onnx.ModelProto, extra_outputs: Sequence[str] = (), feed_weights: bool | None = None, only: bool = False
+):
+    """A CPU session of ``model`` that also returns ``extra_outputs``; ``only``: that computes ``extra_outputs``
+    alone (the nodes they depend on, the model's own outputs dropped: onnxruntime runs every node of its
+    graph on each run, whatever outputs are asked for).
 
     Large models (``feed_weights`` None: more than 64 MB of initializers) get a :class:`WeightFedSession`:
     a serialized model plus onnxruntime's own copy plus its transient parse buffer would hold the weights
@@ -151,7 +155,10 @@ def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = (), fe
     if feed_weights is None:
         feed_weights = sum(len(t.raw_data) for t in model.graph.initializer) > FED_MODEL_MIN_BYTES
     if feed_weights:
-        return WeightFedSession(model, extra_outputs)
+        return WeightFedSession(model, extra_outputs, only)
+    if only:
+        lean = _lean_model(model, _skeleton(model.graph, extra_outputs, True, set()))
+        return _session(lean.SerializeToString(), True)
     names = [n.name for n in model.graph.node if n.name]
     if len(set(names)) != len(names):  # onnxruntime rejects repeated node names
         model = _with_unique_names(model)
@@ -163,6 +170,68 @@ def create_session(model: onnx.ModelProto, extra_outputs: Sequence[str] = (), fe
     finally:
         del outputs[count:]
     return _session(data, bool(extra_outputs))
+
+
+def needed_nodes(graph: onnx.GraphProto, outputs: Sequence[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes that ``outputs`` depend on (graph order) and every tensor name those nodes read or give."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    keep: set[int] = set()
+    names: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in names:
+            continue
+        names.add(name)
+        index = producer.get(name)
+        if index is not None and index not in keep:
+            keep.add(index)
+            stack.extend(_names_read(graph.node[index]))
+    return [node for i, node in enumerate(graph.node) if i in keep], names
+
+
+def _names_read(node: onnx.NodeProto) -> list[str]:
+    """The tensors ``node`` reads, those its subgraphs (If, Loop, Scan) read from the outer scope included."""
+    names = [name for name in node.input if name]
+    for attribute in node.attribute:
+        for sub in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
+            names += [name for inner in sub.node for name in _names_read(inner)]
+    return names
+
+
+def _skeleton(graph: onnx.GraphProto, extra_outputs: Sequence[str], only: bool, fed: set[str]) -> onnx.GraphProto:
+    """``graph`` with ``extra_outputs`` added (``only``: as its only outputs, the unneeded nodes dropped),
+    without the initializers named in ``fed`` (graph inputs then), node names made unique."""
+    if only:
+        nodes, needed = needed_nodes(graph, extra_outputs)
+        keep, outputs = needed.__contains__, []
+    else:
+        nodes, keep, outputs = list(graph.node), (lambda name: True), list(graph.output)
+    initializers = {t.name for t in graph.initializer}
+    skeleton = onnx.helper.make_graph(
+        nodes, graph.name, [i for i in graph.input if i.name not in initializers or keep(i.name)], outputs,
+        [t for t in graph.initializer if t.name not in fed and keep(t.name)],
+        value_info=[v for v in graph.value_info if keep(v.name)],
+    )
+    skeleton.sparse_initializer.extend(t for t in graph.sparse_initializer if keep(t.values.name))
+    declared = {i.name for i in skeleton.input}
+    for tensor in graph.initializer:
+        if tensor.name in fed and tensor.name not in declared and keep(tensor.name):
+            skeleton.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    inputs = [i.name for i in skeleton.input if i.name not in fed]
+    for node, name in zip(skeleton.node, resolve_node_names(list(skeleton.node), inputs)):
+        node.name = name
+    _add_outputs(skeleton, extra_outputs)
+    return skeleton
+
+
+def _lean_model(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    lean = onnx.ModelProto()
+    lean.ir_version, lean.producer_name = model.ir_version, model.producer_name
+    lean.opset_import.extend(model.opset_import)
+    lean.functions.extend(model.functions)
+    lean.graph.CopyFrom(graph)
+    return lean
 
 
 def _session(data: bytes, extra_outputs: bool, arena: bool = True) -> ort.InferenceSession:
@@ -203,33 +272,16 @@ class WeightFedSession:
     array, and onnxruntime reads the arrays in place. Runs as ``InferenceSession.run``.
     """
 
-    def __init__(self, model: onnx.ModelProto, extra_outputs: Sequence[str] = ()):
+    def __init__(self, model: onnx.ModelProto, extra_outputs: Sequence[str] = (), only: bool = False):
         from onnx import numpy_helper
 
-        graph = model.graph
-        fed = [t for t in graph.initializer if len(t.raw_data) >= FED_WEIGHT_MIN_BYTES]
-        fed_names = {t.name for t in fed}
-        declared = {i.name for i in graph.input}
-        skeleton = onnx.helper.make_graph(
-            list(graph.node), graph.name, list(graph.input), list(graph.output),
-            [t for t in graph.initializer if t.name not in fed_names], value_info=list(graph.value_info),
-        )
-        skeleton.sparse_initializer.extend(graph.sparse_initializer)
-        for tensor in fed:
-            if tensor.name not in declared:
-                skeleton.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-        inputs = [i.name for i in skeleton.input if i.name not in fed_names]
-        for node, name in zip(skeleton.node, resolve_node_names(list(skeleton.node), inputs)):
-            node.name = name
-        _add_outputs(skeleton, extra_outputs)
-        lean = onnx.ModelProto()
-        lean.ir_version, lean.producer_name = model.ir_version, model.producer_name
-        lean.opset_import.extend(model.opset_import)
-        lean.functions.extend(model.functions)
-        lean.graph.CopyFrom(skeleton)
-        self.weights = {t.name: numpy_helper.to_array(t) for t in fed}
+        large = {t.name for t in model.graph.initializer if len(t.raw_data) >= FED_WEIGHT_MIN_BYTES}
+        skeleton = _skeleton(model.graph, extra_outputs, only, large)
+        declared = {i.name for i in skeleton.input}  # with ``only``: the large weights the kept nodes read
+        self.weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+                        if t.name in large and t.name in declared}
         # activations are freed after each run, not pooled
-        self._session = _session(lean.SerializeToString(), bool(extra_outputs), arena=False)
+        self._session = _session(_lean_model(model, skeleton).SerializeToString(), bool(extra_outputs), arena=False)
 
     def run(self, output_names, feeds: Mapping[str, Any]) -> list:
         return self._session.run(output_names, {**feeds, **self.weights})

@@ -54,7 +54,8 @@ class OpenVINOAdapter:
         items: Iterable[Any],
         on_item: Callable[[dict[TensorRef, np.ndarray]], None],
     ) -> None:
-        """Run ``model`` (compiled once, float32) on each item; pass ``tensors``' values on."""
+        """Run the part of ``model`` computing ``tensors`` (compiled once, float32) on each item; pass their
+        values on."""
         runner.collect(model, tensors, items, on_item)
 
     def region_runner(
@@ -68,8 +69,8 @@ class OpenVINOAdapter:
 
     def region_inputs(self, model: ov.Model, runner, items: Iterable[Any],
                       on_item: Callable[[dict[TensorRef, np.ndarray]], None], extra: Sequence[TensorRef] = ()) -> None:
-        """The region's inputs and context (dynamic shapes it reads), and ``extra``, for each item (a full
-        run each)."""
+        """The region's inputs and context (dynamic shapes it reads), and ``extra``, for each item (a run of
+        the part of the model computing them)."""
         self.collect(model, list(dict.fromkeys([*runner.region.inputs, *runner.context, *extra])), items, on_item)
 
     def apply(self, model: ov.Model, edits: Sequence[Edit]) -> ov.Model:

@@ -99,17 +99,20 @@ def collect(
     items: Iterable[Any],
     on_item: Callable[[dict[TensorRef, np.ndarray]], None],
 ) -> None:
-    """Run a clone of ``model`` with ``tensors`` as extra outputs on every item (compiled once)."""
+    """Run the part of ``model`` computing ``tensors`` on every item: an ov.Model of a clone's nodes with
+    those tensors as its only outputs (what they do not depend on is not compiled), compiled once."""
     clone = model.clone()
     index = NameIndex(clone)
     wanted = {ref: _requested_output(index, ref) for ref in dict.fromkeys(tensors)}
-    existing = {r.input_value(0): i for i, r in enumerate(clone.get_results())}
-    missing = [out for out in dict.fromkeys(wanted.values()) if out not in existing]
-    if missing:
-        clone.add_outputs(missing)
-        existing = {r.input_value(0): i for i, r in enumerate(clone.get_results())}
-    positions = {ref: existing[out] for ref, out in wanted.items()}
-    request = compile_model(clone).create_infer_request()
+    outputs = list(dict.fromkeys(wanted.values()))
+    if not outputs:  # nothing to compute: the items are still checked
+        for item in items:
+            prepare_inputs(clone, item)
+            on_item({})
+        return
+    part = ov.Model(outputs, clone.get_parameters(), f"{clone.get_friendly_name()} (statistics)")
+    positions = {ref: outputs.index(out) for ref, out in wanted.items()}
+    request = compile_model(part).create_infer_request()
     for item in items:
         request.infer(prepare_inputs(clone, item))
         on_item({ref: request.get_output_tensor(i).data.copy() for ref, i in positions.items()})

@@ -269,6 +269,32 @@ def test_collect_matches_model_outputs(adapter, residual):
     assert seen[0][TensorRef(relu.name, 0)].min() >= 0
 
 
+def test_collect_compiles_only_what_the_tensors_need(adapter, residual, monkeypatch):
+    from nncompress.backends.openvino import runner
+
+    module, model, (x,) = residual
+    graph = adapter.build_graph(model)
+    relu = by_kind(graph, OpKind.RELU)[0]
+    compiled = []
+    real = runner.compile_model
+    monkeypatch.setattr(runner, "compile_model", lambda m: compiled.append(m) or real(m))
+    seen = []
+    adapter.collect(model, [TensorRef(relu.name, 0)], [x.numpy()], seen.append)
+    names = {op.get_friendly_name() for op in compiled[0].get_ops()}
+    downstream, stack = set(), [TensorRef(relu.name, 0)]
+    while stack:  # every node computed from the Relu's output
+        for consumer in graph.consumers(stack.pop()):
+            if consumer.node not in downstream and graph.node(consumer.node).kind is not OpKind.OUTPUT:
+                downstream.add(consumer.node)
+                stack.append(TensorRef(consumer.node, 0))
+    assert relu.name in names and len(downstream) >= 3 and not names & downstream  # the tail is not compiled
+    assert len(compiled[0].outputs) == 1 and len(model.outputs) == 1  # the user's model keeps its outputs
+    everything = []
+    adapter.collect(model, [TensorRef(relu.name, 0), TensorRef(graph.outputs()[0].name, 0)], [x.numpy()],
+                    everything.append)
+    np.testing.assert_array_equal(seen[0][TensorRef(relu.name, 0)], everything[0][TensorRef(relu.name, 0)])
+
+
 def test_bad_inputs_raise_calibration_error(adapter, mlp):
     _, model, (x,) = mlp
     adapter.check_inputs(model, x)
