@@ -32,7 +32,7 @@ from nncompress.graph.edits import (  # noqa: E402
 )
 from nncompress.graph.ir import InputRef  # noqa: E402
 from nncompress.graph.ops import OpKind  # noqa: E402
-from nncompress.numerics.lowbit import encode  # noqa: E402
+from nncompress.numerics.encoding import encode  # noqa: E402
 from nncompress.parameters import CompressWeightsMode  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "torch")

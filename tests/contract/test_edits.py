@@ -19,7 +19,7 @@ from nncompress.graph.edits import (
     SetConstant,
 )
 from nncompress.graph.ir import InputRef
-from nncompress.numerics.lowbit import encode
+from nncompress.numerics.encoding import encode
 from nncompress.parameters import CompressWeightsMode as M
 from tests.contract.backends import MLP_INPUT, items, run, tiny
 

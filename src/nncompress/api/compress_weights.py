@@ -18,13 +18,8 @@ from nncompress.dataset import Dataset
 from nncompress.errors import ParameterNotSupportedError, UnsupportedBackendError, ValidationError
 from nncompress.foreign import adopt
 from nncompress.log import logger
-from nncompress.numerics.lowbit import (
-    FIXED_GROUP_SIZES,
-    MAX_CODEBOOK_SIZE,
-    canonical_mode,
-    check_codebook,
-    is_int8_mode,
-)
+from nncompress.numerics.encoding import check_codebook
+from nncompress.numerics.lowbit import FIXED_GROUP_SIZES, MAX_CODEBOOK_SIZE, canonical_mode, is_int8_mode
 from nncompress.parameters import BackupMode, CompressWeightsMode, SensitivityMetric, coerce_enum
 from nncompress.report import set_last_report
 from nncompress.scopes import IgnoredScope

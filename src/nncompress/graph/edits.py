@@ -18,7 +18,7 @@ from nncompress.errors import ValidationError
 from nncompress.graph.ir import InputRef, TensorRef
 
 if TYPE_CHECKING:
-    from nncompress.numerics.lowbit import CompressedWeight
+    from nncompress.numerics.encoding import CompressedWeight
 
 
 class Stage(IntEnum):
@@ -165,7 +165,7 @@ Edit = QuantizeActivation | QuantizeWeight | SetConstant | InsertMultiply | Mask
 class CompressWeight:
     """Store the constant weight on input ``port`` of ``node`` in the low-bit form ``weight``.
 
-    ``weight`` (a ``numerics.lowbit.CompressedWeight``) carries the codes, scales, zero points, mode,
+    ``weight`` (a ``numerics.encoding.CompressedWeight``) carries the codes, scales, zero points, mode,
     group size and original shape; the backend stores them as they are and inserts the
     decompression that reproduces ``weight.decompress()``.
     """

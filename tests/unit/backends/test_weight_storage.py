@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nncompress.graph.edits import CompressWeight
-from nncompress.numerics.lowbit import encode, mode_bits
+from nncompress.numerics.encoding import encode
+from nncompress.numerics.lowbit import mode_bits
 from nncompress.parameters import CompressWeightsMode as M
 from tests.weights.models import inputs, onnx_model, openvino_model
 

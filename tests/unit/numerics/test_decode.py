@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nncompress.numerics.decode import decode, nibble_values
+from nncompress.numerics.encoding import encode
 from nncompress.numerics.grids import NF4_LEVELS
-from nncompress.numerics.lowbit import encode
 from nncompress.parameters import CompressWeightsMode as Mode
 
 torch = pytest.importorskip("torch")

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from nncompress.numerics.encoding import encode
 from nncompress.numerics.grids import nearest_e4m3
 from nncompress.numerics.lowbit import (
     NF4_LEVELS,
     NonFiniteWeightError,
     code_range,
     codebook,
-    encode,
     grouped_shape,
     pack_4bit,
     reduction_axes,
@@ -291,7 +291,7 @@ def test_unscaled_values_by_hand():
 @pytest.mark.parametrize("mode", [M.INT4_SYM, M.INT4_ASYM, M.INT8_ASYM, M.INT8_SYM, M.INT2_SYM, M.NF4, M.MXFP4])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_round_to_nearest_equals_the_decompressed_encoding(mode, axis):
-    from nncompress.numerics.lowbit import round_to_nearest
+    from nncompress.numerics.encoding import round_to_nearest
 
     weight = np.random.default_rng(4).standard_normal((64, 96)).astype(np.float32)
     group_size = -1 if mode in (M.INT8_ASYM, M.INT8_SYM) else 32

@@ -40,6 +40,13 @@ from nncompress.algorithms.weights import data_aware
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.algorithms.weights.awq import AWQPlan, plan_awq
 from nncompress.algorithms.weights.awq import summary as awq_summary
+from nncompress.algorithms.weights.blockwise_layers import (
+    SAMPLE_ROWS,
+    TokenSample,
+    algorithms,
+    effective_weight,
+    output_errors,
+)
 from nncompress.algorithms.weights.config import WeightCompressionOptions
 from nncompress.algorithms.weights.gptq import GPTQFactors
 from nncompress.algorithms.weights.job import LayerJob
@@ -49,51 +56,16 @@ from nncompress.algorithms.weights.report import WeightCompressionReport
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.errors import CalibrationError, UnsupportedModelError
 from nncompress.graph.blocks import Block, find_blocks
-from nncompress.graph.edits import AddLowRankCorrection, SetConstant
 from nncompress.graph.ir import Graph, TensorRef
 from nncompress.graph.ops import OpKind
 from nncompress.graph.regions import region_between
 from nncompress.log import logger
 from nncompress.memory import release_free_memory
-from nncompress.numerics.lowbit import CompressedWeight, round_to_nearest
 from nncompress.progress import ProgressSteps
 from nncompress.statistics import batches
 from nncompress.statistics.runner import NonFiniteTally, _check_some_finite, calibration_items, require_several_passes
 
-SAMPLE_ROWS = 64  # token rows per Linear input kept for the report's output errors (a diagnostic: kept cheap)
 REFUSED = (UnsupportedModelError, NotImplementedError)  # a backend that cannot run a block (or run it so)
-
-
-class TokenSample:
-    """Up to ``rows`` token vectors of one activation, spread over the calibration items."""
-
-    def __init__(self, rows: int, items: int):
-        self.per_item = max(1, -(-rows // max(items, 1)))
-        self.rows = rows
-        self.parts: list[np.ndarray] = []
-        self.count = 0
-
-    def update(self, value: np.ndarray) -> None:
-        if self.count >= self.rows:
-            return
-        flat = np.asarray(value, np.float32).reshape(-1, np.shape(value)[-1])
-        rows = flat[:: max(1, len(flat) // self.per_item)]  # spread over the item; then whole finite rows only
-        part = rows[np.isfinite(rows).all(axis=1)][: min(self.per_item, self.rows - self.count)]  # a copy
-        self.parts.append(part)
-        self.count += len(part)
-
-    def matrix(self) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
-
-
-def relative_error(
-    x: np.ndarray, w_oi: np.ndarray, approx_oi: np.ndarray, reference: np.ndarray | None = None
-) -> float:
-    """``|x (W - W^)^T|^2 / |x W^T|^2`` (relative output MSE on the sampled inputs); ``reference``: ``x W^T``
-    when the caller has it."""
-    reference = x @ w_oi.T if reference is None else reference
-    diff = reference - x @ approx_oi.T  # no weight-sized difference matrix
-    return float(np.sum(diff * diff) / max(float(np.sum(reference * reference)), 1e-30))
 
 
 @dataclass
@@ -383,72 +355,10 @@ class BlockwiseCompression:
 
     def _errors(self, job: LayerJob, original: np.ndarray, x: np.ndarray, awq: AWQPlan) -> None:
         """The report's output errors of one layer: round to nearest vs what the pipeline produced."""
-        layer = job.layer
-        if job.compressed is None or not len(x):
-            return
-        w_oi = np.asarray(layer.to_oi(original), dtype=np.float32)  # a float32 weight is not copied
-        config = layer.config
-        rtn = round_to_nearest(original, config.mode, layer.weight.in_axis, config.group_size, layer.weight.out_axis)
-        reference = x @ w_oi.T
-        before = relative_error(x, w_oi, layer.to_oi(rtn), reference)
-        del rtn
-        final = _in_original_space(job, awq, _add_lora(layer.to_oi(job.compressed.decompress()), job))
-        self.report.add_layer_detail(layer.node, _algorithms(job, self.options), config.describe(), before,
-                                     relative_error(x, w_oi, final, reference))
-
-
-def _algorithms(job: LayerJob, options: WeightCompressionOptions) -> tuple[str, ...]:
-    used = []
-    if job.input_scale is not None or job.output_scale is not None:
-        used.append("AWQ")
-    if data_aware.uses_data(job, options):
-        used += [n for on, n in ((options.scale_estimation, "scale estimation"), (options.gptq, "GPTQ"),
-                                 (options.lora_correction, "LoRA correction")) if on]
-    return tuple(used) or ("round to nearest",)
-
-
-def _decompressed(value) -> np.ndarray:
-    return value.decompress() if isinstance(value, CompressedWeight) else np.asarray(value, np.float32)
-
-
-def _add_lora(w_oi: np.ndarray, job: LayerJob) -> np.ndarray:
-    """``w_oi`` (a fresh array, changed in place) plus the LoRA correction of ``job`` as ``[out, in]``."""
-    for edit in job.edits:
-        if isinstance(edit, AddLowRankCorrection):
-            w_oi += _decompressed(edit.b) @ _decompressed(edit.a)
-    return w_oi
-
-
-def _multiplied(awq: AWQPlan) -> set[str]:
-    return {ref.node for multiply in awq.multiplies for ref in multiply.consumers}
-
-
-def _in_original_space(job: LayerJob, awq: AWQPlan, w_oi: np.ndarray) -> np.ndarray:
-    """``w_oi`` (AWQ's scales multiplied in: input channels by ``s``, acting on ``x / s``; output channels
-    by a merged ``1 / s``) as a weight on the unscaled ``x`` with the original outputs (a fresh array,
-    divided in place)."""
-    if job.input_scale is not None:
-        w_oi /= job.input_scale.reshape(1, -1)
-    if job.output_scale is not None:
-        w_oi /= np.asarray(job.output_scale).reshape(-1, 1)
-    return w_oi
-
-
-def effective_weight(job: LayerJob, awq: AWQPlan, original, read) -> np.ndarray | None:
-    """The float weight the runner uses for a compressed layer (layer layout): decompressed, LoRA added,
-    and divided by AWQ's input scale where AWQ inserts a multiply (the runner has no multiply); a
-    merged ``1 / s`` stays in the preceding Linear. None: the layer keeps its float weight."""
-    layer = job.layer
-    if job.compressed is None:
-        scaled = [e.value for e in job.edits if isinstance(e, SetConstant)]
-        if not scaled:
-            return None
-        w_oi, fresh = layer.to_oi(scaled[0]), False
-    else:
-        w_oi, fresh = _add_lora(layer.to_oi(job.compressed.decompress()), job), True
-    if job.input_scale is not None and layer.node in _multiplied(awq):
-        w_oi = np.divide(w_oi, job.input_scale.reshape(1, -1), out=w_oi if fresh else None)
-    return np.ascontiguousarray(layer.from_oi(w_oi), dtype=np.float32)
+        if job.compressed is not None and len(x):
+            before, after = output_errors(job, original, x, awq)
+            self.report.add_layer_detail(job.layer.node, algorithms(job, self.options), job.layer.config.describe(),
+                                         before, after)
 
 
 def prepare(adapter, model, graph: Graph, layers: list[WeightLayer], options: WeightCompressionOptions,

@@ -17,8 +17,9 @@ from nncompress.algorithms.weights.job import LayerJob
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.errors import CalibrationError
 from nncompress.graph.ir import TensorRef
+from nncompress.numerics.encoding import CompressedWeight, encode
 from nncompress.numerics.grids import fit_codebook
-from nncompress.numerics.lowbit import CompressedWeight, encode, group, reduction_axes
+from nncompress.numerics.lowbit import group, reduction_axes
 from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.statistics.runner import StatisticsPlan, report_nonfinite, run_statistics, tensor_label
 

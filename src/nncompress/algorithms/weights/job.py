@@ -16,7 +16,7 @@ import numpy as np
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.config import LayerConfig
 from nncompress.algorithms.weights.selection import WeightLayer
-from nncompress.numerics.lowbit import CompressedWeight
+from nncompress.numerics.encoding import CompressedWeight
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ import scipy.linalg
 from nncompress.algorithms.weights.activations import ActivationStats
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.edits import AddLowRankCorrection
-from nncompress.numerics.lowbit import CompressedWeight, encode
+from nncompress.numerics.encoding import CompressedWeight, encode
 from nncompress.parallel import single_threaded_blas
 from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.weight_parameters import AdvancedCompressionParameters

@@ -28,7 +28,8 @@ from nncompress.algorithms.weights.report import WeightCompressionReport
 from nncompress.algorithms.weights.selection import WeightLayer, select_layers
 from nncompress.graph.edits import CompressWeight, EditStream, SetConstant
 from nncompress.graph.ops import OpKind
-from nncompress.numerics.lowbit import CompressedWeight, NonFiniteWeightError, canonical_mode
+from nncompress.numerics.encoding import CompressedWeight
+from nncompress.numerics.lowbit import NonFiniteWeightError, canonical_mode
 from nncompress.parameters import CompressWeightsMode as Mode
 from nncompress.progress import progress_iter
 

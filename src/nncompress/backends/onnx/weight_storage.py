@@ -39,8 +39,9 @@ from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight, EditStream
 from nncompress.numerics.chunked import chunk_bounds, run_chunks, transpose_2d
 from nncompress.numerics.decode import narrow_tables
+from nncompress.numerics.encoding import CompressedWeight
 from nncompress.numerics.grids import E4M3_LEVELS, nearest_e4m3
-from nncompress.numerics.lowbit import NARROW_BITS, CompressedWeight, pack_4bit
+from nncompress.numerics.lowbit import NARROW_BITS, pack_4bit
 from nncompress.numerics.packing import pack_2bit
 from nncompress.parameters import CompressWeightsMode as Mode
 

@@ -21,8 +21,9 @@ import openvino.opset13 as ops
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
 from nncompress.graph.ir import InputRef, TensorRef
+from nncompress.numerics.encoding import CompressedWeight
 from nncompress.numerics.grids import nearest_e4m3
-from nncompress.numerics.lowbit import MX_MODES, NARROW_BITS, CompressedWeight, pack_4bit
+from nncompress.numerics.lowbit import MX_MODES, NARROW_BITS, pack_4bit
 from nncompress.parameters import CompressWeightsMode as Mode
 
 ELEMENT_TYPES = {

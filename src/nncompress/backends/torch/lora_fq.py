@@ -34,7 +34,8 @@ from torch import nn
 
 from nncompress.errors import ValidationError
 from nncompress.log import logger
-from nncompress.numerics.lowbit import CompressedWeight, code_range, mode_bits, pack_4bit
+from nncompress.numerics.encoding import CompressedWeight
+from nncompress.numerics.lowbit import code_range, mode_bits, pack_4bit
 from nncompress.numerics.xp import round_ste
 from nncompress.parameters import CompressWeightsMode as Mode
 

@@ -37,8 +37,8 @@ from torch import nn
 from nncompress.errors import ValidationError
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight
 from nncompress.numerics.decode import decode
+from nncompress.numerics.encoding import CompressedWeight
 from nncompress.numerics.grids import nearest_e4m3
-from nncompress.numerics.lowbit import CompressedWeight
 
 from .capture import Capture
 from .fake_quantize import is_tracing

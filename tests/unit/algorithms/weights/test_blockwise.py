@@ -1,6 +1,6 @@
 """The block-wise pipeline on a tiny Llama (PyTorch): with GPTQ the inputs of each block come from the
 compressed blocks before it, without GPTQ from the float blocks; the ranking of data-aware mixed precision
-matches whole-model statistics; per-layer errors."""
+matches whole-model statistics; per-layer errors in the report."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import nncompress as nncf
 from nncompress.algorithms.weights import blockwise
 from nncompress.algorithms.weights.activations import ActivationStats
-from nncompress.algorithms.weights.blockwise import TokenSample, relative_error
 
 from .helpers import tiny_llama, token_items
 
@@ -124,36 +123,6 @@ def test_data_aware_mixed_precision_ranks_like_whole_model_statistics(tmp_path):
     assert any("block-wise" in note for note in blocks.notes)
     assert blocks.layers == whole.layers  # float inputs in both: the same scores, the same choices
     assert len({config for config in blocks.layers.values()}) == 2
-
-
-def test_token_sample_spreads_rows_over_items():
-    sample = TokenSample(rows=8, items=4)
-    for i in range(4):
-        sample.update(np.full((1, 10, 3), i, np.float32))
-    rows = sample.matrix()
-    assert rows.shape == (8, 3) and sorted(set(rows[:, 0].tolist())) == [0.0, 1.0, 2.0, 3.0]
-
-
-def test_token_sample_leaves_out_non_finite_rows_and_keeps_no_view_of_the_batch():
-    sample = TokenSample(rows=4, items=2)
-    batch = np.arange(30, dtype=np.float32).reshape(1, 10, 3)
-    batch[0, 0, 1] = np.nan  # row 0 is picked (stride 5: rows 0 and 5) and dropped
-    sample.update(batch)
-    batch[0, 5] = -1.0
-    np.testing.assert_array_equal(sample.matrix(), [[15.0, 16.0, 17.0]])
-
-
-def test_relative_error_by_hand():
-    x = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
-    w = np.array([[1.0, 1.0]], np.float32)
-    approx = np.array([[1.0, 0.5]], np.float32)
-    # outputs [1, 2] vs [1, 1]: error 1 / 5
-    assert relative_error(x, w, approx) == pytest.approx(0.2)
-    # outputs [1, 2] vs [0, 2] (error 1 / 5) and [1, 2] vs [1, 2] (0)
-    assert relative_error(x, w, np.array([[0.0, 1.0]], np.float32)) == pytest.approx(0.2)
-    assert relative_error(x, w, w) == pytest.approx(0.0)
-    # a given reference x W^T is used as is: with W's outputs [1, 2] passed for W' = approx, the error is 0.2
-    assert relative_error(x, approx, approx, reference=x @ w.T) == pytest.approx(0.2)
 
 
 def test_statistics_path_keeps_the_whole_model_path(tmp_path):

@@ -12,7 +12,7 @@ from nncompress.algorithms.weights.config import LayerConfig
 from nncompress.algorithms.weights.selection import WeightLayer
 from nncompress.graph.ir import WeightInfo
 from nncompress.graph.ops import OpKind
-from nncompress.numerics.lowbit import encode
+from nncompress.numerics.encoding import encode
 from nncompress.parameters import CompressWeightsMode as M
 from tests.weights.models import inputs, onnx_model, openvino_model
 

@@ -15,7 +15,7 @@ from nncompress.algorithms.weights.gptq import GPTQFactors
 from nncompress.algorithms.weights.job import LayerJob, run_steps
 from nncompress.algorithms.weights.scale_estimation import estimate
 from nncompress.graph.edits import SetConstant
-from nncompress.numerics.lowbit import encode
+from nncompress.numerics.encoding import encode
 from nncompress.parameters import CompressWeightsMode as M
 
 from .helpers import assert_same, linear_layer, snapshot, statistics, weight

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nncompress.numerics.lowbit import encode
+from nncompress.numerics.encoding import encode
 from nncompress.parameters import CompressWeightsMode as Mode
 
 ov = pytest.importorskip("openvino")

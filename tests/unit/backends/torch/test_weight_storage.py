@@ -23,7 +23,8 @@ from nncompress.backends.torch.module_graph import module_capture  # noqa: E402
 from nncompress.backends.torch.weight_storage import CompressedStorage  # noqa: E402
 from nncompress.graph.edits import AddLowRankCorrection, CompressWeight  # noqa: E402
 from nncompress.graph.ops import OpKind  # noqa: E402
-from nncompress.numerics.lowbit import encode, mode_bits  # noqa: E402
+from nncompress.numerics.encoding import encode  # noqa: E402
+from nncompress.numerics.lowbit import mode_bits  # noqa: E402
 from nncompress.parameters import CompressWeightsMode as M  # noqa: E402
 
 transformers.logging.set_verbosity_error()
