@@ -266,6 +266,8 @@ class BlockwiseCompression:
             compressor.factors = GPTQFactors()  # factorizations of this block's Hessians only
             # with GPTQ: the next block's inputs, unless whole-model statistics serve it (``rank`` found so)
             advance = self.compressed_stream and not last and runner is not None and self.fallen != k + 1
+            if runner is not None and (not advance or runner.fetch):
+                runner = None  # not run again: its session and memory pool go before the layers' work
             constants = {}
             for layer in item.layers:
                 original = self.read(layer) if layer.activation in samples else None
@@ -309,9 +311,10 @@ class BlockwiseCompression:
         return {layer.node: self.whole[layer.node] for layer in self._data(item)}, {}, None
 
     def _advance(self, k: int, item: _Block, runner, constants: dict) -> None:
-        """The next block's inputs: block ``k`` run with its compressed weights (``constants``)."""
+        """The next block's inputs: block ``k`` run with its compressed weights (``constants``); ``runner``:
+        the statistics run's when it fetches nothing, else None (a runner without fetches is made)."""
         try:
-            runner = self._runner(item, ()) if runner.fetch else runner  # fetches nothing: no copies of inputs
+            runner = self._runner(item, ()) if runner is None else runner  # fetches nothing: no copies of inputs
             self._run(runner, item, {key: value for key, value in constants.items() if value is not None}, {}, True)
         except REFUSED as error:
             self._free_stream()
