@@ -95,10 +95,11 @@ def test_a_pass_batches_exact_blocks_and_falls_back_for_others(merge):
     pipeline._run(runner, _Block, None, {}, True)
     for got, want in zip(pipeline.stream, expected):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+    size = block_batches.BATCH_ITEMS  # 8
     if merge:  # the first batch failed its check: every item again alone
-        assert runner.calls == [16, 1] + [1] * 20
-    else:  # 16 + 4 items, one check of the first batch's last item
-        assert runner.calls == [16, 1, 4]
+        assert runner.calls == [size, 1] + [1] * 20
+    else:  # 8 + 8 + 4 items, one check of the first batch's last item
+        assert runner.calls == [size, 1, size, 20 - 2 * size]
 
 
 def test_joined_scales_the_batch_entry_of_shape_values():
