@@ -20,7 +20,9 @@ from scipy.linalg import blas
 
 from nncompress.parameters import SensitivityMetric as Metric
 
-FLUSH_TOKENS = 512  # buffered tokens per tensor before they are added to the Hessian sum
+# buffered tokens per tensor before they are added to the Hessian sum (12 MB for a 1536-wide input): with 8-item
+# block runs (1024 tokens of 128-token items) 512 flushed every run and GPTQ on SmolLM2 took 120 s instead of 100
+FLUSH_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class ActivationStats:
             flat = samples.reshape(-1, samples.shape[-1])
             self._pending.append(flat if keep is None else flat[keep.reshape(-1)])
             self._pending_tokens += self._pending[-1].shape[0]
-            if self._pending_tokens >= FLUSH_TOKENS:  # a few MB per tensor at most
+            if self._pending_tokens >= FLUSH_TOKENS:  # ~12 MB per tensor at most
                 self._flush()
 
     def _finite_tokens(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nncompress.algorithms.weights import activations
 from nncompress.algorithms.weights.activations import ActivationStats, StatsNeeds
 from nncompress.parameters import SensitivityMetric as Metric
+
+
+@pytest.fixture(autouse=True)
+def _flushes_of_512_tokens(monkeypatch):
+    """The tests' updates of 600 tokens each flush into the Hessian sum (the default buffers 2048)."""
+    monkeypatch.setattr(activations, "FLUSH_TOKENS", 512)
 
 ALL = StatsNeeds(means=True, metrics=frozenset(Metric) - {Metric.WEIGHT_QUANTIZATION_ERROR}, hessian=True)
 
