@@ -46,7 +46,7 @@ def _blas() -> ThreadpoolController:
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS held at one thread: for stretches of small products and factorizations (a few hundred rows),
-    where its threads cost more than they give (LoRA correction's solves: about 5x faster on 2 cores)."""
+    where its threads cost more than they give (LoRA correction's solves: 2.5-3x faster on 2 cores)."""
     with _blas().limit(limits=1, user_api="blas"):
         yield
 

@@ -219,7 +219,7 @@ class ActivationStats:
             arrays["means"] = np.stack(self.means)
         for metric, values in self.metric_values.items():
             arrays[f"metric.{metric.value}"] = np.asarray(values, np.float64)
-        if self.hessian_sum is not None:
+        if self._gram is not None:  # the symmetric sum is built once, here
             arrays["hessian_sum"] = self.hessian_sum
             arrays["hessian_tokens"] = np.asarray(self.hessian_tokens, np.int64)
         return arrays

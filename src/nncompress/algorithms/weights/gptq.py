@@ -299,7 +299,7 @@ def refit_scales(
     zero_point = quantizer.zero_point if quantizer.has_zero_point else None
     codes = quantize_codes(updated.reshape(out, count, size), quantizer.mode, scale, zero_point)
     values = code_values(codes, quantizer.mode, zero_point).reshape(out, channels)
-    hessian = hessian.astype(np.float32)
+    hessian = np.asarray(hessian, dtype=np.float32)  # only read: no copy per row range
     gram = np.empty((out, count, count), np.float32)  # per row: Q^T H Q, Q the row's code values per group
     for g in range(count):
         columns = slice(g * size, (g + 1) * size)

@@ -101,15 +101,15 @@ def collect(
 ) -> None:
     """Run the part of ``model`` computing ``tensors`` on every item: an ov.Model of a clone's nodes with
     those tensors as its only outputs (what they do not depend on is not compiled), compiled once."""
+    if not tensors:  # nothing to compute: the items are still checked
+        for item in items:
+            prepare_inputs(model, item)
+            on_item({})
+        return
     clone = model.clone()
     index = NameIndex(clone)
     wanted = {ref: _requested_output(index, ref) for ref in dict.fromkeys(tensors)}
     outputs = list(dict.fromkeys(wanted.values()))
-    if not outputs:  # nothing to compute: the items are still checked
-        for item in items:
-            prepare_inputs(clone, item)
-            on_item({})
-        return
     part = ov.Model(outputs, clone.get_parameters(), f"{clone.get_friendly_name()} (statistics)")
     positions = {ref: outputs.index(out) for ref, out in wanted.items()}
     request = compile_model(part).create_infer_request()
