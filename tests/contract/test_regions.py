@@ -9,6 +9,7 @@ with the replaced weight, fetch returns fc2's input, and the model is left as it
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -214,6 +215,51 @@ def test_a_runner_made_with_constants_uses_them_on_every_run(case):
         fixed.run(x_full, constants={key: weight})
     with pytest.raises(UnsupportedModelError, match="not in region"):
         adapter.region_runner(model, region, constants={(stem.name, stem.weight.port): weight})
+
+
+def _linears_built(backend: str, monkeypatch, module: nn.Module, make, run) -> int:
+    """How many Linear layers (MatMul/Gemm) the runner that ``make()`` builds computes in ``run(runner)``: the
+    sub-model's on ONNX/OpenVINO, the calls of the block's Linear modules on PyTorch."""
+    if backend == "torch":
+        calls = []
+        handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in (module.block.fc1, module.block.fc2)]
+        try:
+            run(make())
+        finally:
+            for handle in handles:
+                handle.remove()
+        return len(calls)
+    built = []
+    if backend == "onnx":
+        from nncompress.backends.onnx import regions
+
+        session = regions._session
+        monkeypatch.setattr(regions, "_session", lambda data, *a: built.append(onnx.load_from_string(data)) or
+                            session(data, *a))
+        run(make())
+        return sum(node.op_type in ("MatMul", "Gemm") for node in built[0].graph.node)
+    from nncompress.backends.openvino import regions
+
+    compile_model = regions.compile_model
+    monkeypatch.setattr(regions, "compile_model", lambda model: built.append(model) or compile_model(model))
+    run(make())
+    return sum(op.get_type_name() == "MatMul" for op in built[0].get_ops())
+
+
+def test_a_runner_without_outputs_returns_the_fetched_tensors_and_skips_the_rest(case, backend, monkeypatch):
+    module, model, adapter, graph, region, runner, data, (_, _, _, fc2_input) = case
+    lean = adapter.region_runner(model, region, fetch=[fc2_input], outputs=False)
+    for full in _full_values(adapter, model, list(region.inputs) + [fc2_input], data):
+        got = lean.run({t: full[t] for t in region.inputs})
+        assert set(got) == {fc2_input}
+        np.testing.assert_allclose(got[fc2_input], full[fc2_input], atol=ATOL, rtol=1e-5)
+    x = _full_values(adapter, model, list(region.inputs), data[:1])[0]
+    counts = [
+        _linears_built(backend, monkeypatch, module, lambda o=o: adapter.region_runner(model, region, [fc2_input],
+                                                                                         outputs=o), lambda r: r.run(x))
+        for o in (True, False)
+    ]
+    assert counts == [2, 1]  # fc2 reads the fetched tensor: only the outputs need it
 
 
 def test_a_decoder_layer_runs_same_length_items_in_one_batched_call(backend, llama_onnx):

@@ -135,7 +135,8 @@ class Adapter(Protocol):
         """
 
     def region_runner(
-        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: Constants | None = None
+        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: Constants | None = None,
+        outputs: bool = True,
     ) -> RegionRunner:
         """A runner of ``region`` of ``model`` (see ``RegionRunner``), prepared once.
 
@@ -143,8 +144,9 @@ class Adapter(Protocol):
         ``run`` besides the outputs. ``constants`` (optional): weight/bias values fixed for every run of this
         runner, prepared with the region (ONNX initializers, OpenVINO Constants: the runtime folds and
         prepacks them -- much faster for convolutions); such a runner takes no per-run overrides. Without it,
-        every weight and bias of the region's layers can be overridden per ``run``.
-        UnsupportedModelError names what the backend cannot run on its own.
+        every weight and bias of the region's layers can be overridden per ``run``. ``outputs=False``: ``run``
+        returns the fetched tensors only, and the backend skips the work only the outputs need (a statistics
+        run whose outputs nobody reads). UnsupportedModelError names what the backend cannot run on its own.
         """
 
     def region_inputs(

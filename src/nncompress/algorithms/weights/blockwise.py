@@ -134,9 +134,10 @@ class BlockwiseCompression:
 
     # ------------------------------------------------------------------ running blocks
 
-    def _runner(self, item: _Block, fetch):
+    def _runner(self, item: _Block, fetch, outputs: bool = True):
+        """The block's runner; without ``outputs`` it computes the fetched tensors only (GPTQ's float runs)."""
         region = region_between(self.graph, item.block.inputs, item.block.outputs, name=item.block.nodes[-1])
-        runner = self.adapter.region_runner(self.model, region, fetch)
+        runner = self.adapter.region_runner(self.model, region, fetch, outputs=outputs)
         if self.shared:
             self._complete(runner, item)
         return runner
@@ -224,8 +225,9 @@ class BlockwiseCompression:
             steps.step(f"Mixed precision statistics (block {k + 1}/{len(self.blocks)})")
             collected = {t: ActivationStats(needs, self.samples) for t in item.fetch}
             try:
-                runner = self._runner(item, item.fetch)
-                self._run(runner, item, None, {t: [s] for t, s in collected.items()}, k + 1 < len(self.blocks))
+                more = k + 1 < len(self.blocks)
+                runner = self._runner(item, item.fetch, outputs=more or not item.fetch)
+                self._run(runner, item, None, {t: [s] for t, s in collected.items()}, more)
             except REFUSED as error:  # the compression pass reuses these statistics from block k on
                 self.stream = []
                 self._fall_back(k, error, f"block {k + 1} could not run on its own")
@@ -293,11 +295,12 @@ class BlockwiseCompression:
             steps.step(f"Block {k + 1}/{len(self.blocks)}: statistics")
             stats = {t: ActivationStats(self.needs, self.samples) for t in fetch}
             samples = {t: TokenSample(SAMPLE_ROWS, len(self.stream)) for t in fetch}
+            keep = not (last or self.compressed_stream)  # the float outputs are the next block's inputs
             try:
-                runner = self._runner(item, fetch)
-                if fetch or not (last or self.compressed_stream):
+                runner = self._runner(item, fetch, outputs=keep or not fetch)  # fetching nothing: runs compressed
+                if fetch or keep:
                     collectors = {t: [stats[t], samples[t]] for t in fetch}
-                    self._run(runner, item, None, collectors, not (last or self.compressed_stream))
+                    self._run(runner, item, None, collectors, keep)
             except REFUSED as error:
                 del stats, samples
                 self._free_stream()

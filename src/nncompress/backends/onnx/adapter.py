@@ -119,7 +119,8 @@ class OnnxAdapter:
             on_item({t: values[n] for t, n in zip(tensors, names)})
 
     def region_runner(
-        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+        self, model: Any, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None,
+        outputs: bool = True,
     ) -> OnnxRegionRunner:
         """The region extracted as its own model, one onnxruntime session (``regions.OnnxRegionRunner``)."""
         model = as_model(model)
@@ -127,7 +128,7 @@ class OnnxAdapter:
         graph = self._graphs.get(model, lambda: build_graph(index, self._types_of(model)))
         return OnnxRegionRunner(
             index, self._types_of(model), graph, region, fetch,
-            lambda node, port: self.get_constant(model, node, port), constants,
+            lambda node, port: self.get_constant(model, node, port), constants, outputs,
         )
 
     def region_inputs(self, model: Any, runner, items: Iterable[Any],

@@ -21,7 +21,7 @@ from nncompress.graph.regions import Region, merged_constants, overridable_ports
 
 from .constants import ModelIndex, _shape_constant
 from .op_map import SHAPE_OPS
-from .runner import _session
+from .runner import _session, needed_nodes
 from .shapes import TensorType
 
 OVERRIDE_PREFIX = "nncompress_constant::"
@@ -109,7 +109,8 @@ class OnnxRegionRunner:
 
     ``frozen``: the weight and bias values to use on every run (``Adapter.region_runner``'s ``constants``):
     they and every other constant stay initializers, so onnxruntime folds and prepacks them; ``run`` then
-    takes no overrides. None: every weight and bias is a session input, overridable per run.
+    takes no overrides. None: every weight and bias is a session input, overridable per run. Without
+    ``outputs``, the sub-model computes the fetched tensors only (its unused inputs are still fed).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class OnnxRegionRunner:
         fetch: Sequence[TensorRef],
         constant: Callable[[str, int], np.ndarray],
         frozen: dict | None = None,
+        outputs: bool = True,
     ):
         self.region, self.fetch, self.frozen = region, tuple(fetch), frozen is not None
         extraction = _Extraction(index, types, region)
@@ -138,7 +140,7 @@ class OnnxRegionRunner:
         self.shapes = tuple(extraction.shapes)
         self.input_refs = list(region.inputs) + list(self.context)
         self.input_names += list(extraction.context.values())
-        self.output_refs = list(dict.fromkeys(list(region.outputs) + list(fetch)))
+        self.output_refs = list(dict.fromkeys((list(region.outputs) if outputs else []) + list(fetch)))
         self.output_names = [extraction.tensor_name(t) for t in self.output_refs]
         missing = [n for n in self.output_names if n not in extraction.available]
         if missing:
@@ -148,10 +150,14 @@ class OnnxRegionRunner:
             _value_info(n, types, onnx.TensorProto.INT64 if n in shapes else onnx.TensorProto.FLOAT)
             for n in self.input_names
         ]
-        outputs = [_value_info(n, types) for n in dict.fromkeys(self.output_names)]
+        results = [_value_info(n, types) for n in dict.fromkeys(self.output_names)]
         initializers = list(extraction.initializers.values()) + baked
+        nodes = extraction.ordered_nodes()
+        if not outputs:  # only what the fetched tensors depend on (onnxruntime runs every node of its graph)
+            nodes, read = needed_nodes(nodes, self.output_names)
+            initializers = [i for i in initializers if i.name in read]
         sub_graph = onnx.helper.make_graph(
-            extraction.ordered_nodes(), f"region {region.name}", infos + override_inputs, outputs, initializers
+            nodes, f"region {region.name}", infos + override_inputs, results, initializers
         )
         model = index.model
         sub = onnx.helper.make_model(sub_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)

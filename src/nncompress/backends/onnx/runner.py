@@ -172,9 +172,9 @@ def create_session(
     return _session(data, bool(extra_outputs))
 
 
-def needed_nodes(graph: onnx.GraphProto, outputs: Sequence[str]) -> tuple[list[onnx.NodeProto], set[str]]:
-    """The nodes that ``outputs`` depend on (graph order) and every tensor name those nodes read or give."""
-    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+def needed_nodes(nodes: Sequence[onnx.NodeProto], outputs: Sequence[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The ``nodes`` that ``outputs`` depend on (in order) and every tensor name those nodes read or give."""
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
     keep: set[int] = set()
     names: set[str] = set()
     stack = list(outputs)
@@ -186,8 +186,8 @@ def needed_nodes(graph: onnx.GraphProto, outputs: Sequence[str]) -> tuple[list[o
         index = producer.get(name)
         if index is not None and index not in keep:
             keep.add(index)
-            stack.extend(_names_read(graph.node[index]))
-    return [node for i, node in enumerate(graph.node) if i in keep], names
+            stack.extend(_names_read(nodes[index]))
+    return [node for i, node in enumerate(nodes) if i in keep], names
 
 
 def _names_read(node: onnx.NodeProto) -> list[str]:
@@ -203,7 +203,7 @@ def _skeleton(graph: onnx.GraphProto, extra_outputs: Sequence[str], only: bool, 
     """``graph`` with ``extra_outputs`` added (``only``: as its only outputs, the unneeded nodes dropped),
     without the initializers named in ``fed`` (graph inputs then), node names made unique."""
     if only:
-        nodes, needed = needed_nodes(graph, extra_outputs)
+        nodes, needed = needed_nodes(graph.node, extra_outputs)
         keep, outputs = needed.__contains__, []
     else:
         nodes, keep, outputs = list(graph.node), (lambda name: True), list(graph.output)

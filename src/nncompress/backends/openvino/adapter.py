@@ -59,12 +59,13 @@ class OpenVINOAdapter:
         runner.collect(model, tensors, items, on_item)
 
     def region_runner(
-        self, model: ov.Model, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None
+        self, model: ov.Model, region: Region, fetch: Sequence[TensorRef] = (), constants: dict | None = None,
+        outputs: bool = True,
     ) -> OpenVINORegionRunner:
         """The region as its own ov.Model, compiled once (``regions.OpenVINORegionRunner``)."""
         return OpenVINORegionRunner(
             model, self._graphs.get(model), region, fetch, lambda node, port: self.get_constant(model, node, port),
-            constants,
+            constants, outputs,
         )
 
     def region_inputs(self, model: ov.Model, runner, items: Iterable[Any],

@@ -3,7 +3,8 @@
 On a clone of the model, every consumer of a region input is rewired to a new Parameter, and each
 weight and bias input of the region's layers to a Parameter of its own (fed on every run with the
 model's value or the caller's override, so one compiled model serves every call: no recompilation).
-The region's outputs and fetched tensors become Results. A region that still reaches a model input it
+The region's outputs (unless the runner is made without them) and fetched tensors become Results: the
+model computes nothing else. A region that still reaches a model input it
 was not given (e.g. a shape read of it) is refused, naming it.
 """
 
@@ -49,6 +50,7 @@ class OpenVINORegionRunner:
         fetch: Sequence[TensorRef],
         constant: Callable[[str, int], np.ndarray],
         frozen: dict | None = None,
+        outputs: bool = True,
     ):
         self.region, self.fetch, self.frozen = region, tuple(fetch), frozen is not None
         self.ports = overridable_ports(graph, region)
@@ -58,7 +60,7 @@ class OpenVINORegionRunner:
         self.defaults = {key: constant(*key) for key in self.ports} if frozen is None else {}
         clone = model.clone()
         index = NameIndex(clone)
-        wanted = list(dict.fromkeys(list(region.outputs) + list(fetch)))
+        wanted = list(dict.fromkeys((list(region.outputs) if outputs else []) + list(fetch)))
         outputs = {ref: _output(index, ref) for ref in wanted}  # before rewiring: region inputs may be outputs
         params = []
         for i, ref in enumerate(region.inputs):

@@ -157,8 +157,10 @@ class TorchAdapter:
                     )
                 on_item({t: tap.values[t] for t in tensors})
 
-    def region_runner(self, model: nn.Module, region: Region, fetch: Sequence[TensorRef] = (), constants=None):
-        """A runner calling the module whose scope is ``region`` (``regions.ModuleRegionRunner``)."""
+    def region_runner(self, model: nn.Module, region: Region, fetch: Sequence[TensorRef] = (), constants=None,
+                      outputs: bool = True):
+        """A runner calling the module whose scope is ``region`` (``regions.ModuleRegionRunner``); without
+        ``outputs`` the module's forward stops once the fetched tensors are read."""
         from .regions import ModuleRegionRunner, record_module_calls, region_module
 
         capture = self.capture(model)
@@ -173,7 +175,7 @@ class TorchAdapter:
         calls = self._calls.get(model)
         if calls is None:
             calls = self._calls[model] = record_module_calls(model, self.example_input)
-        return ModuleRegionRunner(model, capture, calls, path, region, fetch, constants)
+        return ModuleRegionRunner(model, capture, calls, path, region, fetch, constants, outputs)
 
     def region_inputs(self, model: nn.Module, runner, items: Iterable[Any],
                       on_item: Callable[[dict[TensorRef, np.ndarray]], None], extra: Sequence[TensorRef] = ()) -> None:

@@ -125,17 +125,21 @@ def region_module(graph: Graph, region: Region) -> str | None:
 
 
 class _Fetcher:
-    """Pre-hooks that copy fetched tensors out of submodule arguments during one ``run``."""
+    """Pre-hooks that copy fetched tensors out of submodule arguments during one ``run``; with ``stop``, the
+    forward is stopped (``_Reached``) once every planned tensor is copied."""
 
-    def __init__(self, module: nn.Module, wanted: dict[str, list[tuple[int, TensorRef]]]):
-        self.module, self.wanted = module, wanted
+    def __init__(self, module: nn.Module, wanted: dict[str, list[tuple[int, TensorRef]]], stop: bool = False):
+        self.module, self.wanted, self.stop = module, wanted, stop
         self.values: dict[TensorRef, np.ndarray] = {}
+        self.total = len({ref for targets in wanted.values() for _, ref in targets})
 
     def hook(self, targets: list[tuple[int, TensorRef]]) -> Callable:
         def take(module, args, kwargs):
             leaves = pytree.tree_leaves({"args": args, "kwargs": kwargs})
             for index, ref in targets:
                 self.values.setdefault(ref, to_numpy(leaves[index]))
+            if self.stop and len(self.values) == self.total:
+                raise _Reached
 
         return take
 
@@ -158,8 +162,10 @@ class ModuleRegionRunner:
         region: Region,
         fetch: Sequence[TensorRef],
         frozen: dict | None = None,
+        outputs: bool = True,
     ):
         self.model, self.region, self.fetch, self.path = model, region, tuple(fetch), path
+        self.outputs = outputs
         self.module = model.get_submodule(path)
         self.port_params = capture.port_params
         self.call = _single_call(calls, path)
@@ -260,21 +266,28 @@ class ModuleRegionRunner:
         args, kwargs = self._arguments(values)
         refuse_frozen_overrides(self.region, constants, self.frozen)
         params = self._fixed or self._parameters(constants)
-        fetcher = _Fetcher(self.module, self._fetch_plan)
+        # without outputs, the forward stops at the last fetched tensor unless a fetch is an output itself
+        stop = not self.outputs and not set(self.fetch) & set(self.region.outputs) - set(self.region.inputs)
+        fetcher = _Fetcher(self.module, self._fetch_plan, stop)
         handles = fetcher.install()
+        out = None
         try:
             with torch.no_grad(), eval_mode(self.module):  # the block only: a whole-model pass per run is costly
                 out = self._call(args, kwargs, params)
+        except _Reached:
+            pass
         finally:
             for handle in handles:
                 handle.remove()
         tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-        result = {ref: to_numpy(t) for ref, t in zip(self.call.out_refs, tensors) if ref in set(self.region.outputs)}
+        outputs = set(self.region.outputs)
+        produced = {ref: to_numpy(t) for ref, t in zip(self.call.out_refs, tensors) if ref in outputs}
+        result = dict(produced) if self.outputs else {}
         for tensor in self.fetch:
             if tensor in fetcher.values:
                 result[tensor] = fetcher.values[tensor]
-            elif tensor in result:
-                continue
+            elif tensor in produced:
+                result[tensor] = produced[tensor]
             else:
                 result[tensor] = np.array(values[tensor])
         return result

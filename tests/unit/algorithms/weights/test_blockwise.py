@@ -93,8 +93,9 @@ def test_the_statistics_runner_is_freed_before_the_compressed_pass(monkeypatch):
     runner_of = blockwise.BlockwiseCompression._runner
     advance = blockwise.BlockwiseCompression._advance
 
-    def runner(self, item, fetch):
-        made.append((weakref.ref(result := runner_of(self, item, fetch)), bool(fetch)))
+    def runner(self, item, fetch, outputs=True):
+        made.append((weakref.ref(result := runner_of(self, item, fetch, outputs)), bool(fetch)))
+        assert outputs != bool(fetch)  # GPTQ's float runs fetch without outputs; the compressed runs the reverse
         return result
 
     def checked_advance(self, k, item, given, constants):

@@ -88,5 +88,5 @@ def test_needed_nodes_follow_subgraph_reads():
              helper.make_node("Sigmoid", ["x"], ["unused"], name="rc"),
              helper.make_node("If", ["cond"], ["z"], name="branch", then_branch=then, else_branch=other)]
     graph = helper.make_graph(nodes, "g", [], [])
-    kept, names = runner.needed_nodes(graph, ["z"])
+    kept, names = runner.needed_nodes(graph.node, ["z"])
     assert [n.name for n in kept] == ["ra", "rb", "branch"] and {"a", "b", "cond", "x"} <= names
