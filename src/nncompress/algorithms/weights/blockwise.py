@@ -284,6 +284,8 @@ class BlockwiseCompression:
                 steps.step(f"Block {k + 1}/{len(self.blocks)}: compressed outputs")
                 self._advance(k, item, runner, constants)
             del runner, by_node, samples, constants
+            if last:  # no block reads the cached activations again (the layers outside the blocks come next)
+                self._free_stream()
             release_free_memory()  # the block's activations and temporaries: back to the system
 
     def _measure(self, k: int, item: _Block, last: bool, steps) -> tuple[dict, dict, object]:
