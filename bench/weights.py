@@ -6,6 +6,8 @@
     python bench/weights.py formats      # SmolLM2-135M perplexity of the float formats (FP4, NVFP4, FP8...)
     python bench/weights.py all          # every table; each writes its BENCHMARKS.md section
     python bench/weights.py --case '{"task": "gpt2", "backend": "onnx"}'   # one case as JSON
+    python bench/weights.py --case '{"task": "smollm2", "backend": "torch", "label": "INT4_SYM", "order_seed": 1}'
+                                         # ... with the calibration items in a seeded order
 
 Peak RSS: the process's high-water mark is reset (``/proc/self/clear_refs``) after the model is
 loaded, so "rise" is what the first ``compress_weights`` call itself adds; "peak" is the process's
@@ -252,7 +254,9 @@ def _size(backend: str, model, folder: Path) -> int:
     return common.openvino_size_bytes(model)
 
 
-def smollm_case(backend: str, label: str) -> dict:
+def smollm_case(backend: str, label: str, order_seed: int | None = None) -> dict:
+    """One SmolLM2 configuration; ``order_seed``: the calibration items in a seeded random order (the same
+    data summed in another order: how much a result owes to float rounding)."""
     import nncompress as nncf
     from bench import llm
 
@@ -266,7 +270,10 @@ def smollm_case(backend: str, label: str) -> dict:
         kwargs = dict(kwargs)
         if kwargs.pop("data", False):
             transform = common.torch_item if backend == "torch" else None
-            kwargs["dataset"] = nncf.Dataset(llm.calibration_items(tok), transform)
+            items = llm.calibration_items(tok)
+            if order_seed is not None:
+                items = [items[i] for i in np.random.default_rng(order_seed).permutation(len(items))]
+            kwargs["dataset"] = nncf.Dataset(items, transform)
         figures = _measured(lambda: nncf.compress_weights(model, **kwargs), SMOLLM_REPEATS)
         compressed = figures.pop("model")
         report = nncf.last_report()
@@ -285,7 +292,7 @@ def run_case(spec: dict) -> dict:
     if spec["task"] == "gpt2":
         return gpt2_case(spec["backend"])
     if spec["task"] == "smollm2":
-        return smollm_case(spec["backend"], spec["label"])
+        return smollm_case(spec["backend"], spec["label"], spec.get("order_seed"))
     return minilm_case(spec["backend"], spec["label"])
 
 
