@@ -6,6 +6,8 @@ default), then prints perplexity on Wikipedia text, weight memory and a greedy c
 from both models.
 
     python examples/compress_llm.py                          # INT4_ASYM + AWQ + scale estimation
+    python examples/compress_llm.py --gptq                   # ... + GPTQ (the best perplexity, ~2 min)
+    python examples/compress_llm.py --lora                   # ... + LoRA correction
     python examples/compress_llm.py --mode nf4 --data-free   # NF4, no calibration data
 """
 
@@ -37,6 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", default="int4_asym", help="a CompressWeightsMode value (default int4_asym)")
     parser.add_argument("--data-free", action="store_true", help="no dataset: no AWQ or scale estimation")
+    extra = parser.add_mutually_exclusive_group()
+    extra.add_argument("--gptq", action="store_true", help="GPTQ as well, on the compressed blocks' outputs")
+    extra.add_argument("--lora", action="store_true", help="LoRA correction of each layer's residual as well")
     parser.add_argument("--tokens", type=int, default=2048, help="Wikipedia tokens for perplexity (default 2048)")
     args = parser.parse_args()
 
@@ -45,7 +50,10 @@ def main() -> None:
     kwargs = {}
     if not args.data_free:
         data = nncf.Dataset(llm.calibration_items(tokenizer), common.torch_item)
-        kwargs = {"dataset": data, "awq": True, "scale_estimation": True}
+        kwargs = {"dataset": data, "awq": True, "scale_estimation": True, "gptq": args.gptq,
+                  "lora_correction": args.lora}
+    elif args.gptq or args.lora:
+        parser.error("--gptq and --lora need calibration data: leave out --data-free")
     start = time.perf_counter()
     compressed = nncf.compress_weights(model, mode=args.mode, **kwargs)
     seconds = time.perf_counter() - start

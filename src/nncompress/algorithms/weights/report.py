@@ -50,11 +50,11 @@ class WeightCompressionReport(CompressionReport):
 
     def details_table(self) -> str:
         """One line per layer the block-wise pipeline measured: algorithms, precision, output errors."""
-        lines = [f"{'layer':60s} | {'algorithms':40s} | {'precision':24s} | RTN error | error"]
-        for node, d in self.details.items():
-            lines.append(f"{node[-60:]:60s} | {', '.join(d.algorithms)[:40]:40s} | {d.precision[:24]:24s} | "
-                         f"{d.error_before:9.2e} | {d.error_after:9.2e}")
-        return "\n".join(lines)
+        rows = [("layer", "algorithms", "precision", "RTN error", "error")]
+        rows += [(node, ", ".join(d.algorithms), d.precision, f"{d.error_before:9.2e}", f"{d.error_after:9.2e}")
+                 for node, d in self.details.items()]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]  # whole cells: nothing cut off
+        return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
     def add_layer(self, node: str, config: str, bits: int, params: int, ratio_defining: bool) -> None:
         row = next((r for r in self.distribution if r.config == config), None)
