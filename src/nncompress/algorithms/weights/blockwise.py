@@ -276,7 +276,7 @@ class BlockwiseCompression:
                 job = compressor.compress(LayerJob(layer, by_node.get(layer.node)), awq)
                 yield from compressor.edits(job)
                 if advance:
-                    constants[(layer.node, layer.weight.port)] = effective_weight(job, awq, original, self.read)
+                    constants[(layer.node, layer.weight.port)] = effective_weight(job, awq)
                 if original is not None:
                     self._errors(job, original, samples[layer.activation].matrix(), awq)
                 del job, original

@@ -99,7 +99,7 @@ def _in_original_space(job: LayerJob, awq: AWQPlan, w_oi: np.ndarray) -> np.ndar
     return w_oi
 
 
-def effective_weight(job: LayerJob, awq: AWQPlan, original, read) -> np.ndarray | None:
+def effective_weight(job: LayerJob, awq: AWQPlan) -> np.ndarray | None:
     """The float weight the runner uses for a compressed layer (layer layout): decompressed, LoRA added,
     and divided by AWQ's input scale where AWQ inserts a multiply (the runner has no multiply); a
     merged ``1 / s`` stays in the preceding Linear. None: the layer keeps its float weight."""

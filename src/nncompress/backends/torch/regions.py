@@ -166,6 +166,8 @@ class ModuleRegionRunner:
     ):
         self.model, self.region, self.fetch, self.path = model, region, tuple(fetch), path
         self.outputs = outputs
+        # without outputs, the forward stops at the last fetched tensor unless a fetch is an output itself
+        self._stop = not outputs and not set(self.fetch) & (set(region.outputs) - set(region.inputs))
         self.module = model.get_submodule(path)
         self.port_params = capture.port_params
         self.call = _single_call(calls, path)
@@ -266,9 +268,7 @@ class ModuleRegionRunner:
         args, kwargs = self._arguments(values)
         refuse_frozen_overrides(self.region, constants, self.frozen)
         params = self._fixed or self._parameters(constants)
-        # without outputs, the forward stops at the last fetched tensor unless a fetch is an output itself
-        stop = not self.outputs and not set(self.fetch) & set(self.region.outputs) - set(self.region.inputs)
-        fetcher = _Fetcher(self.module, self._fetch_plan, stop)
+        fetcher = _Fetcher(self.module, self._fetch_plan, self._stop)
         handles = fetcher.install()
         out = None
         try:
